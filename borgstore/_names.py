@@ -1,0 +1,73 @@
+"""Validation of item names and namespaces (COMPAT.md, "Names")."""
+
+import re
+
+from .constants import DEL_SUFFIX, HID_SUFFIX, MAX_NAME_LENGTH, TMP_SUFFIX
+
+# printable ASCII without "/", uppercase letters and backslash; "/" separates the namespace
+_PART = r"[!-.0-@\[\]-~]+"
+_NAME_RE = re.compile(rf"(?:{_PART}/)?{_PART}")
+_NAMESPACE_RE = re.compile(_PART)
+RESERVED_SUFFIXES = (TMP_SUFFIX, DEL_SUFFIX, HID_SUFFIX)
+
+
+def check_name(name) -> None:
+    """Raise ValueError naming *name* unless it is a valid item name."""
+    if (
+        type(name) is str
+        and len(name) <= MAX_NAME_LENGTH
+        and _NAME_RE.fullmatch(name)
+        and ".." not in name
+        and not name.endswith(RESERVED_SUFFIXES)
+        and not name.startswith("./")
+        and not name.endswith("/.")
+        and name != "."
+    ):
+        return
+    raise ValueError(f"invalid name {name!r}: {_name_problem(name)}")
+
+
+def _name_problem(name) -> str:
+    if not isinstance(name, str):
+        return f"names are str, not {type(name).__name__}"
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"it has {len(name)} characters, at most {MAX_NAME_LENGTH} are allowed"
+    if not name.isascii():
+        return "only ASCII characters are allowed"
+    if name != name.lower():
+        return "uppercase letters are not allowed"
+    if any(c.isspace() or not c.isprintable() for c in name):
+        return "blanks and control characters are not allowed"
+    if "\\" in name:
+        return "backslashes are not allowed"
+    if name.startswith("/") or name.endswith("/"):
+        return "it must not start or end with '/'"
+    if name.count("/") > 1:
+        return "only one level of namespace ('namespace/key') is allowed"
+    if "//" in name:
+        return "empty namespace or key"
+    if ".." in name:
+        return "'..' is not allowed"
+    if name.endswith(RESERVED_SUFFIXES):
+        return f"the suffixes {', '.join(RESERVED_SUFFIXES)} are reserved"
+    return "'.' is not a valid namespace or key"
+
+
+def check_namespace(namespace) -> str:
+    """Return *namespace* without a trailing '/', raising ValueError if it is not valid."""
+    if type(namespace) is not str:
+        raise ValueError(f"invalid namespace {namespace!r}: namespaces are str")
+    ns = namespace[:-1] if namespace.endswith("/") else namespace
+    if ns == "":
+        return ns
+    if _NAMESPACE_RE.fullmatch(ns) and ".." not in ns and ns != "." and len(ns) < MAX_NAME_LENGTH:
+        if not ns.endswith(RESERVED_SUFFIXES):
+            return ns
+    raise ValueError(f"invalid namespace {namespace!r}: {_name_problem(ns + '/x') if ns else 'empty'}")
+
+
+def is_valid_key(key: str) -> bool:
+    """True if *key*, as listed in a directory, is an item the Store may show."""
+    return not key.endswith(RESERVED_SUFFIXES)

@@ -1,0 +1,252 @@
+"""The plugin manager: finds plugins, asks them what they provide, and looks things up by name."""
+
+import importlib
+import importlib.metadata
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import pluggy
+
+from . import hookspecs
+from .backends._base import Capabilities
+from .backends.errors import BackendNotInstalled, BackendURLInvalid, PluginError
+
+ENTRY_POINT_GROUP = "borgstore"
+
+hookimpl = pluggy.HookimplMarker("borgstore")
+
+# The core's own plugins, also declared as entry points in the core's pyproject.toml.  Listed here
+# so that a source tree that was never installed still has them.
+BUILTIN_PLUGINS = {
+    "memory": "borgstore.backends.memory",
+    "nesting": "borgstore.nesting",
+    "stats": "borgstore.middleware.stats",
+    "softdelete": "borgstore.middleware.softdelete",
+    "emulate": "borgstore.middleware.emulate",
+    "permissions": "borgstore.middleware.permissions",
+    "quota": "borgstore.middleware.quota",
+}
+
+# Schemes served by distributions of this project, to tell the user what to install.
+KNOWN_SCHEMES = {
+    "file": "borgstore-backend-posixfs",
+    "sftp": "borgstore-backend-sftp",
+    "rclone": "borgstore-backend-rclone",
+}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend a plugin provides: see the ``borgstore_backends`` hook."""
+
+    schemes: tuple
+    factory: Callable
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class NestingSpec:
+    """A nesting strategy a plugin provides: see the ``borgstore_nesting_strategies`` hook."""
+
+    name: str
+    factory: Callable
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MiddlewareSpec:
+    """A middleware a plugin provides: see the ``borgstore_middleware`` hook."""
+
+    name: str
+    factory: Callable
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Provided:
+    """One thing a plugin provides, with where it came from."""
+
+    spec: object
+    plugin: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """An entry point that could not be loaded or registered."""
+
+    plugin: str
+    target: str
+    distribution: str
+    error: str
+
+    def __str__(self):
+        return f"plugin {self.plugin!r} ({self.target}, from {self.distribution}) failed to load: {self.error}"
+
+
+class _Registry:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.pm = None
+        self.failures = []
+        self.origins = {}  # plugin name -> (distribution, version)
+        self._tables = None
+        self._registered_snapshot = None
+
+    def plugin_manager(self) -> pluggy.PluginManager:
+        with self.lock:
+            if self.pm is None:
+                pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+                pm.add_hookspecs(hookspecs)
+                self._load_entry_points(pm)
+                self._load_builtins(pm)
+                self.pm = pm
+            return self.pm
+
+    def _load_entry_points(self, pm):
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist else "unknown distribution"
+            version = ep.dist.version if ep.dist else ""
+            if pm.has_plugin(ep.name):
+                continue  # the same distribution seen twice on sys.path
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken plugin must not break the others
+                self.failures.append(LoadFailure(ep.name, ep.value, dist, f"{type(exc).__name__}: {exc}"))
+                continue
+            self.origins[ep.name] = (dist, version)
+
+    def _load_builtins(self, pm):
+        from . import __version__
+
+        for name, module in BUILTIN_PLUGINS.items():
+            if not pm.has_plugin(name):
+                pm.register(importlib.import_module(module), name=name)
+                self.origins[name] = ("borgstore", __version__)
+
+    def tables(self):
+        """Return (backends by scheme, nesting by name, middleware by name), rebuilt when the set of
+        registered plugins changed."""
+        pm = self.plugin_manager()
+        with self.lock:
+            snapshot = tuple(id(p) for p in pm.get_plugins())
+            if self._tables is None or snapshot != self._registered_snapshot:
+                self._tables = self._build_tables(pm)
+                self._registered_snapshot = snapshot
+            return self._tables
+
+    def _build_tables(self, pm):
+        backends, nestings, middlewares = {}, {}, {}
+        for hook, table, key in (
+            (pm.hook.borgstore_backends, backends, "schemes"),
+            (pm.hook.borgstore_nesting_strategies, nestings, "name"),
+            (pm.hook.borgstore_middleware, middlewares, "name"),
+        ):
+            # hookimpls come in registration order; later registrations override earlier ones
+            for impl in hook.get_hookimpls():
+                plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+                dist, version = self.origins.get(plugin_name, ("(registered at run time)", ""))
+                try:
+                    specs = impl.function() or []
+                except Exception as exc:
+                    self.failures.append(LoadFailure(plugin_name, hook.name, dist, f"{type(exc).__name__}: {exc}"))
+                    continue
+                for spec in specs:
+                    provided = Provided(spec, plugin_name, dist, version)
+                    keys = getattr(spec, key)
+                    for k in (keys,) if isinstance(keys, str) else keys:
+                        table[k] = provided
+        return backends, nestings, middlewares
+
+
+_registry = _Registry()
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager; register your own plugins on it."""
+    return _registry.plugin_manager()
+
+
+def load_failures() -> list:
+    """The plugins that failed to load, as :class:`LoadFailure` items."""
+    _registry.plugin_manager()
+    return list(_registry.failures)
+
+
+def backends() -> dict:
+    return _registry.tables()[0]
+
+
+def nesting_strategies() -> dict:
+    return _registry.tables()[1]
+
+
+def middlewares() -> dict:
+    return _registry.tables()[2]
+
+
+def url_scheme(url) -> str:
+    if not isinstance(url, str) or ":" not in url:
+        raise BackendURLInvalid(f"invalid store URL {url!r}: expected SCHEME:..., e.g. file:///path")
+    scheme = url.split(":", 1)[0].lower()
+    if not scheme.isidentifier():
+        raise BackendURLInvalid(f"invalid store URL {url!r}: {scheme!r} is not a URL scheme")
+    return scheme
+
+
+def backend_for_url(url: str, options: Optional[dict] = None):
+    """Build an unopened backend for *url*, raising a precise BackendURLInvalid if that fails."""
+    scheme = url_scheme(url)
+    provided = backends().get(scheme)
+    if provided is None:
+        failed = [f for f in load_failures() if f.plugin == scheme or KNOWN_SCHEMES.get(scheme) == f.distribution]
+        if failed:
+            raise BackendNotInstalled(f"cannot open {url!r}: {failed[0]}")
+        if scheme in KNOWN_SCHEMES:
+            dist = KNOWN_SCHEMES[scheme]
+            raise BackendNotInstalled(
+                f"cannot open {url!r}: the {scheme!r} backend is not installed; install it with: pip install {dist}"
+            )
+        known = ", ".join(sorted(backends())) or "none"
+        raise BackendURLInvalid(f"unknown URL scheme {scheme!r} in {url!r} (installed backends: {known})")
+    backend = provided.spec.factory(url, **(options or {}))
+    if backend is None:
+        raise BackendURLInvalid(f"invalid URL {url!r} for the {scheme!r} backend")
+    return backend
+
+
+def nesting_strategy(name: str):
+    provided = nesting_strategies().get(name)
+    if provided is None:
+        known = ", ".join(sorted(nesting_strategies()))
+        raise ValueError(f"unknown nesting strategy {name!r} (installed: {known})")
+    return provided.spec.factory()
+
+
+def middleware_factory(name: str):
+    provided = middlewares().get(name)
+    if provided is None:
+        known = ", ".join(sorted(middlewares()))
+        raise ValueError(f"unknown middleware {name!r} (installed: {known})")
+    return provided.spec.factory
+
+
+def reset_for_tests():
+    """Forget the plugin manager so that the next use loads the entry points again."""
+    global _registry
+    _registry = _Registry()
+
+
+__all__ = [
+    "BackendSpec",
+    "LoadFailure",
+    "MiddlewareSpec",
+    "NestingSpec",
+    "PluginError",
+    "hookimpl",
+    "plugin_manager",
+]

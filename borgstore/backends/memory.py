@@ -1,0 +1,233 @@
+"""The built-in ``memory:`` backend: a store in this process's memory.
+
+``memory:`` gives a new, private store each time; ``memory:NAME`` gives the store called NAME,
+shared by every backend opened on that URL in this process (so two Store instances can work on
+one location).  It is the reference the conformance kit compares other backends with, and a quick
+store for tests and demos.  It behaves like a posix directory tree: directories exist or not, and
+storing an item creates its missing parent directories.
+"""
+
+import itertools
+import threading
+import time
+from typing import Iterator, Optional
+
+from .._plugins import BackendSpec, hookimpl
+from ._base import BackendBase, Capabilities, ItemInfo
+from .errors import (
+    BackendAlreadyExists,
+    BackendDoesNotExist,
+    BackendError,
+    BackendMustBeOpen,
+    BackendMustNotBeOpen,
+    BackendURLInvalid,
+    ObjectNotFound,
+)
+
+
+class _Item:
+    __slots__ = ("data", "mtime")
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.mtime = time.time()
+
+
+class _Location:
+    """One named store: its root directory (None while it does not exist) and a lock."""
+
+    def __init__(self):
+        self.root: Optional[dict] = None
+        self.lock = threading.RLock()
+
+
+_named_locations: dict = {}
+_named_lock = threading.Lock()
+_anonymous = itertools.count()
+
+
+def _location(name: str) -> _Location:
+    with _named_lock:
+        location = _named_locations.get(name)
+        if location is None:
+            location = _named_locations[name] = _Location()
+        return location
+
+
+class MemoryBackend(BackendBase):
+    capabilities = Capabilities(thread_safe=True)
+
+    def __init__(self, name: str = ""):
+        self.name = name
+        # an anonymous store is private to this backend object
+        self._location = _location(name) if name else _Location()
+        self.opened = False
+
+    def __repr__(self):
+        return f"<MemoryBackend {self.name!r}>"
+
+    # --- helpers ---
+    def _check_open(self):
+        if not self.opened:
+            raise BackendMustBeOpen(f"memory:{self.name} is not open")
+
+    def _root(self) -> dict:
+        root = self._location.root
+        if root is None:
+            raise BackendDoesNotExist(f"memory:{self.name} does not exist")
+        return root
+
+    def _dir(self, name: str, create: bool = False) -> dict:
+        node = self._root()
+        if not name:
+            return node
+        for part in name.split("/"):
+            child = node.get(part)
+            if child is None and create:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                if child is None:
+                    raise ObjectNotFound(f"directory {name!r} does not exist")
+                raise BackendError(f"{name!r}: {part!r} is an item, not a directory")
+            node = child
+        return node
+
+    def _parent(self, name: str, create: bool = False):
+        parent, _, base = name.rpartition("/")
+        return self._dir(parent, create=create), base
+
+    def _item(self, name: str) -> _Item:
+        try:
+            node, base = self._parent(name)
+        except ObjectNotFound:
+            raise ObjectNotFound(name) from None
+        item = node.get(base)
+        if not isinstance(item, _Item):
+            raise ObjectNotFound(name)
+        return item
+
+    # --- lifecycle ---
+    def create(self):
+        if self.opened:
+            raise BackendMustNotBeOpen(f"memory:{self.name} is open")
+        with self._location.lock:
+            if self._location.root:
+                raise BackendAlreadyExists(f"memory:{self.name} already exists and is not empty")
+            self._location.root = {}
+
+    def destroy(self):
+        if self.opened:
+            raise BackendMustNotBeOpen(f"memory:{self.name} is open")
+        with self._location.lock:
+            self._root()
+            self._location.root = None
+
+    def open(self):
+        if self.opened:
+            raise BackendMustNotBeOpen(f"memory:{self.name} is already open")
+        with self._location.lock:
+            self._root()
+        self.opened = True
+
+    def close(self):
+        self.opened = False
+
+    # --- directories ---
+    def mkdir(self, name):
+        self._check_open()
+        with self._location.lock:
+            self._dir(name, create=True)
+
+    def rmdir(self, name):
+        self._check_open()
+        with self._location.lock:
+            node, base = self._parent(name)
+            child = node.get(base)
+            if not isinstance(child, dict):
+                raise ObjectNotFound(f"directory {name!r} does not exist")
+            if child:
+                raise BackendError(f"directory {name!r} is not empty")
+            del node[base]
+
+    # --- items ---
+    def info(self, name):
+        self._check_open()
+        with self._location.lock:
+            try:
+                node, base = self._parent(name)
+            except (ObjectNotFound, BackendError):
+                return ItemInfo(name=name, exists=False, size=0, directory=False)
+            child = node.get(base) if base else node
+            if isinstance(child, dict):
+                return ItemInfo(name=name, exists=True, size=0, directory=True)
+            if child is None:
+                return ItemInfo(name=name, exists=False, size=0, directory=False)
+            return ItemInfo(name=name, exists=True, size=len(child.data), directory=False, mtime=child.mtime)
+
+    def load(self, name, *, size=None, offset=0):
+        self._check_open()
+        with self._location.lock:
+            data = self._item(name).data
+        if offset < 0:
+            offset = max(len(data) + offset, 0)
+        end = None if size is None else offset + size
+        return data[offset:end]
+
+    def store(self, name, value):
+        self._check_open()
+        data = bytes(value)
+        with self._location.lock:
+            node, base = self._parent(name, create=True)
+            if isinstance(node.get(base), dict):
+                raise BackendError(f"cannot store {name!r}: it is a directory")
+            node[base] = _Item(data)
+
+    def delete(self, name):
+        self._check_open()
+        with self._location.lock:
+            self._item(name)
+            node, base = self._parent(name)
+            del node[base]
+
+    def move(self, curr_name, new_name):
+        self._check_open()
+        with self._location.lock:
+            item = self._item(curr_name)
+            node, base = self._parent(new_name, create=True)
+            if isinstance(node.get(base), dict):
+                raise BackendError(f"cannot move to {new_name!r}: it is a directory")
+            old_node, old_base = self._parent(curr_name)
+            del old_node[old_base]
+            node[base] = item
+
+    def list(self, name) -> Iterator[ItemInfo]:
+        self._check_open()
+        with self._location.lock:
+            node = self._dir(name)
+            entries = sorted(node.items())
+        for key, child in entries:
+            if isinstance(child, dict):
+                yield ItemInfo(name=key, exists=True, size=0, directory=True)
+            else:
+                yield ItemInfo(name=key, exists=True, size=len(child.data), directory=False, mtime=child.mtime)
+
+
+def memory_backend_from_url(url: str, **options):
+    if options:
+        raise ValueError(f"the memory backend takes no options, got: {', '.join(sorted(options))}")
+    scheme, _, name = url.partition(":")
+    if scheme.lower() != "memory" or "/" in name.strip("/") and name.startswith("//"):
+        raise BackendURLInvalid(f"invalid memory URL {url!r}: use memory: or memory:NAME")
+    return MemoryBackend(name.strip("/"))
+
+
+@hookimpl
+def borgstore_backends():
+    return [
+        BackendSpec(
+            schemes=("memory",),
+            factory=memory_backend_from_url,
+            capabilities=MemoryBackend.capabilities,
+            description="in this process's memory; memory:NAME is shared within the process",
+        )
+    ]

@@ -1,0 +1,137 @@
+"""The ``emulate`` middleware: makes a fast backend behave like a slow, distant one.
+
+Each call that passes this link takes at least ``latency + volume / bandwidth``: the time the
+backend needed is taken off, the rest is slept.  A listing pays the latency once, when it starts.
+
+Options (explicit ones win over the environment):
+
+* ``latency``: seconds per call; default ``BORGSTORE_LATENCY`` (microseconds) or 0.
+* ``bandwidth``: bits per second; default ``BORGSTORE_BANDWIDTH`` or 0 (unlimited).
+"""
+
+import os
+import time
+
+from .._plugins import MiddlewareSpec, hookimpl
+from ._base import Middleware
+
+
+def _env_number(variable: str) -> float:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{variable}={raw!r} is not a number") from None
+    if value < 0:
+        raise ValueError(f"{variable}={raw!r} must not be negative")
+    return value
+
+
+def latency_from_environment() -> float:
+    """BORGSTORE_LATENCY in seconds (the variable is in microseconds)."""
+    return _env_number("BORGSTORE_LATENCY") / 1e6
+
+
+def bandwidth_from_environment() -> float:
+    """BORGSTORE_BANDWIDTH in bits per second."""
+    return _env_number("BORGSTORE_BANDWIDTH")
+
+
+def emulation_requested() -> bool:
+    return bool(latency_from_environment() or bandwidth_from_environment())
+
+
+class EmulateMiddleware(Middleware):
+    name = "emulate"
+
+    def __init__(self, inner, *, latency=None, bandwidth=None):
+        super().__init__(inner)
+        self.latency = latency_from_environment() if latency is None else latency
+        self.bandwidth = bandwidth_from_environment() if bandwidth is None else bandwidth
+        for option, value in (("latency", self.latency), ("bandwidth", self.bandwidth)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"emulate: {option} must be a number >= 0, not {value!r}")
+
+    def _pace(self, started: float, volume: int = 0):
+        wanted = self.latency + (volume * 8 / self.bandwidth if self.bandwidth else 0.0)
+        remaining = wanted - (time.perf_counter() - started)
+        if remaining > 0:
+            time.sleep(remaining)
+
+    def _call(self, op, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return op(*args, **kwargs)
+        finally:
+            self._pace(t)
+
+    def create(self):
+        return self._call(self.inner.create)
+
+    def destroy(self):
+        return self._call(self.inner.destroy)
+
+    def open(self):
+        return self._call(self.inner.open)
+
+    def close(self):
+        return self._call(self.inner.close)
+
+    def mkdir(self, name):
+        return self._call(self.inner.mkdir, name)
+
+    def rmdir(self, name):
+        return self._call(self.inner.rmdir, name)
+
+    def info(self, name, *, deleted=False):
+        return self._call(self.inner.info, name, deleted=deleted)
+
+    def delete(self, name, *, deleted=False):
+        return self._call(self.inner.delete, name, deleted=deleted)
+
+    def move(self, curr_name, new_name, *, deleted=False):
+        return self._call(self.inner.move, curr_name, new_name, deleted=deleted)
+
+    def soft_delete(self, name):
+        return self._call(self.inner.soft_delete, name)
+
+    def undelete(self, name):
+        return self._call(self.inner.undelete, name)
+
+    def hash(self, name, algorithm="sha256", *, deleted=False):
+        return self._call(self.inner.hash, name, algorithm, deleted=deleted)
+
+    def list(self, name, *, deleted=False):
+        return self._call(self.inner.list, name, deleted=deleted)
+
+    def load(self, name, *, size=None, offset=0, deleted=False):
+        t = time.perf_counter()
+        data = b""
+        try:
+            data = self.inner.load(name, size=size, offset=offset, deleted=deleted)
+            return data
+        finally:
+            self._pace(t, len(data))
+
+    def store(self, name, value):
+        t = time.perf_counter()
+        try:
+            return self.inner.store(name, value)
+        finally:
+            self._pace(t, len(value))
+
+    def gather(self, sources, *, deleted=False):
+        t = time.perf_counter()
+        data = b""
+        try:
+            data = self.inner.gather(sources, deleted=deleted)
+            return data
+        finally:
+            self._pace(t, len(data))
+
+
+@hookimpl
+def borgstore_middleware():
+    return [MiddlewareSpec("emulate", EmulateMiddleware, "latency and bandwidth emulation")]

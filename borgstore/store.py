@@ -1,0 +1,470 @@
+"""The Store: the API applications use (COMPAT.md), on top of a middleware chain and a backend.
+
+A call travels: Store (validates the name, finds the namespace's nesting) -> the middleware chain,
+outermost first -> the backend adapter -> the backend.  See docs/architecture.md.
+"""
+
+import hashlib
+from typing import Iterator, Optional
+
+from . import _plugins
+from ._config import parse_config, parse_levels
+from ._names import check_name, check_namespace, is_valid_key
+from .backends._base import BackendBase, ItemInfo
+from .backends.errors import (
+    BackendMustBeOpen,
+    BackendMustNotBeOpen,
+    BackendURLInvalid,
+    NoBackendGiven,
+    ObjectNotFound,
+    PermissionDenied,
+    ReadRangeError,
+)
+from .constants import HID_SUFFIX
+from .middleware._base import BackendAdapter, Link
+
+QUOTA_ITEM = "quota" + HID_SUFFIX
+
+__all__ = ["Store", "ItemInfo", "ObjectNotFound", "ReadRangeError", "get_backend", "BackendURLInvalid", "NoBackendGiven"]
+
+
+def _middleware_entry(entry):
+    """Return (name, options) for one entry of a middleware list."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], dict):
+        return entry
+    raise ValueError(f"invalid middleware entry {entry!r}: use a name or (name, {{options}})")
+
+
+def build_chain(backend, middleware=(), *, name: Optional[str] = None) -> Link:
+    """Wrap *backend* (a backend or a chain link) in *middleware*, given outermost first.
+
+    Each entry is a middleware name or ``(name, options)``; options go to the middleware's
+    factory as keyword arguments.
+    """
+    if isinstance(backend, Link):
+        link = backend
+    elif isinstance(backend, BackendBase) or hasattr(backend, "load"):
+        link = BackendAdapter(backend, name or type(backend).__name__)
+    else:
+        raise ValueError(f"not a backend: {backend!r}")
+    for entry in reversed(list(middleware)):
+        mw_name, options = _middleware_entry(entry)
+        factory = _plugins.middleware_factory(mw_name)
+        try:
+            new_link = factory(link, **options)
+        except TypeError as exc:
+            raise ValueError(f"middleware {mw_name!r}: invalid options {options!r}: {exc}") from None
+        new_link.name = mw_name
+        link = new_link
+    return link
+
+
+def get_backend(url: str, permissions: Optional[dict] = None, quota: Optional[int] = None, **options):
+    """Return an unopened backend for *url*, or None if no installed backend serves it.
+
+    With *permissions* or *quota*, the backend comes wrapped in the ``permissions`` and ``quota``
+    middleware, so these work on every backend.  Extra keyword arguments are backend options.
+    """
+    try:
+        backend = _plugins.backend_for_url(url, options)
+    except BackendURLInvalid:
+        return None
+    return _wrap_with_limits(backend, permissions, quota)
+
+
+def _wrap_with_limits(backend, permissions, quota):
+    chain = []
+    if permissions is not None:
+        chain.append(("permissions", {"permissions": permissions}))
+    if quota is not None:
+        chain.append(("quota", {"limit": quota}))
+    return build_chain(backend, chain) if chain else backend
+
+
+def default_middleware(permissions=None, quota=None) -> list:
+    """The chain that reproduces the PyPI borgstore's behaviour (COMPAT.md), outermost first."""
+    from .middleware.emulate import emulation_requested
+
+    chain = ["stats"]
+    if permissions is not None:
+        chain.append(("permissions", {"permissions": permissions}))
+    if quota is not None:
+        chain.append(("quota", {"limit": quota}))
+    chain.append("softdelete")
+    if emulation_requested():
+        chain.append("emulate")
+    return chain
+
+
+class Store:
+    """A key/value store: names are ``namespace/key``, values are bytes.
+
+    :param url: where the store is, e.g. ``file:///srv/store``; or give *backend*.
+    :param backend: an unopened backend (or chain) instead of a URL.
+    :param config: ``{"namespace/": {"levels": [..], "nesting": "hex"}}`` per namespace.
+    :param permissions: ``{name prefix: letters}`` (COMPAT.md "Permissions"); adds ``permissions``.
+    :param cache_url: a second store used as a cache for namespaces whose config asks for one.
+    :param cache_backend: the same, as a backend object.
+    :param levels: the older form of config: ``{"namespace/": [levels]}``.
+    :param quota: a limit in bytes; adds the ``quota`` middleware.
+    :param middleware: the chain, outermost first: names or ``(name, {options})``.  Default:
+        :func:`default_middleware`.
+    :param backend_options: options for the backend built from *url*.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        backend=None,
+        config: Optional[dict] = None,
+        permissions: Optional[dict] = None,
+        *,
+        cache_url: Optional[str] = None,
+        cache_backend=None,
+        levels: Optional[dict] = None,
+        quota: Optional[int] = None,
+        middleware=None,
+        backend_options: Optional[dict] = None,
+    ):
+        if levels is not None:
+            if config is not None:
+                raise ValueError("give either config or levels, not both")
+            config = parse_levels(levels)
+        if backend is None and url is not None:
+            backend = _plugins.backend_for_url(url, backend_options)
+        elif backend_options:
+            raise ValueError("backend_options only apply to a backend built from a URL")
+        if backend is None:
+            raise NoBackendGiven("give a backend URL or a backend instance")
+        self._namespaces, cached = parse_config(config)
+        if cache_url is not None and cache_backend is not None:
+            raise ValueError("give either cache_url or cache_backend, not both")
+        if cache_url is not None:
+            cache_backend = _plugins.backend_for_url(cache_url)
+        if cached and cache_backend is None:
+            raise ValueError(f"namespaces {', '.join(sorted(cached))} ask for a cache: give cache_url or cache_backend")
+        if middleware is None:
+            middleware = default_middleware(permissions, quota)
+        else:
+            middleware = list(middleware)
+            names = [_middleware_entry(entry)[0] for entry in middleware]
+            # permissions= and quota= are the outermost limits unless the chain places them itself
+            if quota is not None and "quota" not in names:
+                middleware.insert(0, ("quota", {"limit": quota}))
+            if permissions is not None and "permissions" not in names:
+                middleware.insert(0, ("permissions", {"permissions": permissions}))
+        if cached:
+            middleware = list(middleware) + [("cache", {"cache": cache_backend, "policies": cached})]
+        self._chain = build_chain(backend, middleware, name=url.split(":", 1)[0] if url else None)
+        self._url = url
+        self._opened = False
+
+    def __repr__(self):
+        return f"<Store({self._url or type(self.backend).__name__!r}, middleware={list(self.middleware)})>"
+
+    # --- introspection ---
+    @property
+    def chain(self) -> Link:
+        """The outermost link of the middleware chain."""
+        return self._chain
+
+    @property
+    def middleware(self) -> tuple:
+        """The names of the middleware in the chain, outermost first."""
+        return tuple(link.name for link in self._chain.layers() if not isinstance(link, BackendAdapter))
+
+    @property
+    def backend(self):
+        """The backend at the bottom of the chain."""
+        return self._chain.backend
+
+    @property
+    def stats(self) -> dict:
+        """Calls, times [s], volumes [bytes] and throughputs [bytes/s] per operation, counted by
+        the ``stats`` middleware (an empty dict if the chain has none)."""
+        stats = self._chain.find_layer("stats")
+        return stats.snapshot() if stats is not None else {}
+
+    # --- lifecycle ---
+    def create(self) -> None:
+        if self._opened:
+            raise BackendMustNotBeOpen("close the store before create()")
+        self._chain.create()
+        if self._chain.precreate_dirs:
+            self.create_levels()
+
+    def destroy(self) -> None:
+        if self._opened:
+            raise BackendMustNotBeOpen("close the store before destroy()")
+        self._chain.destroy()
+
+    def open(self) -> None:
+        if self._opened:
+            raise BackendMustNotBeOpen("the store is already open")
+        self._chain.open()
+        self._opened = True
+        if self._chain.find_layer("quota") is None:
+            self._forget_stale_quota()
+
+    def _forget_stale_quota(self):
+        # Without the quota middleware nobody tracks usage, so a quota file left by an earlier
+        # session would go stale; the PyPI borgstore removes it too.
+        try:
+            if self._chain.capabilities.write:
+                self._chain.delete(QUOTA_ITEM)
+        except (ObjectNotFound, PermissionDenied):
+            pass
+
+    def close(self) -> None:
+        if not self._opened:
+            raise BackendMustBeOpen("the store is not open")
+        self._opened = False
+        self._chain.close()
+
+    def flush(self) -> None:
+        """Make everything stored so far durable (see the backend's durability setting)."""
+        self._check_open()
+        self._chain.flush()
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.close()
+        return False
+
+    def _check_open(self):
+        if not self._opened:
+            raise BackendMustBeOpen("the store is not open")
+
+    # --- levels ---
+    def set_levels(self, levels: dict, create: bool = False) -> None:
+        """Replace the nesting levels: ``{"namespace/": [levels]}``; *create* pre-creates them."""
+        if not levels or not isinstance(levels, dict):
+            raise ValueError(f"no or invalid levels configuration given: {levels!r}")
+        namespaces, _ = parse_config(parse_levels(levels))
+        self._namespaces = namespaces
+        if create:
+            self.create_levels()
+
+    def create_levels(self) -> None:
+        """Create each namespace's directories for its write level (the last one configured)."""
+        was_open = self._opened
+        if not was_open:
+            self.open()
+        try:
+            for namespace in self._namespaces.values():
+                if namespace.name:
+                    self._chain.mkdir(namespace.name)
+                level = namespace.write_level
+                prefix = f"{namespace.name}/" if namespace.name else ""
+                if level > 0:
+                    for directory in namespace.strategy.all_directories(level):
+                        self._chain.mkdir(prefix + directory)
+        finally:
+            if not was_open:
+                self.close()
+
+    # --- names ---
+    def _namespace_of(self, name: str):
+        check_name(name)
+        slash = name.find("/")
+        namespace = self._namespaces.get(name[:slash] if slash >= 0 else "")
+        if namespace is None:
+            raise ValueError(f"no nesting levels configured for the namespace of {name!r}")
+        return namespace
+
+    def find(self, name: str, *, deleted: bool = False) -> str:
+        """Return the backend name of *name*: where it is, or where it would be written."""
+        self._check_open()
+        namespace = self._namespace_of(name)
+        return self._find(namespace, name, deleted)
+
+    def _find(self, namespace, name, deleted):
+        if namespace.single:
+            return namespace.nest_write(name)
+        for level in namespace.levels:
+            nested = namespace.nest(name, level)
+            if self._chain.info(nested, deleted=deleted).exists:
+                return nested
+        return namespace.nest_write(name)
+
+    # --- items ---
+    def info(self, name: str, *, deleted: bool = False) -> ItemInfo:
+        self._check_open()
+        namespace = self._namespace_of(name)
+        key = name[name.find("/") + 1 :]
+        if namespace.single:
+            info = self._chain.info(namespace.nest_write(name), deleted=deleted)
+        else:
+            for level in namespace.levels:
+                info = self._chain.info(namespace.nest(name, level), deleted=deleted)
+                if info.exists:
+                    break
+        return info._replace(name=key)
+
+    def load(self, name: str, *, size: Optional[int] = None, offset: int = 0, deleted: bool = False) -> bytes:
+        self._check_open()
+        namespace = self._namespace_of(name)
+        if size is not None and (type(size) is not int or size < 0):
+            raise ValueError(f"invalid size {size!r}: an int >= 0 or None")
+        if type(offset) is not int:
+            raise ValueError(f"invalid offset {offset!r}: an int")
+        if namespace.single:
+            return self._chain.load(namespace.nest_write(name), size=size, offset=offset, deleted=deleted)
+        for level in namespace.levels:
+            try:
+                return self._chain.load(namespace.nest(name, level), size=size, offset=offset, deleted=deleted)
+            except ObjectNotFound:
+                continue
+        raise ObjectNotFound(name)
+
+    def store(self, name: str, value) -> None:
+        self._check_open()
+        namespace = self._namespace_of(name)
+        value_type = type(value)
+        if value_type is not bytes:
+            if value_type is memoryview:
+                if not value.c_contiguous:
+                    raise ValueError("value must be a C-contiguous memoryview")
+                if value.ndim != 1 or value.format != "B":
+                    value = value.cast("B")
+            elif value_type is not bytearray:
+                raise ValueError(f"value must be bytes, bytearray or memoryview, not {value_type.__name__}")
+        self._chain.store(self._find(namespace, name, False), value)
+
+    def delete(self, name: str, *, deleted: bool = False) -> None:
+        self._check_open()
+        namespace = self._namespace_of(name)
+        self._chain.delete(self._find(namespace, name, deleted), deleted=deleted)
+
+    def move(
+        self,
+        name: str,
+        new_name: Optional[str] = None,
+        *,
+        delete: bool = False,
+        undelete: bool = False,
+        change_level: bool = False,
+        deleted: bool = False,
+    ) -> None:
+        self._check_open()
+        namespace = self._namespace_of(name)
+        chosen = [flag for flag, on in (("delete", delete), ("undelete", undelete), ("change_level", change_level)) if on]
+        if new_name is not None:
+            chosen.append("new_name")
+        if len(chosen) != 1:
+            raise ValueError(f"move needs exactly one of new_name, delete, undelete, change_level; got {chosen or 'none'}")
+        if delete:
+            if deleted:
+                raise ValueError("move(delete=True) soft-deletes a live item; deleted=True makes no sense with it")
+            self._chain.soft_delete(self._find(namespace, name, False))
+        elif undelete:
+            if deleted:
+                raise ValueError("move(undelete=True) always acts on a deleted item; do not pass deleted=True")
+            self._chain.undelete(self._find(namespace, name, True))
+        elif change_level:
+            current = self._find(namespace, name, deleted)
+            target = namespace.nest_write(name)
+            if current != target:
+                self._chain.move(current, target, deleted=deleted)
+        else:
+            new_namespace = self._namespace_of(new_name)
+            source = self._find(namespace, name, deleted)
+            self._chain.move(source, self._find(new_namespace, new_name, deleted), deleted=deleted)
+
+    def list(self, name: str, deleted: bool = False) -> Iterator[ItemInfo]:
+        """Yield the items of namespace *name*, sorted by key.  Lazy: nothing is read before the
+        first item is asked for."""
+        self._check_open()
+        ns_name = check_namespace(name)
+        namespace = self._namespaces.get(ns_name)
+        if namespace is None:
+            raise ValueError(f"no nesting levels configured for namespace {name!r}")
+        walk = self._walk(ns_name, namespace, 0, deleted)
+        if namespace.single and namespace.strategy.order_preserving:
+            return walk
+        return _sorted_lazily(walk)
+
+    def _walk(self, directory, namespace, depth, deleted):
+        deepest = namespace.deepest
+        for info in self._chain.list(directory, deleted=deleted):
+            if info.directory:
+                if depth < deepest:
+                    yield from self._walk(f"{directory}/{info.name}" if directory else info.name, namespace, depth + 1, deleted)
+            elif depth in namespace.level_set and is_valid_key(info.name):
+                yield info
+
+    def hash(self, name: str, algorithm: str = "sha256", *, deleted: bool = False) -> str:
+        self._check_open()
+        namespace = self._namespace_of(name)
+        hashlib.new(algorithm)  # an unknown algorithm fails before any storage access
+        return self._chain.hash(self._find(namespace, name, deleted), algorithm, deleted=deleted)
+
+    def _sources(self, sources, namespace_name, deleted):
+        resolved = []
+        for source in sources:
+            try:
+                name, offset, size = source
+            except (TypeError, ValueError):
+                raise ValueError(f"a source is a (name, offset, size) tuple, not {source!r}") from None
+            if type(offset) is not int or type(size) is not int or size < 0:
+                raise ValueError(f"invalid range in source {source!r}: offset is an int, size an int >= 0")
+            if namespace_name is not None:
+                if not isinstance(name, str) or "/" in name:
+                    raise ValueError(f"source name {name!r} must be a key without '/' when a namespace is given")
+                name = f"{namespace_name}/{name}" if namespace_name else name
+            namespace = self._namespace_of(name)
+            resolved.append((self._find(namespace, name, deleted), offset, size))
+        return resolved
+
+    def gather(self, sources, *, namespace: Optional[str] = None, deleted: bool = False) -> bytes:
+        """Return the concatenated ranges ``(name, offset, size)`` of *sources*; names are keys in
+        *namespace* if it is given.  A short range raises ReadRangeError."""
+        self._check_open()
+        ns_name = None if namespace is None else check_namespace(namespace)
+        resolved = self._sources(sources, ns_name, deleted)
+        if not resolved:
+            return b""
+        data = self._chain.gather(resolved, deleted=deleted)
+        wanted = sum(size for _, _, size in resolved)
+        if len(data) != wanted:
+            raise ReadRangeError(f"gather: wanted {wanted} bytes in all, got {len(data)}")
+        return data
+
+    def defrag(
+        self,
+        sources,
+        *,
+        target: Optional[str] = None,
+        algorithm: Optional[str] = None,
+        namespace: Optional[str] = None,
+        deleted: bool = False,
+    ) -> str:
+        """Store the concatenated ranges of *sources* as one item and return its key: *target*,
+        or the *algorithm* hex digest of the data.  The item goes into *namespace*."""
+        self._check_open()
+        if target is None and algorithm is None:
+            raise ValueError("defrag needs a target or an algorithm")
+        if algorithm is not None:
+            hashlib.new(algorithm)
+        ns_name = None if namespace is None else check_namespace(namespace)
+        if target is not None and ns_name is not None and "/" in target:
+            raise ValueError(f"target {target!r} must be a key without '/' when a namespace is given")
+        data = self.gather(sources, namespace=namespace, deleted=deleted)
+        key = target if target is not None else hashlib.new(algorithm, data).hexdigest()
+        self.store(f"{ns_name}/{key}" if ns_name else key, data)
+        return key
+
+    def quota(self) -> dict:
+        """``{"limit": bytes, "usage": bytes}``, -1 where not tracked."""
+        self._check_open()
+        return self._chain.quota()
+
+
+def _sorted_lazily(items):
+    yield from sorted(items, key=lambda info: info.name)
+
