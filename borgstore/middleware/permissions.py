@@ -1,0 +1,169 @@
+"""The ``permissions`` middleware: which operations a client may do on which part of a store.
+
+Option ``permissions``: a dict mapping a name prefix to the letters granted there:
+
+* ``l`` list directories, ``r`` read items (and their info),
+* ``w`` write new items, ``W`` write and overwrite items,
+* ``D`` delete items (a move or soft deletion deletes its source name).
+
+The rules are those of the PyPI borgstore's posixfs backend, so a permissions dict written for it
+means the same here, on every backend.  A prefix is matched against the nested backend name
+(``data/01/0123...``), component by component: the full name first, then each parent, up to
+``""`` (the root).  The first prefix found decides, with no fallback to the ones above it; a name
+under no prefix is denied.  An empty dict (or None) grants everything.
+
+An operation needs any one of the letters listed for it (see docs/middleware.md).  A denied
+operation raises PermissionDenied before anything is changed.
+"""
+
+from ..backends.errors import PermissionDenied
+from ..constants import DEL_SUFFIX
+from .._plugins import MiddlewareSpec, hookimpl
+from ._base import Middleware
+
+LETTERS = "lrwWD"
+
+
+def check_permissions(permissions) -> dict:
+    """Return a copy of *permissions*, raising ValueError naming the first bad key or letter."""
+    if permissions is None:
+        return {}
+    if not isinstance(permissions, dict):
+        raise ValueError(f"permissions must be a dict {{name prefix: letters}}, not {type(permissions).__name__}")
+    checked = {}
+    for prefix, letters in permissions.items():
+        if not isinstance(prefix, str):
+            raise ValueError(f"invalid permissions key {prefix!r}: a name prefix (str), '' for the root")
+        # such a key would never match, since names are compared component by component
+        if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+            raise ValueError(
+                f"invalid permissions key {prefix!r}: no leading, trailing or double '/' "
+                f"(use e.g. 'data' or 'data/01'; '' is the root)"
+            )
+        if not isinstance(letters, str):
+            raise ValueError(f"invalid permissions for {prefix!r}: {letters!r} is not a str of letters from {LETTERS!r}")
+        bad = sorted(set(letters) - set(LETTERS))
+        if bad:
+            raise ValueError(
+                f"invalid permission letter(s) {''.join(bad)!r} for {prefix!r}: "
+                f"allowed are l (list), r (read), w (write new), W (overwrite), D (delete)"
+            )
+        checked[prefix] = letters
+    return checked
+
+
+class PermissionsMiddleware(Middleware):
+    name = "permissions"
+
+    def __init__(self, inner, *, permissions=None):
+        super().__init__(inner)
+        self.permissions = check_permissions(permissions)
+
+    # --- the rule ---
+    def _granted(self, name: str) -> str:
+        """The letters granted on *name*: those of the most specific prefix that has an entry."""
+        parts = name.split("/") if name else []
+        for i in range(len(parts), -1, -1):
+            letters = self.permissions.get("/".join(parts[:i]))
+            if letters is not None:
+                return letters
+        return ""
+
+    def _allows(self, name: str, letters: str) -> bool:
+        if not self.permissions:
+            return True
+        granted = self._granted(name)
+        return any(letter in granted for letter in letters)
+
+    def _require(self, op: str, name: str, letters: str) -> None:
+        if not self._allows(name, letters):
+            needed = " or ".join(repr(letter) for letter in letters)
+            raise PermissionDenied(f"{op}: permission {needed} required for {name!r}, not granted")
+
+    def _require_write(self, op: str, name: str, exists) -> None:
+        """Check writing *name*: 'W' allows any write, 'w' only a new item.  *exists* is only
+        called when the answer matters, so a client with 'W' pays no extra look-up."""
+        if self._allows(name, "W"):
+            return
+        self._require(op, name, "wW")
+        if exists():
+            self._require(op, name, "W")
+
+    # --- lifecycle ---
+    def create(self):
+        self._require("create", "", "wW")
+        return self.inner.create()
+
+    def destroy(self):
+        self._require("destroy", "", "D")
+        return self.inner.destroy()
+
+    # --- directories ---
+    def mkdir(self, name):
+        self._require("mkdir", name, "w")
+        return self.inner.mkdir(name)
+
+    def rmdir(self, name):
+        self._require("rmdir", name, "wD")
+        return self.inner.rmdir(name)
+
+    def list(self, name, *, deleted=False):
+        self._require("list", name, "l")
+        return self.inner.list(name, deleted=deleted)
+
+    # --- reading ---
+    def info(self, name, *, deleted=False):
+        self._require("info", name + DEL_SUFFIX if deleted else name, "lr")
+        return self.inner.info(name, deleted=deleted)
+
+    def load(self, name, *, size=None, offset=0, deleted=False):
+        self._require("load", name + DEL_SUFFIX if deleted else name, "r")
+        return self.inner.load(name, size=size, offset=offset, deleted=deleted)
+
+    def hash(self, name, algorithm="sha256", *, deleted=False):
+        self._require("hash", name + DEL_SUFFIX if deleted else name, "r")
+        return self.inner.hash(name, algorithm, deleted=deleted)
+
+    def gather(self, sources, *, deleted=False):
+        sources = list(sources)
+        # all of them before reading any, so a denial costs no transfer
+        for name in dict.fromkeys(name for name, _, _ in sources):
+            self._require("gather", name + DEL_SUFFIX if deleted else name, "r")
+        return self.inner.gather(sources, deleted=deleted)
+
+    # --- writing ---
+    def store(self, name, value):
+        self._require_write("store", name, lambda: self.inner.info(name).exists)
+        return self.inner.store(name, value)
+
+    def delete(self, name, *, deleted=False):
+        self._require("delete", name + DEL_SUFFIX if deleted else name, "D")
+        return self.inner.delete(name, deleted=deleted)
+
+    def move(self, curr_name, new_name, *, deleted=False):
+        suffix = DEL_SUFFIX if deleted else ""
+        self._require("move", curr_name + suffix, "D")
+        self._require_write("move", new_name + suffix, lambda: self.inner.info(new_name, deleted=deleted).exists)
+        return self.inner.move(curr_name, new_name, deleted=deleted)
+
+    def soft_delete(self, name):
+        # on the storage this is the rename name -> name.del, and is checked as that
+        self._require("soft_delete", name, "D")
+        self._require_write("soft_delete", name + DEL_SUFFIX, lambda: self.inner.info(name, deleted=True).exists)
+        return self.inner.soft_delete(name)
+
+    def undelete(self, name):
+        self._require("undelete", name + DEL_SUFFIX, "D")
+        self._require_write("undelete", name, lambda: self.inner.info(name).exists)
+        return self.inner.undelete(name)
+
+
+@hookimpl
+def borgstore_middleware():
+    return [
+        MiddlewareSpec(
+            "permissions",
+            PermissionsMiddleware,
+            "grants l/r/w/W/D per name prefix, as the PyPI posixfs permissions",
+        )
+    ]
