@@ -1,0 +1,55 @@
+"""The built wheels (not editable installs) install into a fresh venv and find every plugin."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args, **kwargs):
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def distributions():
+    """The core and every plugin folder, as (project name, path)."""
+    import tomllib
+
+    dists = []
+    for path in [ROOT, *sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())]:
+        with open(path / "pyproject.toml", "rb") as f:
+            dists.append((tomllib.load(f)["project"]["name"], path))
+    return dists
+
+
+@pytest.mark.packaging
+def test_wheels_install_and_every_backend_is_found(tmp_path):
+    """pip-installed wheels of the core and all plugins list every backend through entry points."""
+    wheelhouse = tmp_path / "wheels"
+    dists = distributions()
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheelhouse),
+        *[str(path) for _, path in dists])
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", str(venv))
+    python = str(venv / "bin" / "python")
+    run(python, "-m", "pip", "install", "-q", "--find-links", str(wheelhouse), *[name for name, _ in dists])
+    installed = run(python, "-m", "pip", "list", "--format=freeze")
+    for name, _ in dists:
+        assert f"{name}==" in installed.replace("_", "-"), name
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    listing = run(python, "-m", "borgstore", "plugins", cwd=tmp_path, env=env)
+    expected = {"memory"} | {name.rsplit("-", 1)[-1] for name, _ in dists if name.startswith("borgstore-backend-")}
+    schemes = {line.split(":")[0].strip() for line in listing.split("nesting strategies:")[0].splitlines()[1:]
+               if line.startswith("  ") and not line.startswith("      ")}
+    assert {"file" if s == "posixfs" else s for s in expected} <= schemes, listing
+    assert "failed to load" not in listing
+    # the package came from the wheel, not from this source tree
+    location = run(python, "-c", "import borgstore; print(borgstore.__file__)", cwd=tmp_path, env=env)
+    assert str(venv) in location
+    demo = run(python, "-m", "borgstore", "demo", cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
+    assert "demo store destroyed" in demo
