@@ -20,3 +20,15 @@ def url(request, tmp_path):
     if "file" not in _plugins.backends():
         skip_or_fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
     return f"file://{tmp_path}/store"
+
+
+@pytest.fixture
+def file_backend():
+    """Requires the posixfs plugin (fails in CI when it is missing)."""
+    if "file" not in _plugins.backends():
+        skip_or_fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
+
+
+@pytest.fixture(scope="session")
+def skip_or_fail_ci():
+    return skip_or_fail
