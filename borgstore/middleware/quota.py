@@ -1,0 +1,208 @@
+"""The ``quota`` middleware: a limit on the bytes a store holds.
+
+Option ``limit``: bytes (an int >= 0).  A store that would take the usage above the limit raises
+QuotaExceeded and stores nothing; reaching the limit exactly is allowed, and a write that does
+not grow the usage (an overwrite with a smaller value) is always allowed, so a full store can
+still be cleaned up.
+
+The usage is kept in the store itself, in the root item ``quota.hid``: an ASCII decimal integer
+with no newline, the very format the PyPI borgstore's posixfs writes, so both share a store's
+quota file.  open() reads it; if it is missing or unreadable the usage is found by walking the
+whole store (soft-deleted items included) and written back.  Changes are counted in memory and
+written when the unwritten change reaches ``persist_delta`` bytes, when ``persist_interval``
+seconds passed since the last write, and at flush() and close().  Writing applies this session's
+change to the value found in the file, so sessions that share a store add up their changes.
+
+Soft deletion moves bytes without changing the usage; a move or undelete that replaces an
+existing item frees that item's bytes.
+"""
+
+import logging
+import threading
+import time
+
+from ..backends.errors import BackendError, ObjectNotFound, QuotaExceeded
+from ..constants import HID_SUFFIX
+from .._plugins import MiddlewareSpec, hookimpl
+from ._base import Middleware
+
+logger = logging.getLogger(__name__)
+
+QUOTA_ITEM = "quota" + HID_SUFFIX
+# the PyPI borgstore's thresholds for writing the usage back
+PERSIST_DELTA = 10_000_000
+PERSIST_INTERVAL = 300.0
+
+
+def _check_number(option, value, kind):
+    if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
+        expected = "an int" if kind is int else "a number"
+        raise ValueError(f"quota: {option} must be {expected} >= 0, not {value!r}")
+    return value
+
+
+def _size_of(value) -> int:
+    return value.nbytes if isinstance(value, memoryview) else len(value)
+
+
+def parse_usage(data: bytes):
+    """The usage stored in a quota file, or None if the content is not a plain decimal integer."""
+    text = data.decode("ascii", "replace").strip()
+    if not text.isdigit():
+        return None
+    return int(text)
+
+
+class QuotaMiddleware(Middleware):
+    name = "quota"
+
+    def __init__(self, inner, *, limit, persist_delta=PERSIST_DELTA, persist_interval=PERSIST_INTERVAL):
+        super().__init__(inner)
+        self.limit = _check_number("limit", limit, int)
+        self.persist_delta = _check_number("persist_delta", persist_delta, int)
+        self.persist_interval = float(_check_number("persist_interval", persist_interval, (int, float)))
+        self._lock = threading.RLock()
+        self._usage = 0
+        self._unpersisted = 0  # the change since the usage was last written to QUOTA_ITEM
+        self._reserved = 0  # bytes of stores under way
+        self._persisted_at = 0.0
+        self._opened = False
+
+    # --- the quota file ---
+    def _read_persisted(self):
+        try:
+            return parse_usage(self.inner.load(QUOTA_ITEM))
+        except ObjectNotFound:
+            return None
+
+    def _scan(self, directory="") -> int:
+        """The bytes of every item below *directory*, soft-deleted ones included."""
+        total = 0
+        for info in self.inner.list(directory):
+            path = f"{directory}/{info.name}" if directory else info.name
+            if info.directory:
+                total += self._scan(path)
+            elif path != QUOTA_ITEM:
+                total += info.size
+        try:
+            deleted = self.inner.list(directory, deleted=True)
+        except ValueError:
+            # no soft deletion further in: the plain listing above already had the .del items
+            return total
+        return total + sum(info.size for info in deleted if not info.directory)
+
+    def _persist(self):
+        """Write the usage: the file's value (or a fresh scan) plus this session's change.  Call
+        with the lock held."""
+        on_disk = self._read_persisted()
+        usage = self._scan() if on_disk is None else max(on_disk + self._unpersisted, 0)
+        self.inner.store(QUOTA_ITEM, str(usage).encode("ascii"))
+        self._usage = usage
+        self._unpersisted = 0
+        self._persisted_at = time.monotonic()
+
+    def _count(self, delta: int, reserved: int = 0):
+        """Count *delta* stored bytes (releasing *reserved* ones) and write the usage if enough
+        has changed or enough time has passed."""
+        with self._lock:
+            self._reserved -= reserved
+            self._usage += delta
+            self._unpersisted += delta
+            if (
+                abs(self._unpersisted) >= self.persist_delta
+                or time.monotonic() - self._persisted_at >= self.persist_interval
+            ):
+                try:
+                    self._persist()
+                except BackendError as exc:
+                    # the change itself is done; the count stays unwritten and is retried
+                    logger.warning("quota: could not write the usage to %s: %s", QUOTA_ITEM, exc)
+
+    def _reserve(self, name: str, delta: int) -> int:
+        """Reserve the bytes a store of *name* adds, or raise QuotaExceeded.  Returns the bytes
+        reserved: held until the store is done, so concurrent stores cannot together pass the
+        limit."""
+        with self._lock:
+            wanted = self._usage + self._reserved + delta
+            if delta > 0 and wanted > self.limit:
+                raise QuotaExceeded(
+                    f"quota exceeded: storing {name!r} needs {delta} more bytes; "
+                    f"usage {self._usage + self._reserved} + {delta} = {wanted} > limit {self.limit}"
+                )
+            reserved = max(delta, 0)
+            self._reserved += reserved
+            return reserved
+
+    def _size(self, name, deleted=False) -> int:
+        info = self.inner.info(name, deleted=deleted)
+        return info.size if info.exists and not info.directory else 0
+
+    # --- lifecycle ---
+    def open(self):
+        self.inner.open()
+        try:
+            with self._lock:
+                self._unpersisted = 0
+                self._persist()
+        except BaseException:
+            self.inner.close()
+            raise
+        self._opened = True
+
+    def close(self):
+        try:
+            if self._opened:
+                with self._lock:
+                    self._persist()
+        finally:
+            self._opened = False
+            self.inner.close()
+
+    def flush(self):
+        with self._lock:
+            self._persist()
+        return self.inner.flush()
+
+    def quota(self):
+        with self._lock:
+            return {"limit": self.limit, "usage": self._usage}
+
+    # --- changes ---
+    def store(self, name, value):
+        delta = _size_of(value) - self._size(name)
+        reserved = self._reserve(name, delta)
+        try:
+            self.inner.store(name, value)
+        except BaseException:
+            with self._lock:
+                self._reserved -= reserved
+            raise
+        self._count(delta, reserved)
+
+    def delete(self, name, *, deleted=False):
+        size = self._size(name, deleted)
+        self.inner.delete(name, deleted=deleted)
+        self._count(-size)
+
+    def move(self, curr_name, new_name, *, deleted=False):
+        replaced = 0 if curr_name == new_name else self._size(new_name, deleted)
+        self.inner.move(curr_name, new_name, deleted=deleted)
+        if replaced:
+            self._count(-replaced)
+
+    def soft_delete(self, name):
+        replaced = self._size(name, deleted=True)
+        self.inner.soft_delete(name)
+        if replaced:
+            self._count(-replaced)
+
+    def undelete(self, name):
+        replaced = self._size(name)
+        self.inner.undelete(name)
+        if replaced:
+            self._count(-replaced)
+
+
+@hookimpl
+def borgstore_middleware():
+    return [MiddlewareSpec("quota", QuotaMiddleware, "a limit on the bytes a store holds (usage kept in quota.hid)")]
