@@ -64,6 +64,13 @@ class MiddlewareSpec:
     description: str = ""
 
 
+SPEC_TYPES = {
+    "borgstore_backends": BackendSpec,
+    "borgstore_nesting_strategies": NestingSpec,
+    "borgstore_middleware": MiddlewareSpec,
+}
+
+
 @dataclass(frozen=True)
 class Provided:
     """One thing a plugin provides, with where it came from."""
@@ -91,7 +98,8 @@ class _Registry:
     def __init__(self):
         self.lock = threading.RLock()
         self.pm = None
-        self.failures = []
+        self.failures = []  # entry points that failed to load
+        self.table_failures = []  # plugins whose declarations are broken
         self.origins = {}  # plugin name -> (distribution, version)
         self._tables = None
         self._registered_snapshot = None
@@ -128,6 +136,18 @@ class _Registry:
                 pm.register(importlib.import_module(module), name=name)
                 self.origins[name] = ("borgstore", __version__)
 
+    def _check_hook_names(self, pm, failures):
+        # a misspelled hook name would otherwise be ignored without a word
+        for hook_name in dir(pm.hook):
+            if not hook_name.startswith("borgstore") or hasattr(hookspecs, hook_name):
+                continue
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+                name = pm.get_name(impl.plugin)
+                dist = self.origins.get(name, ("unknown distribution", ""))[0]
+                failures.append(
+                    LoadFailure(name, hook_name, dist, f"implements {hook_name!r}, which is not a borgstore hook")
+                )
+
     def tables(self):
         """Return (backends by scheme, nesting by name, middleware by name), rebuilt when the set of
         registered plugins changed."""
@@ -140,6 +160,9 @@ class _Registry:
             return self._tables
 
     def _build_tables(self, pm):
+        """Ask every plugin what it provides; problems go to self.table_failures."""
+        failures = []
+        self._check_hook_names(pm, failures)
         backends, nestings, middlewares = {}, {}, {}
         for hook, table, key in (
             (pm.hook.borgstore_backends, backends, "schemes"),
@@ -153,13 +176,19 @@ class _Registry:
                 try:
                     specs = impl.function() or []
                 except Exception as exc:
-                    self.failures.append(LoadFailure(plugin_name, hook.name, dist, f"{type(exc).__name__}: {exc}"))
+                    failures.append(LoadFailure(plugin_name, hook.name, dist, f"{type(exc).__name__}: {exc}"))
                     continue
                 for spec in specs:
+                    if not isinstance(spec, SPEC_TYPES[hook.name]):
+                        failures.append(
+                            LoadFailure(plugin_name, hook.name, dist, f"returned {spec!r}, not a {SPEC_TYPES[hook.name].__name__}")
+                        )
+                        continue
                     provided = Provided(spec, plugin_name, dist, version)
                     keys = getattr(spec, key)
                     for k in (keys,) if isinstance(keys, str) else keys:
                         table[k] = provided
+        self.table_failures = failures
         return backends, nestings, middlewares
 
 
@@ -172,9 +201,9 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 def load_failures() -> list:
-    """The plugins that failed to load, as :class:`LoadFailure` items."""
-    _registry.plugin_manager()
-    return list(_registry.failures)
+    """The plugins that failed to load or declared something broken, as :class:`LoadFailure` items."""
+    _registry.tables()
+    return _registry.failures + _registry.table_failures
 
 
 def backends() -> dict:

@@ -278,9 +278,12 @@ class Store:
         return namespace
 
     def find(self, name: str, *, deleted: bool = False) -> str:
-        """Return the backend name of *name*: where it is, or where it would be written."""
-        self._check_open()
+        """Return the backend name of *name*: where it is, or where it would be written.
+
+        With one level configured this needs no storage access (and no open store)."""
         namespace = self._namespace_of(name)
+        if not namespace.single:
+            self._check_open()
         return self._find(namespace, name, deleted)
 
     def _find(self, namespace, name, deleted):

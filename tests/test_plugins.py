@@ -152,3 +152,24 @@ def test_broken_entry_point_is_reported_and_isolated(fresh_registry, tmp_path, m
     assert "brokenplugin" in out.getvalue() and "failed to load" in out.getvalue()
     monkeypatch.undo()
     sys.modules.pop("borgstore_broken_demo_module_that_does_not_exist", None)
+
+
+def test_broken_declarations_are_reported(fresh_registry):
+    """A misspelled hook and a hook returning no spec are reported, not silently ignored."""
+
+    class Careless:
+        @hookimpl
+        def borgstore_backend(self):  # the hook is borgstore_backends
+            return []
+
+        @hookimpl
+        def borgstore_middleware(self):
+            return ["not a spec"]
+
+    borgstore.plugin_manager().register(Careless(), name="careless")
+    errors = {f.target: f.error for f in borgstore.load_failures() if f.plugin == "careless"}
+    assert "not a borgstore hook" in errors["borgstore_backend"]
+    assert "not a MiddlewareSpec" in errors["borgstore_middleware"]
+    assert "stats" in _plugins.middlewares()
+    borgstore.plugin_manager().unregister(name="careless")
+    assert not [f for f in borgstore.load_failures() if f.plugin == "careless"]
