@@ -22,9 +22,13 @@ KEY = "0123456789abcdef0123456789abcdef"
 KEY2 = "fedcba9876543210fedcba9876543210"
 
 
-@pytest.fixture
-def store(url):
-    s = Store(url, config=CONFIG)
+@pytest.fixture(params=["config", "levels"])
+def store(url, request):
+    """An open, empty store, built with the config= form and with the older levels= form."""
+    if request.param == "config":
+        s = Store(url, config=CONFIG)
+    else:
+        s = Store(url, levels={ns: entry["levels"] for ns, entry in CONFIG.items()})
     s.create()
     s.open()
     yield s
