@@ -1,0 +1,356 @@
+"""The private ``rclone rcd`` child process and the HTTP connection to it.
+
+One :class:`RcDaemon` is one rclone process, bound to 127.0.0.1 on a free port and protected by a
+random user name and password that reach it through its environment (``ps`` shows command lines
+to every user on the machine, environments only to the owner).  If the process dies, the next
+request starts a new one; if that fails too, the caller gets rclone's own error text.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from base64 import b64encode
+
+import urllib3
+
+from borgstore.backends.errors import BackendConnectionError, BackendNotInstalled
+
+BINARY_ENV = "RCLONE_BINARY"  # the same variable the PyPI borgstore reads
+MIN_VERSION = (1, 60)
+START_TIMEOUT = 30.0  # seconds; a cold start on a loaded machine can take a few seconds
+STOP_TIMEOUT = 5.0
+# Reads stay open while rclone talks to a slow remote; a dead rclone is noticed through the socket.
+READ_TIMEOUT = 600.0
+# Connections kept alive per daemon: one per thread that uses the store at the same time; more
+# threads than this still work, with connections that are opened and closed per request.
+POOL_SIZE = 4
+STDERR_TAIL = 2000  # characters of rclone's output quoted in an error message
+
+_version_cache: dict = {}
+_version_lock = threading.Lock()
+
+
+def find_binary() -> str:
+    """Return the path of the rclone binary: $RCLONE_BINARY if set, else ``rclone`` on PATH."""
+    configured = os.environ.get(BINARY_ENV)
+    if configured:
+        path = shutil.which(configured)
+        if path is None:
+            raise BackendNotInstalled(
+                f"{BINARY_ENV}={configured!r} does not name an executable file; "
+                f"point it at an rclone >= {_dotted(MIN_VERSION)} binary or unset it"
+            )
+        return path
+    path = shutil.which("rclone")
+    if path is None:
+        raise BackendNotInstalled(
+            f"the rclone binary was not found on PATH; install rclone >= {_dotted(MIN_VERSION)} "
+            f"(e.g. apt-get install rclone) or set {BINARY_ENV} to its path"
+        )
+    return path
+
+
+def _dotted(version) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def rclone_version(binary: str) -> tuple:
+    """Return rclone's version as a tuple of ints, asking each binary once per process."""
+    try:
+        st = os.stat(binary)
+    except OSError as exc:
+        raise BackendNotInstalled(f"cannot run rclone at {binary!r}: {exc.strerror}") from None
+    key = (binary, st.st_mtime_ns, st.st_size)
+    with _version_lock:
+        if key in _version_cache:
+            return _version_cache[key]
+    try:
+        done = subprocess.run(
+            [binary, "version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            env=_child_environment(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendNotInstalled(f"cannot run rclone at {binary!r}: {exc}") from None
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    match = re.search(r"^rclone v(\d+)\.(\d+)(?:\.(\d+))?", output, re.MULTILINE)
+    if done.returncode != 0 or match is None:
+        found = output.strip()[:STDERR_TAIL] or f"exit status {done.returncode}, no output"
+        raise BackendNotInstalled(f"{binary} does not look like rclone: `{binary} version` said: {found}")
+    version = tuple(int(part or 0) for part in match.groups())
+    with _version_lock:
+        _version_cache[key] = version
+    return version
+
+
+def check_version(binary: str) -> tuple:
+    version = rclone_version(binary)
+    if version[:2] < MIN_VERSION:
+        raise BackendNotInstalled(
+            f"{binary} is rclone {_dotted(version)}, too old: borgstore-backend-rclone needs "
+            f"rclone >= {_dotted(MIN_VERSION)}"
+        )
+    return version
+
+
+def _child_environment() -> dict:
+    # An inherited RCLONE_RC_* setting (another address, htpasswd, no-auth, a web GUI) would change
+    # how our rcd listens or whom it lets in, so none of them reach the child.
+    return {key: value for key, value in os.environ.items() if not key.startswith("RCLONE_RC_")}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RcResponse:
+    """An HTTP response from rclone: status, body, and whether rclone was restarted to get it."""
+
+    __slots__ = ("status", "data", "headers", "after_restart")
+
+    def __init__(self, status, data, headers, after_restart):
+        self.status = status
+        self.data = data
+        self.headers = headers
+        self.after_restart = after_restart
+
+    def json(self) -> dict:
+        try:
+            return json.loads(self.data) if self.data else {}
+        except ValueError:
+            return {"error": self.data[:STDERR_TAIL].decode(errors="replace")}
+
+
+class RcDaemon:
+    """One ``rclone rcd`` process; thread safe."""
+
+    def __init__(self, binary: str, extra_args=()):
+        self.binary = binary
+        self.extra_args = tuple(extra_args)
+        self._lock = threading.Lock()
+        self._process = None
+        self._pool = None
+        self._auth = None
+        self._stderr = None
+        self._generation = 0  # counts starts, so a thread notices that another one restarted rclone
+
+    # --- process lifecycle ---
+    @property
+    def pid(self):
+        process = self._process
+        return process.pid if process is not None else None
+
+    def start(self):
+        with self._lock:
+            if self._process is None:
+                self._start_locked()
+
+    def stop(self):
+        with self._lock:
+            self._stop_locked()
+
+    def _start_locked(self):
+        check_version(self.binary)
+        for _attempt in range(3):
+            if self._spawn_and_wait():
+                self._generation += 1
+                return
+        # only a port taken by someone else between our probe and rclone's bind gets here
+        raise BackendConnectionError(f"rclone rcd could not bind a port on 127.0.0.1: {self._stderr_tail()}")
+
+    def _spawn_and_wait(self) -> bool:
+        """Start rclone and wait until it answers.  False if its port was taken meanwhile."""
+        port = _free_port()
+        user = "borgstore-" + secrets.token_hex(8)
+        password = secrets.token_urlsafe(32)
+        env = _child_environment()
+        env["RCLONE_RC_USER"] = user
+        env["RCLONE_RC_PASS"] = password
+        args = [
+            self.binary,
+            "rcd",
+            f"--rc-addr=127.0.0.1:{port}",
+            "--rc-serve",  # GET /[remote:path]/name with Range: partial loads move only what is asked for
+            # Two uploads of the same size within the remote's modtime precision must not look
+            # "unchanged" to rclone: a move onto an existing name must always replace it.
+            "--ignore-times",
+            "--use-server-modtime",
+            *self.extra_args,
+        ]
+        self._close_stderr()
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=self._stderr,
+                stderr=self._stderr,
+                env=env,
+                close_fds=True,
+                # its own session: the terminal's Ctrl-C goes to the application, which decides
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BackendConnectionError(f"cannot start {self.binary} rcd: {exc}") from None
+        self._process = process
+        self._auth = "Basic " + b64encode(f"{user}:{password}".encode()).decode()
+        self._pool = urllib3.HTTPConnectionPool(
+            "127.0.0.1",
+            port,
+            maxsize=POOL_SIZE,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=10.0, read=READ_TIMEOUT),
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                text = self._stderr_tail()
+                self._stop_locked()
+                if "address already in use" in text:
+                    return False
+                raise BackendConnectionError(f"rclone rcd exited at start ({_exit_text(process)}): {text}")
+            try:
+                response = self._pool.request(
+                    "POST", "/rc/noop", headers={"Authorization": self._auth}, timeout=urllib3.Timeout(total=2.0)
+                )
+            except urllib3.exceptions.HTTPError:
+                response = None
+            if response is not None:
+                if response.status == 200:
+                    return True
+                text = response.data[:STDERR_TAIL].decode(errors="replace")
+                self._stop_locked()
+                raise BackendConnectionError(f"rclone rcd does not accept our requests (HTTP {response.status}): {text}")
+            if time.monotonic() > deadline:
+                self._stop_locked()
+                raise BackendConnectionError(f"rclone rcd did not answer within {START_TIMEOUT:.0f} s")
+            time.sleep(0.01)
+
+    def _stop_locked(self):
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        process, self._process = self._process, None
+        if process is not None:
+            terminate(process)
+
+    def _close_stderr(self):
+        stderr, self._stderr = self._stderr, None
+        if stderr is not None:
+            stderr.close()
+
+    def close(self):
+        """Stop rclone and release everything; the daemon can be started again."""
+        with self._lock:
+            self._stop_locked()
+            self._close_stderr()
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            end = self._stderr.tell()
+            self._stderr.seek(max(end - STDERR_TAIL, 0))
+            text = self._stderr.read().decode(errors="replace").strip()
+        except (OSError, ValueError):
+            return ""
+        return text or "(no output)"
+
+    # --- requests ---
+    def request(self, method: str, path: str, *, body=None, headers=None) -> RcResponse:
+        """Send one request to rclone, restarting rclone once if it has died.
+
+        ``after_restart`` in the result tells the caller that the request may have been carried
+        out already by the rclone that died (a repeated delete then finds nothing to delete)."""
+        after_restart = False
+        fresh_connection_tried = False
+        while True:
+            with self._lock:
+                if self._process is None:
+                    raise BackendConnectionError("rclone rcd is not running (the store is closed)")
+                pool, auth, generation = self._pool, self._auth, self._generation
+            all_headers = {"Authorization": auth}
+            if headers:
+                all_headers.update(headers)
+            try:
+                response = pool.request(
+                    method, path, body=body, headers=all_headers, preload_content=True, decode_content=False
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                error = exc
+            else:
+                return RcResponse(response.status, response.data, response.headers, after_restart)
+            with self._lock:
+                if self._generation != generation:
+                    continue  # another thread restarted rclone meanwhile
+                process = self._process
+                if process is None:
+                    raise BackendConnectionError("rclone rcd was stopped (the store was closed)")
+                if not _has_exited(process):
+                    if fresh_connection_tried:
+                        raise BackendConnectionError(f"lost the connection to rclone rcd: {error}") from None
+                    # a kept-alive connection that rclone closed while idle: try once more
+                    fresh_connection_tried = True
+                    continue
+                if after_restart:
+                    raise BackendConnectionError(
+                        f"rclone rcd died again ({_exit_text(process)}): {self._stderr_tail()}"
+                    ) from None
+                died = f"rclone rcd died ({_exit_text(process)}); its last output: {self._stderr_tail()}"
+                self._stop_locked()
+                try:
+                    self._start_locked()
+                except BackendConnectionError as exc:
+                    raise BackendConnectionError(f"{died}; restarting it failed: {exc}") from None
+                except Exception as exc:
+                    raise BackendConnectionError(f"{died}; restarting it failed: {exc}") from exc
+                after_restart = True
+
+    def rc(self, command: str, params: dict) -> RcResponse:
+        return self.request(
+            "POST", "/" + command, body=json.dumps(params).encode(), headers={"Content-Type": "application/json"}
+        )
+
+
+def _has_exited(process, grace: float = 0.5) -> bool:
+    # A killed process closes its sockets a moment before it can be reaped.
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _exit_text(process) -> str:
+    code = process.returncode
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def terminate(process):
+    """Stop *process* and reap it, politely first."""
+    if process.poll() is None:
+        try:
+            process.terminate()
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        except OSError:
+            pass
