@@ -1,0 +1,271 @@
+"""The SFTP version 3 protocol (draft-ietf-secsh-filexfer-02) over one SSH channel.
+
+paramiko's SFTPClient is not used: it throws away the extensions the server announces (so there
+is no way to know whether ``fsync@openssh.com`` or ``limits@openssh.com`` exist), it cannot keep
+requests for several handles in flight at once, and it splits reads and writes into 32 KiB
+requests.  This module only frames requests and replies; what the operations mean for a store is
+in :mod:`borgstore_backend_sftp.backend`.
+
+A session is used by one thread at a time (the backend keeps a pool of them).  Requests are sent
+with :meth:`Session.send` and their replies collected with :meth:`Session.wait`, so several
+requests can be in flight before the first reply is read: that is how the backend saves round
+trips.
+"""
+
+import socket
+import struct
+
+# packet types
+INIT, VERSION = 1, 2
+OPEN, CLOSE, READ, WRITE, LSTAT, FSTAT = 3, 4, 5, 6, 7, 8
+OPENDIR, READDIR, REMOVE, MKDIR, RMDIR, REALPATH, STAT, RENAME = 11, 12, 13, 14, 15, 16, 17, 18
+EXTENDED = 200
+STATUS, HANDLE, DATA, NAME, ATTRS, EXTENDED_REPLY = 101, 102, 103, 104, 105, 201
+
+# status codes
+OK, EOF, NO_SUCH_FILE, PERMISSION_DENIED, FAILURE, BAD_MESSAGE = 0, 1, 2, 3, 4, 5
+NO_CONNECTION, CONNECTION_LOST, OP_UNSUPPORTED = 6, 7, 8
+
+# open flags
+FLAG_READ, FLAG_WRITE, FLAG_CREATE, FLAG_TRUNCATE, FLAG_EXCLUSIVE = 0x01, 0x02, 0x08, 0x10, 0x20
+
+# attribute flags
+ATTR_SIZE, ATTR_UIDGID, ATTR_PERMISSIONS, ATTR_ACMODTIME, ATTR_EXTENDED = 0x1, 0x2, 0x4, 0x8, 0x80000000
+
+S_IFMT, S_IFDIR = 0o170000, 0o040000
+
+_u32 = struct.Struct(">I")
+_u64 = struct.Struct(">Q")
+_header = struct.Struct(">IBI")  # length, type, request id
+_NO_ATTRS = _u32.pack(0)
+
+# OpenSSH's limits when the server does not announce limits@openssh.com (its sftp-server accepts
+# packets of up to 256 KiB)
+DEFAULT_MAX_READ = 255 * 1024
+DEFAULT_MAX_WRITE = 255 * 1024
+
+
+class ConnectionLost(Exception):
+    """The channel closed, timed out or delivered garbage: the session is unusable."""
+
+
+class StatusError(Exception):
+    """The server answered a request with an error status."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(f"{message} (sftp status {code})")
+        self.code = code
+        self.message = message
+
+
+def string(value) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return _u32.pack(len(value)) + value
+
+
+class Attributes:
+    __slots__ = ("size", "permissions", "atime", "mtime")
+
+    def __init__(self, size=None, permissions=None, atime=0, mtime=0):
+        self.size = size
+        self.permissions = permissions
+        self.atime = atime
+        self.mtime = mtime
+
+    @property
+    def is_dir(self) -> bool:
+        return self.permissions is not None and self.permissions & S_IFMT == S_IFDIR
+
+
+class Reader:
+    """Parses the body of one reply."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data, pos=0):
+        self.data = data
+        self.pos = pos
+
+    def u32(self) -> int:
+        value = _u32.unpack_from(self.data, self.pos)[0]
+        self.pos += 4
+        return value
+
+    def u64(self) -> int:
+        value = _u64.unpack_from(self.data, self.pos)[0]
+        self.pos += 8
+        return value
+
+    def bytes(self) -> bytes:
+        n = self.u32()
+        value = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return value
+
+    def text(self) -> str:
+        return self.bytes().decode("utf-8", "surrogateescape")
+
+    def attrs(self) -> Attributes:
+        flags = self.u32()
+        attrs = Attributes()
+        if flags & ATTR_SIZE:
+            attrs.size = self.u64()
+        if flags & ATTR_UIDGID:
+            self.pos += 8
+        if flags & ATTR_PERMISSIONS:
+            attrs.permissions = self.u32()
+        if flags & ATTR_ACMODTIME:
+            attrs.atime = self.u32()
+            attrs.mtime = self.u32()
+        if flags & ATTR_EXTENDED:
+            for _ in range(self.u32()):
+                self.bytes()
+                self.bytes()
+        return attrs
+
+
+class Session:
+    """One SFTP session on an SSH channel (see the module docstring)."""
+
+    def __init__(self, channel, timeout: float):
+        self.channel = channel
+        self.channel.settimeout(timeout)
+        self.next_id = 1
+        self.replies = {}  # replies that arrived while waiting for another one
+        self.discard = set()  # requests whose replies nobody will wait for
+        self.buffer = bytearray()
+        self.broken = False
+        self.extensions = {}
+        self._send_raw(_u32.pack(5) + bytes([INIT]) + _u32.pack(3))
+        kind, body = self._read_packet()
+        if kind != VERSION:
+            raise ConnectionLost(f"the server did not start an sftp session (got packet type {kind})")
+        reader = Reader(body)
+        self.version = reader.u32()
+        while reader.pos < len(body):
+            name = reader.bytes().decode("ascii", "replace")
+            self.extensions[name] = reader.bytes()
+        self.max_read = DEFAULT_MAX_READ
+        self.max_write = DEFAULT_MAX_WRITE
+        if "limits@openssh.com" in self.extensions:
+            reader = Reader(self.request(EXTENDED, string("limits@openssh.com"), expect=EXTENDED_REPLY))
+            max_packet, max_read, max_write = reader.u64(), reader.u64(), reader.u64()
+            # a write request carries about 40 bytes of framing besides the data
+            self.max_read = min(max_read or max_packet - 1024, 1 << 22)
+            self.max_write = min(max_write or max_packet - 1024, 1 << 22)
+
+    # --- transport ---
+    def _send_raw(self, data):
+        try:
+            self.channel.sendall(data)
+        except (OSError, EOFError) as exc:
+            self.broken = True
+            raise ConnectionLost(f"sending to the server failed: {exc}") from exc
+        except Exception as exc:  # paramiko.SSHException when the transport is gone
+            self.broken = True
+            raise ConnectionLost(f"sending to the server failed: {type(exc).__name__}: {exc}") from exc
+
+    def _fill(self, need: int):
+        buffer = self.buffer
+        while len(buffer) < need:
+            try:
+                chunk = self.channel.recv(max(need - len(buffer), 1 << 18))
+            except socket.timeout as exc:
+                self.broken = True
+                raise ConnectionLost("the server did not answer within the timeout") from exc
+            except (OSError, EOFError) as exc:
+                self.broken = True
+                raise ConnectionLost(f"receiving from the server failed: {exc}") from exc
+            if not chunk:
+                self.broken = True
+                raise ConnectionLost("the server closed the connection")
+            buffer += chunk
+
+    def _read_packet(self):
+        self._fill(4)
+        length = _u32.unpack_from(self.buffer, 0)[0]
+        if length < 1 or length > (1 << 24) + 1024:
+            self.broken = True
+            raise ConnectionLost(f"garbage from the server (packet length {length})")
+        self._fill(4 + length)
+        kind = self.buffer[4]
+        body = bytes(self.buffer[5 : 4 + length])
+        del self.buffer[: 4 + length]
+        return kind, body
+
+    # --- requests ---
+    def send(self, kind: int, *parts) -> int:
+        """Send a request and return its id; collect the reply with wait()."""
+        if self.broken:
+            raise ConnectionLost("the session is broken")
+        request_id = self.next_id
+        self.next_id = (request_id + 1) & 0xFFFFFFFF
+        length = 5 + sum(len(p) for p in parts)
+        self._send_raw(b"".join((_header.pack(length, kind, request_id), *parts)))
+        return request_id
+
+    def send_write(self, handle: bytes, offset: int, data) -> int:
+        """Send a WRITE request; *data* may be a memoryview (it is copied into one packet)."""
+        return self.send(WRITE, string(handle), _u64.pack(offset), _u32.pack(len(data)), data)
+
+    def wait(self, request_id: int):
+        """Return (type, body) of the reply to *request_id*; the body starts after the id."""
+        reply = self.replies.pop(request_id, None)
+        if reply is not None:
+            return reply
+        while True:
+            kind, body = self._read_packet()
+            got = _u32.unpack_from(body, 0)[0]
+            if got == request_id:
+                return kind, memoryview(body)[4:]
+            if got in self.discard:
+                self.discard.discard(got)
+            else:
+                self.replies[got] = (kind, memoryview(body)[4:])
+
+    def forget(self, request_id: int):
+        """Nobody will wait for this reply (a CLOSE of a read handle, say)."""
+        if self.replies.pop(request_id, None) is None:
+            self.discard.add(request_id)
+
+    @staticmethod
+    def check(kind, body, expect=None):
+        """Raise StatusError for an error status; return the body of a reply of type *expect*."""
+        if kind == STATUS:
+            reader = Reader(body)
+            code = reader.u32()
+            if code == OK and expect is None:
+                return body
+            raise StatusError(code, reader.text() if reader.pos < len(body) else "")
+        if expect is not None and kind != expect:
+            raise ConnectionLost(f"unexpected reply type {kind} (wanted {expect})")
+        return body
+
+    def result(self, request_id: int, expect=None):
+        kind, body = self.wait(request_id)
+        return self.check(kind, body, expect)
+
+    def request(self, kind: int, *parts, expect=None):
+        return self.result(self.send(kind, *parts), expect)
+
+    def close(self):
+        self.broken = True
+        try:
+            self.channel.close()
+        except Exception:  # closing a dead channel must not hide the reason it died
+            pass
+
+
+def attrs_request(permissions=None) -> bytes:
+    if permissions is None:
+        return _NO_ATTRS
+    return _u32.pack(ATTR_PERMISSIONS) + _u32.pack(permissions)
+
+
+def u64(value: int) -> bytes:
+    return _u64.pack(value)
+
+
+def u32(value: int) -> bytes:
+    return _u32.pack(value)

@@ -1,0 +1,226 @@
+"""A throwaway OpenSSH sshd on 127.0.0.1 for tests and benchmarks.
+
+It runs the system's real ``sshd`` with everything it needs in one private directory: its own
+host key, a client key that is its only authorized key, a ``known_hosts`` file that lists its host
+key, and an ssh config file (``ssh_config``) that a client is given instead of ``~/.ssh/config``.
+Nothing of the user's own ssh set-up is read or changed.
+
+    with TestSSHServer(workdir) as server:
+        url = server.url("//" + str(server.workdir / "store"))
+        backend = get_backend(url)  # with backend options server.backend_options()
+"""
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+HOST_ALIAS = "borgstore-test-sshd"
+
+
+def find_sshd() -> Optional[str]:
+    """The sshd binary, or None if OpenSSH's server is not installed."""
+    for candidate in (shutil.which("sshd"), "/usr/sbin/sshd", "/usr/local/sbin/sshd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path, comment: str):
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+class TestSSHServer:
+    """A real sshd serving sftp on 127.0.0.1 at a free port; see the module docstring.
+
+    :param workdir: a private directory for keys, config and logs (created if missing).
+    :param user: the login user (default: the current user).
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, workdir, user: Optional[str] = None):
+        self.workdir = Path(workdir)
+        self.user = user or pwd.getpwuid(os.getuid()).pw_name
+        self.sshd = find_sshd()
+        if self.sshd is None:
+            raise FileNotFoundError("OpenSSH sshd is not installed (Debian/Ubuntu: apt-get install openssh-server)")
+        self.port = _free_port()
+        self.host_key = self.workdir / "ssh_host_ed25519_key"
+        self.client_key = self.workdir / "id_ed25519"
+        self.known_hosts = self.workdir / "known_hosts"
+        self.ssh_config = self.workdir / "ssh_config"
+        self.sshd_config = self.workdir / "sshd_config"
+        self.log = self.workdir / "sshd.log"
+        self.process: Optional[subprocess.Popen] = None
+        self._prepare()
+
+    def _prepare(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
+        if not self.host_key.exists():
+            _keygen(self.host_key, "borgstore test sshd host key")
+        if not self.client_key.exists():
+            _keygen(self.client_key, "borgstore test client key")
+        (self.workdir / "authorized_keys").write_text(Path(str(self.client_key) + ".pub").read_text())
+        self.write_known_hosts()
+        # sshd refuses to start without its privilege separation directory
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.sshd_config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.workdir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+                    "PermitRootLogin prohibit-password",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    # the private directory lives under /tmp, which StrictModes would reject
+                    "StrictModes no",
+                    "UsePAM no",
+                    "MaxStartups 100",
+                    "MaxSessions 64",
+                    "LogLevel ERROR",
+                    # in-process sftp: no exec of sftp-server per session
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+        self.ssh_config.write_text(
+            "\n".join(
+                [
+                    f"Host {HOST_ALIAS}",
+                    "    HostName 127.0.0.1",
+                    f"    Port {self.port}",
+                    f"    User {self.user}",
+                    f"    IdentityFile {self.client_key}",
+                    "    IdentitiesOnly yes",
+                    f"    UserKnownHostsFile {self.known_hosts}",
+                    "",
+                ]
+            )
+        )
+
+    def host_key_line(self, key_file: Optional[Path] = None) -> str:
+        """The known_hosts line for this server (with *key_file*'s public key if given)."""
+        key_type, key_blob = Path(str(key_file or self.host_key) + ".pub").read_text().split()[:2]
+        return f"[127.0.0.1]:{self.port} {key_type} {key_blob}\n"
+
+    def write_known_hosts(self, content: Optional[str] = None):
+        self.known_hosts.write_text(self.host_key_line() if content is None else content)
+
+    # --- URLs and options for the client side ---
+    def url(self, path: str, *, alias: bool = True, user: Optional[str] = None) -> str:
+        """An sftp URL for *path* (``"rel/path"`` or ``"//abs/path"``).
+
+        alias=True names the host by its ssh config alias (so host, port, user, key and known_hosts
+        come from the config file); alias=False spells out user, address and port."""
+        if alias:
+            return f"sftp://{HOST_ALIAS}/{path}"
+        return f"sftp://{user or self.user}@127.0.0.1:{self.port}/{path}"
+
+    def backend_options(self, **more) -> dict:
+        options = {"ssh_config": str(self.ssh_config), "use_agent": False}
+        options.update(more)
+        return options
+
+    def sftp_command(self) -> list:
+        """The OpenSSH ``sftp`` client command line for this server, without the destination."""
+        return ["sftp", "-q", "-F", str(self.ssh_config), "-b", "-"]
+
+    # --- running ---
+    def start(self, timeout: float = 10.0):
+        if self.process is not None and self.process.poll() is None:
+            return
+        log = open(self.log, "ab")
+        try:
+            self.process = subprocess.Popen(
+                [self.sshd, "-D", "-e", "-f", str(self.sshd_config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"sshd did not answer on port {self.port}: {self.log.read_text()[-2000:]}")
+            time.sleep(0.02)
+
+    def _session_pids(self) -> list:
+        """The pids of the per-connection sshd processes that the listener forked."""
+        if self.process is None:
+            return []
+        children, parents = [], {self.process.pid}
+        # each connection's sshd starts its own session, so walk the parent links in /proc
+        found = True
+        while found:
+            found = False
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit() or int(entry) in parents:
+                    continue
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if ppid in parents:
+                    parents.add(int(entry))
+                    children.append(int(entry))
+                    found = True
+        return children
+
+    def kill(self):
+        """Kill the listener and every connection it serves, as a crashed or rebooted server would."""
+        if self.process is None:
+            return
+        for pid in self._session_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.process = None
+
+    def stop(self):
+        self.kill()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
