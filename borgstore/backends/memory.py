@@ -13,7 +13,7 @@ import time
 from typing import Iterator, Optional
 
 from .._plugins import BackendSpec, hookimpl
-from ._base import BackendBase, Capabilities, ItemInfo
+from ._base import BackendBase, Capabilities, ItemInfo, is_hidden_from_list
 from .errors import (
     BackendAlreadyExists,
     BackendDoesNotExist,
@@ -206,6 +206,8 @@ class MemoryBackend(BackendBase):
             node = self._dir(name)
             entries = sorted(node.items())
         for key, child in entries:
+            if is_hidden_from_list(key):
+                continue
             if isinstance(child, dict):
                 yield ItemInfo(name=key, exists=True, size=0, directory=True)
             else:
