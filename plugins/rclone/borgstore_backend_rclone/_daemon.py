@@ -144,6 +144,7 @@ class RcDaemon:
         self._auth = None
         self._stderr = None
         self._generation = 0  # counts starts, so a thread notices that another one restarted rclone
+        self._closed = True
 
     # --- process lifecycle ---
     @property
@@ -153,12 +154,9 @@ class RcDaemon:
 
     def start(self):
         with self._lock:
+            self._closed = False
             if self._process is None:
                 self._start_locked()
-
-    def stop(self):
-        with self._lock:
-            self._stop_locked()
 
     def _start_locked(self):
         check_version(self.binary)
@@ -254,6 +252,7 @@ class RcDaemon:
     def close(self):
         """Stop rclone and release everything; the daemon can be started again."""
         with self._lock:
+            self._closed = True
             self._stop_locked()
             self._close_stderr()
 
@@ -279,8 +278,14 @@ class RcDaemon:
         fresh_connection_tried = False
         while True:
             with self._lock:
+                if self._closed:
+                    raise BackendConnectionError("rclone rcd was stopped (the store is closed)")
                 if self._process is None:
-                    raise BackendConnectionError("rclone rcd is not running (the store is closed)")
+                    # an earlier restart failed; maybe the cause is gone by now
+                    try:
+                        self._start_locked()
+                    except Exception as exc:
+                        raise BackendConnectionError(f"rclone rcd is not running and could not be started: {exc}") from None
                 pool, auth, generation = self._pool, self._auth, self._generation
             all_headers = {"Authorization": auth}
             if headers:

@@ -1,0 +1,98 @@
+import os
+
+import pytest
+
+from borgstore.backends.errors import BackendNotInstalled
+
+
+def skip_or_fail(reason: str):
+    """Skip a test that cannot run here, but fail it in CI, where everything must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this must not be skipped)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def rclone_binary():
+    from borgstore_backend_rclone._daemon import check_version, find_binary
+
+    try:
+        binary = find_binary()
+        check_version(binary)
+    except BackendNotInstalled as exc:
+        skip_or_fail(f"no usable rclone: {exc}")
+    return binary
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    """A store location on the tests' disk; rclone sees it as a local remote."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def make_backend(rclone_binary, store_path):
+    """Build unopened rclone backends; every one is closed at the end of the test."""
+    from borgstore_backend_rclone import rclone_backend_from_url
+
+    made = []
+
+    def make(url=None, **options):
+        backend = rclone_backend_from_url(url or f"rclone:{store_path}", **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture
+def backend(make_backend, store_path):
+    """An open rclone backend on a new, empty local directory."""
+    b = make_backend()
+    b.create()
+    b.open()
+    return b
+
+
+def rclone_children() -> list:
+    """Process ids of this process's rclone children that still exist (zombies included)."""
+    mine = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ..."; comm may contain blanks, so split after the last ")"
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == mine and comm.startswith("rclone"):
+            found.append(int(entry))
+    return found
+
+
+def process_exists(pid: int) -> bool:
+    """True if *pid* is a live process (not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.fixture
+def children():
+    """The function that lists this process's rclone children."""
+    return rclone_children
+
+
+@pytest.fixture
+def alive():
+    """The function that tells whether a process id is a live process."""
+    return process_exists
