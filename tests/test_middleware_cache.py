@@ -401,3 +401,19 @@ def test_a_slow_load_cannot_put_an_older_value_into_the_cache_than_a_concurrent_
         writer.join()
         assert store.load(f"data/{KEY}") == b"new"
         assert store.chain.find_layer("cache").cache.load(NESTED) == b"new"
+
+
+def test_refused_stores_never_reach_the_cache():
+    """A store refused by quota or permissions (outside the cache) leaves the cache as it was."""
+    from borgstore.backends.errors import PermissionDenied, QuotaExceeded
+
+    setup = Setup()
+    setup.store.store(f"data/{KEY}", b"value")
+    setup.store.close()
+    limited = setup.new_store(quota=8, permissions={"": "lrwW", "data/fe": "lr"})
+    with limited:
+        with pytest.raises(QuotaExceeded):
+            limited.store(f"data/{KEY}", b"much more than eight bytes")
+        with pytest.raises(PermissionDenied):
+            limited.store(f"data/{KEY2}", b"x")
+    assert setup.cached(NESTED) == b"value" and setup.cached(NESTED2) is None

@@ -99,6 +99,15 @@ def test_most_specific_prefix_decides_without_fallback():
         chain.load("data/a")  # "data" decides and has no r, even though "" grants it
 
 
+def test_an_empty_grant_denies_without_fallback():
+    """A key with no letters still decides: it shuts its subtree off from the root's grant."""
+    chain, backend = chain_with({"": "lrwWD", "config": ""}, ["config/a"])
+    for call in (lambda: chain.load("config/a"), lambda: chain.store("config/b", b""), lambda: chain.list("config")):
+        with pytest.raises(PermissionDenied):
+            call()
+    assert not backend.info("config/b").exists
+
+
 def test_matching_is_per_component_not_per_string_prefix():
     """'data' covers 'data/x' but not 'database/x'."""
     chain, _ = chain_with({"data": "r"}, ["data/x", "database/x"])
@@ -374,3 +383,14 @@ def test_get_backend_with_permissions_wraps_any_backend():
     chain.store("data/a", b"1")
     with pytest.raises(PermissionDenied):
         chain.load("data/a")
+
+
+def test_denied_store_is_not_counted_by_the_quota():
+    """permissions sits outside quota: a refused store reserves nothing."""
+    url = "memory:" + unique("perm-quota")
+    Store(url, config=CONFIG).create()
+    with Store(url, config=CONFIG, permissions={"": "lr", "data": "lrw"}, quota=100) as store:
+        store.store(f"data/{KEY}", b"x" * 10)
+        with pytest.raises(PermissionDenied):
+            store.store("config/c", b"x" * 50)
+        assert store.quota()["usage"] == 10
