@@ -57,6 +57,8 @@ _S_IFDIR = 0o040000
 # A ranged read up to this size trusts the caller's size instead of asking for the file's size
 # first: one system call less, and a wrong size costs at most this much memory for a moment.
 _TRUSTED_READ_SIZE = 1 << 20
+# What a whole-item load reads before it knows the item's size (see load).
+_FIRST_CHUNK = 16 * 1024
 _HASH_CHUNK = 1 << 20
 
 
@@ -331,7 +333,17 @@ class PosixFSBackend(BackendBase):
         except OSError as exc:
             raise _os_error(exc, f"load {name!r}") from None
         try:
-            if size is None or offset < 0 or size > _TRUSTED_READ_SIZE:
+            if size is None and offset >= 0:
+                # Most items are small: read a first chunk without asking for the size (fstat
+                # costs as much as the read).  A regular file reads short only at its end, and an
+                # item never changes once renamed into place.
+                data = os.pread(fd, _FIRST_CHUNK, offset)
+                if len(data) < _FIRST_CHUNK:
+                    return data
+                # a big item: read it whole in one piece; re-reading the first chunk is cheaper
+                # than joining the pieces
+                wanted = os.fstat(fd).st_size - offset
+            elif offset < 0 or size > _TRUSTED_READ_SIZE:
                 length = os.fstat(fd).st_size
                 if offset < 0:
                     offset = length + offset if length + offset > 0 else 0
