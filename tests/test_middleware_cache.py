@@ -417,3 +417,21 @@ def test_refused_stores_never_reach_the_cache():
         with pytest.raises(PermissionDenied):
             limited.store(f"data/{KEY2}", b"x")
     assert setup.cached(NESTED) == b"value" and setup.cached(NESTED2) is None
+
+
+def test_cache_on_each_backend_kind_survives_a_reopen(url):
+    """The cache location may be any backend; what it holds is found again at the next open."""
+    primary = memory_name()
+    store = Store(f"memory:{primary}", config=config(), cache_url=url)
+    store.create()
+    with store:
+        store.store(f"data/{KEY}", b"value")
+        store.move(f"data/{KEY}", delete=True)
+        store.store(f"data/{KEY2}", b"value2")
+    raw(primary).store(NESTED2, b"changed")
+    with Store(f"memory:{primary}", config=config(), cache_url=url) as store:
+        layer = store.chain.find_layer("cache")
+        assert layer.usage()["data"] == (2, 11)  # data/fe/fedc... and data/01/0123....del
+        assert store.load(f"data/{KEY2}") == b"value2"
+        assert store.load(f"data/{KEY}", deleted=True) == b"value"
+        assert layer.snapshot()["cache_hits"] == 2
