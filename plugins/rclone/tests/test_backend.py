@@ -333,6 +333,32 @@ def test_move_replaces_the_target_in_place(backend, store_path):
     assert (store_path / "data/b").stat().st_ino == source_inode
 
 
+def test_readers_never_miss_an_item_that_is_being_replaced(backend, store_path):
+    """While an item is overwritten again and again, a reader of the directory always finds it."""
+    backend.store("data/target", b"version 0")
+    path = store_path / "data/target"
+    stop = threading.Event()
+    misses = []
+
+    def read():
+        while not stop.is_set():
+            try:
+                path.read_bytes()
+            except FileNotFoundError:
+                misses.append(time.monotonic())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(150):
+            backend.store("data/target", f"version {i}".encode())
+    finally:
+        stop.set()
+        reader.join()
+    assert misses == []
+    assert path.read_bytes() == b"version 149"
+
+
 # --- hash ---
 
 
