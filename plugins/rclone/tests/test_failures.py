@@ -216,8 +216,8 @@ def test_the_terminals_ctrl_c_reaches_the_application_not_rclone(rclone_binary, 
         from borgstore_backend_rclone import rclone_backend_from_url
         b = rclone_backend_from_url("rclone:{store_path}")
         b.open()
-        print(b.pid, flush=True)
         try:
+            print(b.pid, flush=True)  # inside the try: the Ctrl-C may come at once
             time.sleep(60)
         except KeyboardInterrupt:
             b.store("data/after-ctrl-c", b"the application decided")
