@@ -10,6 +10,7 @@ import getpass
 import hashlib
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -129,7 +130,7 @@ def _load_known_hosts(target: Target) -> paramiko.HostKeys:
 
 
 def _host_key_algorithms(known_types) -> list:
-    """The host key algorithms to offer: only those we could verify, in paramiko's order."""
+    """The host key algorithms that verify the known key types, in paramiko's order."""
     wanted = set()
     for key_type in known_types:
         wanted.update(_ALGORITHMS_FOR_KEY_TYPE.get(key_type, (key_type,)))
@@ -225,18 +226,27 @@ def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepaliv
         transport.handshake_timeout = connect_timeout
         options = transport.get_security_options()
         if known_for_host:
-            # offer only algorithms whose keys we can check, so the server shows a key we know
-            algorithms = _host_key_algorithms(known_for_host.keys())
-            if algorithms:
-                options.key_types = algorithms
+            # prefer the algorithms of the keys we know, so the server shows one we can check;
+            # the others stay allowed so that a server without them is reported as a changed key
+            preferred = _host_key_algorithms(known_for_host.keys())
+            options.key_types = tuple(preferred) + tuple(a for a in options.key_types if a not in preferred)
         # AES-GCM needs no separate MAC pass and is the fastest cipher paramiko has
         options.ciphers = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") + tuple(
             c for c in options.ciphers if "gcm" not in c
         )
+        negotiated = threading.Event()
         try:
-            transport.start_client(timeout=connect_timeout)
+            transport.start_client(event=negotiated)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise BackendConnectionError(f"SSH handshake with {target.host} port {target.port} failed: {exc}") from exc
+        if not negotiated.wait(connect_timeout):
+            raise BackendConnectionError(
+                f"SSH handshake with {target.host} port {target.port} did not finish within {connect_timeout} s"
+            )
+        if not transport.is_active():
+            raise BackendConnectionError(
+                f"SSH handshake with {target.host} port {target.port} failed: {transport.get_exception()}"
+            )
         _verify_host_key(transport, target, known_for_host)
         tried = []
         for description, key in _candidate_keys(target, use_agent):

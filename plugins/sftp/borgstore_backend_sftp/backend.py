@@ -505,23 +505,37 @@ class SftpBackend(BackendBase):
             raise self._error(exc, "load", name) from None
         h = p.string(handle)
         try:
-            if offset < 0 or size is None:
-                # the end is unknown: ask for it together with the first chunk (no extra round trip)
-                stat_id = session.send(p.FSTAT, h)
-                first = None
-                if offset >= 0:
-                    first = (offset, session.max_read, session.send(p.READ, h, p.u64(offset), p.u32(session.max_read)))
-                file_size = p.Reader(session.result(stat_id, expect=p.ATTRS)).attrs().size
-                if file_size is None:
-                    raise BackendError(f"load {name!r}: the server did not report the size")
-                if offset < 0:
-                    offset = max(file_size + offset, 0)
-                end = file_size if size is None else min(file_size, offset + size)
-                return self._read_range(session, h, offset, end, first)
-            return self._read_range(session, h, offset, offset + size, None)
+            return self._load_open(session, h, name, size, offset)
+        except p.StatusError as exc:
+            # reading a directory opens fine on some servers and fails at the first read
+            attrs = self._stat(session, path)
+            if attrs is None or attrs.is_dir:
+                raise ObjectNotFound(name) from None
+            raise self._error(exc, "load", name) from None
         finally:
             if not session.broken:
                 session.forget(session.send(p.CLOSE, h))
+
+    def _load_open(self, session: p.Session, h: bytes, name: str, size, offset: int) -> bytes:
+        if offset < 0 or size is None:
+            # the end is unknown: ask for it together with the first chunk (no extra round trip)
+            stat_id = session.send(p.FSTAT, h)
+            first = None
+            if offset >= 0:
+                first = (offset, session.max_read, session.send(p.READ, h, p.u64(offset), p.u32(session.max_read)))
+            attrs = p.Reader(session.result(stat_id, expect=p.ATTRS)).attrs()
+            if attrs.is_dir:
+                if first is not None:
+                    session.forget(first[2])
+                raise ObjectNotFound(name)
+            file_size = attrs.size
+            if file_size is None:
+                raise BackendError(f"load {name!r}: the server did not report the size")
+            if offset < 0:
+                offset = max(file_size + offset, 0)
+            end = file_size if size is None else min(file_size, offset + size)
+            return self._read_range(session, h, offset, end, first)
+        return self._read_range(session, h, offset, offset + size, None)
 
     def _read_range(self, session: p.Session, h: bytes, start: int, end: int, first) -> bytes:
         """Read [start, end) with up to _MAX_IN_FLIGHT requests in flight; a short file gives less."""
@@ -550,7 +564,9 @@ class SftpBackend(BackendBase):
                     session.check(kind, body)
                 except p.StatusError as exc:
                     if exc.code != p.EOF:
-                        raise BackendError(f"reading from {self.host} failed: {exc}") from None
+                        for _, _, other in pending:
+                            session.forget(other)
+                        raise
                 eof_at = min(eof_at, off)
                 continue
             if kind != p.DATA:

@@ -67,12 +67,15 @@ class TestSSHServer:
         self.ssh_config = self.workdir / "ssh_config"
         self.sshd_config = self.workdir / "sshd_config"
         self.log = self.workdir / "sshd.log"
+        #: the sftp login directory: relative URL paths start here
+        self.home = self.workdir / "home"
         self.process: Optional[subprocess.Popen] = None
         self._prepare()
 
     def _prepare(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o700)
+        self.home.mkdir(exist_ok=True)
         if not self.host_key.exists():
             _keygen(self.host_key, "borgstore test sshd host key")
         if not self.client_key.exists():
@@ -99,8 +102,8 @@ class TestSSHServer:
                     "MaxStartups 100",
                     "MaxSessions 64",
                     "LogLevel ERROR",
-                    # in-process sftp: no exec of sftp-server per session
-                    "Subsystem sftp internal-sftp",
+                    # in-process sftp (no exec per session), starting in our own login directory
+                    f"Subsystem sftp internal-sftp -d {self.home}",
                     "",
                 ]
             )
@@ -108,7 +111,8 @@ class TestSSHServer:
         self.ssh_config.write_text(
             "\n".join(
                 [
-                    f"Host {HOST_ALIAS}",
+                    # the address too, so URLs that spell out user@127.0.0.1:port find key and known_hosts
+                    f"Host {HOST_ALIAS} 127.0.0.1",
                     "    HostName 127.0.0.1",
                     f"    Port {self.port}",
                     f"    User {self.user}",

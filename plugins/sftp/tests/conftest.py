@@ -1,0 +1,80 @@
+"""Fixtures: a real OpenSSH sshd on 127.0.0.1 and sftp backends talking to it.
+
+The server runs with its own host key, authorized key, known_hosts and ssh config (see
+borgstore_backend_sftp.testserver); nothing of the user's ~/.ssh is used.  Without sshd the
+tests skip, except in CI (env CI set), where a missing server is a failure.
+"""
+
+import itertools
+import os
+
+import pytest
+
+from borgstore_backend_sftp import sftp_backend_from_url
+from borgstore_backend_sftp.testserver import TestSSHServer, find_sshd
+
+_counter = itertools.count()
+
+
+def skip_or_fail(reason: str):
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this must not be skipped)")
+    pytest.skip(reason)
+
+
+def _server(path) -> TestSSHServer:
+    if find_sshd() is None:
+        skip_or_fail("OpenSSH sshd is not installed (apt-get install openssh-server)")
+    server = TestSSHServer(path)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """One sshd shared by the tests that do not disturb it."""
+    server = _server(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_sshd(tmp_path):
+    """A private sshd for a test that kills, restarts or reconfigures it."""
+    server = _server(tmp_path / "sshd")
+    yield server
+    server.stop()
+
+
+class Location:
+    """A store location on the test server: its URL and where it is on the local disk."""
+
+    def __init__(self, server: TestSSHServer, form: str):
+        self.server = server
+        leaf = f"store-{os.getpid()}-{next(_counter)}"
+        if form == "absolute":
+            self.local = server.workdir / "abs" / leaf
+            self.url = server.url("/" + str(self.local), alias=False)
+        else:
+            self.local = server.home / "rel" / leaf
+            self.url = server.url(f"rel/{leaf}")
+
+    def backend(self, **options):
+        return sftp_backend_from_url(self.url, **self.server.backend_options(**options))
+
+
+@pytest.fixture(params=["absolute", "relative"])
+def location(request, sshd):
+    """A fresh store location in both URL forms: //absolute/path (user, address, port spelled out)
+    and relative/path (host alias resolved through the ssh config)."""
+    return Location(sshd, request.param)
+
+
+@pytest.fixture
+def backend(location):
+    """A created and opened backend on a fresh location."""
+    backend = location.backend()
+    backend.create()
+    backend.open()
+    yield backend
+    backend.close()

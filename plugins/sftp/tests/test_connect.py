@@ -1,0 +1,241 @@
+"""URLs, ssh config, host key verification and authentication, against a real sshd."""
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from borgstore.backends.errors import BackendConnectionError, BackendDoesNotExist, BackendURLInvalid
+from borgstore_backend_sftp import (
+    AuthenticationFailed,
+    HostKeyChanged,
+    UnknownHostKey,
+    parse_url,
+    sftp_backend_from_url,
+)
+from borgstore_backend_sftp.testserver import HOST_ALIAS
+
+
+def ssh_fingerprint(pub_file) -> str:
+    out = subprocess.run(["ssh-keygen", "-l", "-f", str(pub_file)], check=True, capture_output=True, text=True)
+    return out.stdout.split()[1]
+
+
+def private_config(server, tmp_path, *, known_hosts=None, identity=True):
+    """A copy of the server's ssh config with its own known_hosts content (and maybe no key)."""
+    known_file = tmp_path / "known_hosts"
+    known_file.write_text(server.host_key_line() if known_hosts is None else known_hosts)
+    lines = []
+    for line in server.ssh_config.read_text().splitlines():
+        if "UserKnownHostsFile" in line:
+            line = f"    UserKnownHostsFile {known_file}"
+        if ("IdentityFile" in line or "IdentitiesOnly" in line) and not identity:
+            continue
+        lines.append(line)
+    config = tmp_path / "ssh_config"
+    config.write_text("\n".join(lines) + "\n")
+    return config, known_file
+
+
+def open_backend(server, config, path, **options):
+    options = {"use_agent": False, "retries": 1, **options}
+    backend = sftp_backend_from_url(server.url(path), ssh_config=str(config), **options)
+    backend.open()
+    return backend
+
+
+# --- URLs and options (no server needed) ---
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("sftp://host/rel/path", (None, "host", None, "rel/path")),
+        ("sftp://user@host:2222/rel", ("user", "host", 2222, "rel")),
+        ("sftp://user@host//abs/path/", ("user", "host", None, "/abs/path")),
+        ("sftp://us%40er@ho%2Dst:22//with%20space/x", ("us@er", "ho-st", 22, "/with space/x")),
+        ("sftp://u@[::1]:2022//srv/store", ("u", "::1", 2022, "/srv/store")),
+        ("sftp://host:0/rel", (None, "host", None, "rel")),
+    ],
+)
+def test_parse_url(url, expected):
+    """User, host, port and path come out of the URL, percent-decoded; //path is absolute."""
+    assert parse_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["sftp://host", "sftp://host/", "sftp:///path", "sftp:host/path", "sftp://host:99999/p", "sftp://h:x/p"]
+)
+def test_bad_urls_are_rejected(url):
+    """A malformed sftp URL raises BackendURLInvalid naming it, before any connection."""
+    with pytest.raises(BackendURLInvalid) as excinfo:
+        sftp_backend_from_url(url)
+    assert url in str(excinfo.value)
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(ValueError, match="unknown sftp backend option.*colour"):
+        sftp_backend_from_url("sftp://h/p", colour="blue")
+    with pytest.raises(ValueError, match="durability"):
+        sftp_backend_from_url("sftp://h/p", durability="sometimes")
+    with pytest.raises(ValueError, match="ssh_config"):
+        sftp_backend_from_url("sftp://h/p", ssh_config="/no/such/config")
+    with pytest.raises(ValueError, match="retries"):
+        sftp_backend_from_url("sftp://h/p", retries=0)
+
+
+def test_the_sftp_scheme_is_registered_through_the_entry_point(sshd):
+    """get_backend() finds this distribution's backend for sftp URLs."""
+    from borgstore.store import get_backend
+    from borgstore_backend_sftp import SftpBackend
+
+    assert isinstance(get_backend("sftp://somehost/some/path"), SftpBackend)
+
+
+# --- host keys ---
+
+
+def test_unknown_host_key_fails_with_its_fingerprint_and_is_not_added(sshd, tmp_path):
+    """No known key: UnknownHostKey naming the offered key's fingerprint and how to add it;
+    known_hosts stays as it was."""
+    config, known = private_config(sshd, tmp_path, known_hosts="")
+    with pytest.raises(UnknownHostKey) as excinfo:
+        open_backend(sshd, config, "//" + str(tmp_path), retries=3)
+    message = str(excinfo.value)
+    assert ssh_fingerprint(str(sshd.host_key) + ".pub") in message
+    assert "ssh-keyscan" in message and f"[127.0.0.1]:{sshd.port}" in message
+    assert known.read_text() == ""
+
+
+def test_changed_host_key_fails_loudly(sshd, tmp_path):
+    """A different key on record for the server: HostKeyChanged showing both fingerprints."""
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    config, known = private_config(sshd, tmp_path, known_hosts=sshd.host_key_line(other))
+    with pytest.raises(HostKeyChanged) as excinfo:
+        open_backend(sshd, config, "//" + str(tmp_path), retries=3)
+    message = str(excinfo.value)
+    assert "CHANGED" in message
+    assert ssh_fingerprint(str(sshd.host_key) + ".pub") in message
+    assert ssh_fingerprint(str(other) + ".pub") in message
+    assert known.read_text() == sshd.host_key_line(other)
+
+
+def test_changed_key_of_another_type_is_not_accepted_instead(sshd, tmp_path):
+    """Only an ecdsa key is known: the server's ed25519 key must not be taken as new and fine."""
+    other = tmp_path / "ecdsa_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(other)], check=True)
+    config, _ = private_config(sshd, tmp_path, known_hosts=sshd.host_key_line(other))
+    with pytest.raises((HostKeyChanged, BackendConnectionError)):
+        open_backend(sshd, config, "//" + str(tmp_path))
+
+
+def test_hashed_known_hosts_entries_are_understood(sshd, tmp_path):
+    """known_hosts hashed by ssh-keygen -H (the Debian default) still verifies the server."""
+    config, known = private_config(sshd, tmp_path)
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert f"[127.0.0.1]:{sshd.port}" not in known.read_text()
+    (tmp_path / "s").mkdir()
+    open_backend(sshd, config, "//" + str(tmp_path / "s")).close()
+
+
+# --- authentication and paths ---
+
+
+def test_wrong_user_fails_authentication(sshd, tmp_path):
+    """A user the server does not accept: AuthenticationFailed naming the user, not retried."""
+    url = f"sftp://nosuchuser@127.0.0.1:{sshd.port}//{tmp_path}"
+    backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), use_agent=False, retries=3)
+    with pytest.raises(AuthenticationFailed, match="nosuchuser"):
+        backend.open()
+
+
+def test_no_usable_key_fails_authentication(sshd, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no default ~/.ssh/id_* keys
+    config, _ = private_config(sshd, tmp_path, identity=False)
+    with pytest.raises(AuthenticationFailed, match="refused"):
+        open_backend(sshd, config, "//" + str(tmp_path))
+
+
+def test_agent_keys_are_used(sshd, tmp_path, monkeypatch):
+    """With no IdentityFile, a key held by a running ssh-agent logs in."""
+    if not shutil.which("ssh-agent"):
+        pytest.skip("ssh-agent is not installed")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config, _ = private_config(sshd, tmp_path, identity=False)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True, env=env, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        (tmp_path / "s").mkdir()
+        open_backend(sshd, config, "//" + str(tmp_path / "s"), use_agent=True).close()
+        with pytest.raises(AuthenticationFailed):
+            open_backend(sshd, config, "//" + str(tmp_path / "s"), use_agent=False)
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def test_missing_store_path(sshd, tmp_path):
+    """open() of a path that does not exist, absolute or relative: BackendDoesNotExist."""
+    for url in (sshd.url("//" + str(tmp_path / "missing"), alias=False), sshd.url("no/such/store")):
+        backend = sftp_backend_from_url(url, **sshd.backend_options())
+        with pytest.raises(BackendDoesNotExist):
+            backend.open()
+
+
+def test_ssh_config_supplies_hostname_port_user_and_key(sshd, tmp_path):
+    """The alias in the URL is resolved through the ssh config: HostName, Port, User, IdentityFile
+    and UserKnownHostsFile all come from there (the URL names none of them)."""
+    (sshd.home / "cfg-store").mkdir(exist_ok=True)
+    backend = sftp_backend_from_url(f"sftp://{HOST_ALIAS}/cfg-store", **sshd.backend_options())
+    backend.open()
+    backend.store("x", b"via alias")
+    backend.close()
+    assert (sshd.home / "cfg-store" / "x").read_bytes() == b"via alias"
+
+
+def test_connect_timeout_on_a_silent_server(tmp_path, sshd):
+    """A server that accepts TCP but never speaks SSH: BackendConnectionError after the timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    port = listener.getsockname()[1]
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        backend = sftp_backend_from_url(
+            f"sftp://root@127.0.0.1:{port}//x", ssh_config=str(sshd.ssh_config), connect_timeout=0.5, retries=2
+        )
+        started = time.monotonic()
+        with pytest.raises(BackendConnectionError):
+            backend.open()
+        assert len(accepted) == 2  # retried within the bound, then gave up
+        assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+        thread.join()
+        for s in accepted:
+            s.close()
+        listener.close()
