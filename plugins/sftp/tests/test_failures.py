@@ -1,0 +1,185 @@
+"""Failures for real: the server killed and restarted, connections cut mid-write, Ctrl-C, leaks.
+
+Each test runs its own sshd (own_sshd) because it kills it.
+"""
+
+import _thread
+import gc
+import os
+import threading
+import time
+import weakref
+
+import pytest
+
+from borgstore.backends.errors import BackendConnectionError
+from borgstore_backend_sftp import sftp_backend_from_url
+
+BIG = 48 * 1024 * 1024
+
+
+def make_backend(server, path, **options):
+    url = server.url("//" + str(path), alias=False)
+    options = {"retries": 4, "retry_time": 30.0, **options}
+    backend = sftp_backend_from_url(url, **server.backend_options(**options))
+    backend.create()
+    backend.open()
+    return backend
+
+
+def files_under(root):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
+    )
+
+
+def wait_for_temp_file(root, min_size=1, timeout=20.0):
+    """Wait until a .tmp file of at least *min_size* bytes exists under *root* (a write is under way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d, _, files in os.walk(root):
+            for f in files:
+                if f.endswith(".tmp"):
+                    try:
+                        if os.path.getsize(os.path.join(d, f)) >= min_size:
+                            return os.path.join(d, f)
+                    except FileNotFoundError:
+                        pass
+        time.sleep(0.002)
+    raise AssertionError("no write started")
+
+
+def test_server_killed_and_restarted_between_operations(own_sshd, tmp_path):
+    """After sshd and all its connections die and come back, the next operations reconnect and
+    every item stored before is still there, complete."""
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root)
+    values = {f"data/{i:02x}": os.urandom(1000 + i) for i in range(20)}
+    for name, value in values.items():
+        backend.store(name, value)
+    own_sshd.kill()
+    threading.Timer(0.5, own_sshd.start).start()
+    assert backend.load("data/00") == values["data/00"]  # retried until the server is back
+    backend.store("data/new", b"after the restart")
+    for name, value in values.items():
+        assert backend.load(name) == value
+    assert [i.name for i in backend.list("data")] == sorted([*(n.split("/")[1] for n in values), "new"])
+    assert not [f for f in files_under(root) if f.endswith(".tmp")]
+    backend.close()
+
+
+def test_server_down_too_long_gives_connection_error_then_recovers(own_sshd, tmp_path):
+    """With the server gone past the retry budget an operation raises BackendConnectionError
+    (a bounded number of tries); once the server is back the same backend works again."""
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root, retries=2, retry_time=5.0)
+    backend.store("a", b"before")
+    own_sshd.kill()
+    with pytest.raises(BackendConnectionError):
+        backend.load("a")
+    with pytest.raises(BackendConnectionError):
+        backend.store("b", b"while down")
+    own_sshd.start()
+    assert backend.load("a") == b"before"
+    assert not backend.info("b").exists
+    backend.close()
+
+
+def test_connection_cut_during_a_large_write_is_retried_completely(own_sshd, tmp_path):
+    """The connection dies while a large value is being written: the store is repeated on a new
+    connection, the value arrives complete and no temp file is left."""
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root, timeout=10.0)
+    value = os.urandom(BIG)
+    killer = threading.Thread(target=lambda: (wait_for_temp_file(root, 1 << 20), own_sshd.kill(), own_sshd.start()))
+    killer.start()
+    backend.store("big", value)
+    killer.join()
+    assert (root / "big").read_bytes() == value
+    assert files_under(root) == ["big"]
+    backend.close()
+
+
+def test_connection_cut_during_a_large_write_never_shows_a_partial_object(own_sshd, tmp_path):
+    """The server dies mid-write and stays down: the store fails with BackendConnectionError, the
+    target never appears (an old value stays intact), and the partial temp file is removed after
+    the next reconnect."""
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root, retries=1, timeout=10.0)
+    backend.store("big", b"the old value")
+    killer = threading.Thread(target=lambda: (wait_for_temp_file(root, 1 << 20), own_sshd.kill()))
+    killer.start()
+    with pytest.raises(BackendConnectionError):
+        backend.store("big", os.urandom(BIG))
+    killer.join()
+    assert (root / "big").read_bytes() == b"the old value"
+    assert any(f.endswith(".tmp") for f in files_under(root))  # the cut really happened mid-write
+    own_sshd.start()
+    assert backend.load("big") == b"the old value"
+    assert files_under(root) == ["big"]
+    backend.close()
+
+
+def test_ctrl_c_during_a_write_is_not_swallowed(own_sshd, tmp_path):
+    """KeyboardInterrupt during a store reaches the caller; nothing partial becomes visible and the
+    backend keeps working (the temp file is cleaned up)."""
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root)
+    threading.Thread(target=lambda: (wait_for_temp_file(root, 1 << 20), _thread.interrupt_main())).start()
+    with pytest.raises(KeyboardInterrupt):
+        backend.store("big", os.urandom(BIG))
+        time.sleep(5)  # the interrupt may land just after the store returned
+    assert not (root / "big").exists()
+    backend.store("small", b"still works")
+    assert backend.load("small") == b"still works"
+    assert files_under(root) == ["small"]
+    backend.close()
+
+
+def test_close_ends_the_connection_and_its_thread(own_sshd, tmp_path):
+    """close() stops paramiko's transport thread; no thread outlives the backend."""
+    backend = make_backend(own_sshd, tmp_path / "store")
+    backend.store("x", b"1")
+    transport = backend._connection.transport
+    assert transport.is_alive()
+    backend.close()
+    transport.join(5)
+    assert not transport.is_alive()
+
+
+def test_a_forgotten_open_backend_closes_its_connection(own_sshd, tmp_path):
+    """An open backend that is garbage-collected without close() does not leak its connection."""
+    backend = make_backend(own_sshd, tmp_path / "store")
+    backend.store("x", b"1")
+    transport = backend._connection.transport
+    ref = weakref.ref(backend)
+    del backend
+    gc.collect()
+    assert ref() is None
+    transport.join(5)
+    assert not transport.is_alive()
+
+
+def test_concurrent_use_from_threads(own_sshd, tmp_path):
+    """Several threads storing and loading through one backend at once all get their own data."""
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root)
+    errors = []
+
+    def work(n):
+        try:
+            for i in range(30):
+                value = os.urandom(100 + 1000 * (i % 5)) + bytes([n])
+                backend.store(f"t{n}/{i}", value)
+                assert backend.load(f"t{n}/{i}") == value
+        except Exception as exc:  # reported below with the thread's number
+            errors.append((n, exc))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(files_under(root)) == 180
+    backend.close()
