@@ -40,7 +40,7 @@ def test_a_tree_written_the_pypi_way_reads_back(backend, root):
     with open(os.path.join(root, "quota.hid"), "wb") as f:
         f.write(b"77")
     assert [i.name for i in backend.list("")] == ["data", "quota.hid"]
-    assert [i.name for i in backend.list("data/01/23")] == ["0123" + "f" * 60 + ".del", KEY]
+    assert [i.name for i in backend.list("data/01/23")] == [KEY, "0123" + "f" * 60 + ".del"]
     assert backend.load(f"data/01/23/{KEY}") == b"live"
     assert backend.info(f"data/01/23/{KEY}").size == 4
     # storing there again leaves the stranger's temp file alone
