@@ -321,8 +321,10 @@ class SftpBackend(BackendBase):
 
         try:
             self._run(create, safe=True, what="create")
-        finally:
+        except BaseException:
             self._close_connection()
+            raise
+        # the connection stays for the open() that usually follows; close() or GC ends it
 
     def destroy(self):
         if self.opened:
