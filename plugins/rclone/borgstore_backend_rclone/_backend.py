@@ -323,6 +323,9 @@ class RcloneBackend(BackendBase):
 
     def store(self, name, value):
         daemon = self._check_open()
+        value = memoryview(value)
+        if value.format != "B" or value.ndim != 1:
+            value = value.cast("B")  # lengths below count bytes, not elements
         directory, _, base = name.rpartition("/")
         temp_base = f"{base}.{secrets.token_hex(6)}{TMP_SUFFIX}"
         temp_name = f"{directory}/{temp_base}" if directory else temp_base
@@ -345,7 +348,7 @@ class RcloneBackend(BackendBase):
         response = daemon.request(
             "POST",
             "/operations/uploadfile?" + query,
-            body=b"".join((head, value, tail)),
+            body_parts=(head, value, tail),
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         if response.status != 200:

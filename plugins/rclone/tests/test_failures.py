@@ -245,23 +245,45 @@ def test_the_terminals_ctrl_c_reaches_the_application_not_rclone(rclone_binary, 
 # --- credentials ---
 
 
-def test_credentials_are_in_the_environment_never_on_the_command_line(backend):
-    """rclone gets its random password through the environment; ps shows no secret, and rclone
-    refuses requests without it."""
-    pid = backend.pid
+def rc_port(pid) -> int:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
-        cmdline = f.read().split(b"\0")
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        environ = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-    password = environ[b"RCLONE_RC_PASS"]
-    assert len(password) >= 32
-    assert not any(password in arg for arg in cmdline)
-    assert not any(b"pass" in arg.lower() or b"user" in arg.lower() for arg in cmdline)
-    addr = next(arg for arg in cmdline if arg.startswith(b"--rc-addr="))
+        addr = next(arg for arg in f.read().split(b"\0") if arg.startswith(b"--rc-addr="))
     host, port = addr.split(b"=", 1)[1].decode().rsplit(":", 1)
     assert host == "127.0.0.1"
-    response = urllib3.PoolManager().request("POST", f"http://127.0.0.1:{port}/rc/noop", retries=False)
-    assert response.status == 401
+    return int(port)
+
+
+def test_credentials_never_appear_on_the_command_line_or_in_the_environment(backend):
+    """rclone checks a random password against a hash in a file only we can read; ps and
+    /proc/PID/environ show no secret, rclone refuses requests without the password, and the
+    file is gone when the store is closed."""
+    import base64
+    import stat
+
+    pid = backend.pid
+    authorization = backend._daemon._client._fixed_headers.split(b"Authorization: Basic ")[1].split(b"\r\n")[0]
+    user, password = base64.b64decode(authorization).split(b":", 1)
+    assert len(password) >= 32
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        environ = f.read()
+    assert password not in cmdline and password not in environ
+    htpasswd = next(a for a in cmdline.split(b"\0") if a.startswith(b"--rc-htpasswd=")).split(b"=", 1)[1].decode()
+    with open(htpasswd, "rb") as f:
+        content = f.read()
+    assert content.startswith(user + b":{SHA}") and password not in content
+    assert stat.S_IMODE(os.stat(htpasswd).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(htpasswd)).st_mode) == 0o700
+    port = rc_port(pid)
+    http = urllib3.PoolManager()
+    assert http.request("POST", f"http://127.0.0.1:{port}/rc/noop", retries=False).status == 401
+    wrong = urllib3.make_headers(basic_auth=f"{user.decode()}:not-the-password")
+    assert http.request("POST", f"http://127.0.0.1:{port}/rc/noop", headers=wrong, retries=False).status == 401
+    right = urllib3.make_headers(basic_auth=f"{user.decode()}:{password.decode()}")
+    assert http.request("POST", f"http://127.0.0.1:{port}/rc/noop", headers=right, retries=False).status == 200
+    backend.close()
+    assert not os.path.exists(os.path.dirname(htpasswd))
 
 
 def test_an_inherited_rc_setting_cannot_open_rclone_to_everyone(make_backend, store_path, monkeypatch):
@@ -273,8 +295,6 @@ def test_an_inherited_rc_setting_cannot_open_rclone_to_everyone(make_backend, st
     b.open()
     with open(f"/proc/{b.pid}/environ", "rb") as f:
         assert b"RCLONE_RC_NO_AUTH" not in f.read()
-    with open(f"/proc/{b.pid}/cmdline", "rb") as f:
-        addr = next(arg for arg in f.read().split(b"\0") if arg.startswith(b"--rc-addr="))
-    port = addr.decode().rsplit(":", 1)[1]
+    port = rc_port(b.pid)
     response = urllib3.PoolManager().request("POST", f"http://127.0.0.1:{port}/rc/list", retries=False)
     assert response.status == 401
