@@ -136,6 +136,9 @@ class Session:
         self.discard = set()  # requests whose replies nobody will wait for
         self.buffer = bytearray()
         self.broken = False
+        #: times this session waited for the server after sending (docs/sftp.md counts them)
+        self.round_trips = 0
+        self._sent_since_read = False
         self.extensions = {}
         self._send_raw(_u32.pack(5) + bytes([INIT]) + _u32.pack(3))
         kind, body = self._read_packet()
@@ -203,6 +206,7 @@ class Session:
         self.next_id = (request_id + 1) & 0xFFFFFFFF
         length = 5 + sum(len(p) for p in parts)
         self._send_raw(b"".join((_header.pack(length, kind, request_id), *parts)))
+        self._sent_since_read = True
         return request_id
 
     def send_write(self, handle: bytes, offset: int, data) -> int:
@@ -214,6 +218,9 @@ class Session:
         reply = self.replies.pop(request_id, None)
         if reply is not None:
             return reply
+        if self._sent_since_read:
+            self.round_trips += 1
+            self._sent_since_read = False
         while True:
             kind, body = self._read_packet()
             got = _u32.unpack_from(body, 0)[0]

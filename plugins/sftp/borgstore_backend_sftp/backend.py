@@ -742,16 +742,19 @@ class SftpBackend(BackendBase):
         handle = p.Reader(session.request(p.OPENDIR, p.string(path), expect=p.HANDLE)).bytes()
         h = p.string(handle)
         entries = []
+        # two READDIRs in flight: a small directory's entries and its end arrive in one round trip
+        pending = []
         try:
             while True:
-                kind, body = session.wait(session.send(p.READDIR, h))
+                if not pending:
+                    pending = [session.send(p.READDIR, h), session.send(p.READDIR, h)]
+                kind, body = session.wait(pending.pop(0))
                 if kind == p.STATUS:
                     try:
                         session.check(kind, body)
                     except p.StatusError as exc:
-                        if exc.code == p.EOF:
-                            break
-                        raise
+                        if exc.code != p.EOF:
+                            raise
                     break
                 session.check(kind, body, expect=p.NAME)
                 reader = p.Reader(body)
@@ -763,6 +766,8 @@ class SftpBackend(BackendBase):
                         entries.append((filename, attrs))
         finally:
             if not session.broken:
+                for request_id in pending:
+                    session.forget(request_id)
                 session.forget(session.send(p.CLOSE, h))
         return entries
 

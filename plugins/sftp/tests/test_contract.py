@@ -287,3 +287,30 @@ def test_durability_always_and_close_use_fsync(location):
         assert backend._unflushed == set()
         backend.close()
         assert (location.local / "d" / durability).read_bytes() == b"durable"
+
+
+def test_round_trips_per_operation(backend):
+    """Each operation waits for the server as often as docs/sftp.md says (its requests are
+    pipelined): store 3, load 2 (3 beyond one read request without a size), info/delete/move 1, list 2."""
+    backend.store("rt/warm", b"x")  # makes the directory and the pooled session
+
+    def count(operation):
+        (session,) = backend._connection.idle
+        before = session.round_trips
+        operation()
+        (session,) = backend._connection.idle
+        return session.round_trips - before
+
+    value = os.urandom(1024)
+    assert count(lambda: backend.store("rt/a", value)) == 3
+    assert count(lambda: backend.load("rt/a")) == 2
+    assert count(lambda: backend.store("rt/big", os.urandom(4 * 1024 * 1024))) == 3
+    assert count(lambda: backend.load("rt/big")) == 3  # the reads after the first need the size
+    assert count(lambda: backend.load("rt/big", size=4 * 1024 * 1024)) == 2
+    assert count(lambda: backend.load("rt/a", offset=10, size=100)) == 2
+    assert count(lambda: backend.load("rt/a", offset=-100)) == 3  # the size must be known first
+    assert count(lambda: backend.info("rt/a")) == 1
+    assert count(lambda: backend.move("rt/a", "rt/b")) == 1
+    assert count(lambda: list(backend.list("rt"))) == 2
+    backend.delete("rt/big")
+    assert count(lambda: backend.delete("rt/b")) == 1
