@@ -161,7 +161,9 @@ class Session:
     # --- transport ---
     def _send_raw(self, data):
         try:
-            self.channel.sendall(data)
+            # a memoryview: paramiko's sendall re-slices what is left after each 32 KiB packet,
+            # which copies a bytes object every time but not a view
+            self.channel.sendall(memoryview(data))
         except (OSError, EOFError) as exc:
             self.broken = True
             raise ConnectionLost(f"sending to the server failed: {exc}") from exc

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""How close does the sftp backend get to OpenSSH's own sftp client?
+
+Starts a throwaway OpenSSH sshd on 127.0.0.1 (borgstore_backend_sftp.testserver) whose storage is
+on tmpfs (``--dir``, default /dev/shm) and measures, alternating the contenders in every round:
+
+- the practical limit: OpenSSH's ``sftp`` client putting and getting one 128 MiB file, with the
+  time of a connect-only ``sftp`` run taken off;
+- ours: ``borgstore.Store`` (default middleware chain, ``{"data/": {"levels": [1]}}``) on an
+  ``sftp://`` URL storing and loading 4 MiB objects, and 1 KiB objects one by one;
+- optionally the PyPI borgstore 0.7 doing the same (``--pypi-python``: an interpreter that
+  imports it and paramiko; its ~/.ssh is pointed at the test server's config and known_hosts).
+
+Prints the machine, the median and range over the rounds, and the ratios the issue sets targets
+for.  Speed is never asserted in tests; this script only reports.  See docs/sftp.md.
+
+    python benchmarks/bench_sftp.py [--dir /dev/shm/x] [--repeat 3] [--pypi-python /path/to/python]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+from borgstore import Store
+from borgstore_backend_sftp.testserver import HOST_ALIAS, TestSSHServer
+
+KIB = 1024
+MIB = 1024 * KIB
+REFERENCE_FILE = 128 * MIB
+LARGE = 4 * MIB
+SMALL = 1 * KIB
+CONFIG = {"data/": {"levels": [1]}}
+
+# the PyPI package's figures on this kind of machine and the targets of issue 4
+PYPI_SMALL_LOADS, PYPI_SMALL_STORES = 440, 750
+TARGET_LARGE_RATIO, TARGET_LOAD_FACTOR, TARGET_STORE_FACTOR = 0.85, 2.0, 1.5
+
+
+def names(count: int, salt: str) -> list:
+    return [f"data/{uuid.uuid5(uuid.NAMESPACE_OID, f'{salt}{i}').hex}" for i in range(count)]
+
+
+def workload(store, large_count: int, small_count: int, salt: str) -> dict:
+    """Store and load large then small objects; return MB/s and ops/s per phase."""
+    large_value, small_value = os.urandom(LARGE), os.urandom(SMALL)
+    large_names, small_names = names(large_count, "L" + salt), names(small_count, "S" + salt)
+    results = {}
+    for phase, action, items, volume in (
+        ("large_store_mbs", lambda n: store.store(n, large_value), large_names, LARGE),
+        ("large_load_mbs", store.load, large_names, LARGE),
+        ("small_store_ops", lambda n: store.store(n, small_value), small_names, None),
+        ("small_load_ops", store.load, small_names, None),
+    ):
+        started = time.perf_counter()
+        for name in items:
+            action(name)
+        elapsed = time.perf_counter() - started
+        results[phase] = len(items) * volume / elapsed / 1e6 if volume else len(items) / elapsed
+    return results
+
+
+# the PyPI run: the same workload, in the other interpreter (kept self-contained on purpose)
+PYPI_SCRIPT = r"""
+import json, os, sys, time, uuid
+from borgstore.store import Store
+url, large_count, small_count, salt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+store = Store(url, config={"data/": {"levels": [1]}})
+store.create()
+store.open()
+def names(count, salt):
+    return [f"data/{uuid.uuid5(uuid.NAMESPACE_OID, f'{salt}{i}').hex}" for i in range(count)]
+large_value, small_value = os.urandom(4 << 20), os.urandom(1024)
+results = {}
+for phase, action, items, volume in (
+    ("large_store_mbs", lambda n: store.store(n, large_value), names(large_count, "L" + salt), 4 << 20),
+    ("large_load_mbs", store.load, names(large_count, "L" + salt), 4 << 20),
+    ("small_store_ops", lambda n: store.store(n, small_value), names(small_count, "S" + salt), None),
+    ("small_load_ops", store.load, names(small_count, "S" + salt), None),
+):
+    started = time.perf_counter()
+    for name in items:
+        action(name)
+    elapsed = time.perf_counter() - started
+    results[phase] = len(items) * volume / elapsed / 1e6 if volume else len(items) / elapsed
+store.close()
+store.destroy()
+print(json.dumps(results))
+"""
+
+
+class Bench:
+    def __init__(self, base: str, large_count: int, small_count: int, pypi_python):
+        self.base = base
+        self.server = TestSSHServer(os.path.join(base, "sshd"))
+        self.server.start()
+        self.large_count = large_count
+        self.small_count = small_count
+        self.pypi_python = pypi_python
+        self.reference_file = os.path.join(base, "reference.bin")
+        with open(self.reference_file, "wb") as f:
+            f.write(os.urandom(REFERENCE_FILE))
+        if pypi_python:
+            self._prepare_pypi_home()
+
+    def _prepare_pypi_home(self):
+        # the PyPI package reads ~/.ssh/config and ~/.ssh/known_hosts; give it a private HOME
+        self.pypi_home = os.path.join(self.base, "pypi-home")
+        os.makedirs(os.path.join(self.pypi_home, ".ssh"), mode=0o700)
+        shutil.copy(self.server.ssh_config, os.path.join(self.pypi_home, ".ssh", "config"))
+        shutil.copy(self.server.known_hosts, os.path.join(self.pypi_home, ".ssh", "known_hosts"))
+
+    def sftp_client(self, commands: str) -> float:
+        started = time.perf_counter()
+        subprocess.run(
+            self.server.sftp_command() + [HOST_ALIAS],
+            input=commands.encode(),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return time.perf_counter() - started
+
+    def reference(self) -> dict:
+        remote = os.path.join(self.base, "reference-remote.bin")
+        back = os.path.join(self.base, "reference-back.bin")
+        connect = min(self.sftp_client("pwd\n") for _ in range(3))
+        put = self.sftp_client(f"put {self.reference_file} {remote}\n") - connect
+        get = self.sftp_client(f"get {remote} {back}\n") - connect
+        for path in (remote, back):
+            os.unlink(path)
+        return {"put_mbs": REFERENCE_FILE / put / 1e6, "get_mbs": REFERENCE_FILE / get / 1e6, "connect_s": connect}
+
+    def ours(self, round_number: int) -> dict:
+        path = os.path.join(self.base, f"ours-{round_number}")
+        store = Store(url=self.server.url("/" + path), config=CONFIG, backend_options=self.server.backend_options())
+        store.create()
+        with store:
+            results = workload(store, self.large_count, self.small_count, str(round_number))
+        store.destroy()
+        return results
+
+    def pypi(self, round_number: int) -> dict:
+        path = os.path.join(self.base, f"pypi-{round_number}")
+        env = {**os.environ, "HOME": self.pypi_home, "SSH_AUTH_SOCK": ""}
+        out = subprocess.run(
+            [self.pypi_python, "-c", PYPI_SCRIPT, self.server.url("/" + path), str(self.large_count),
+             str(self.small_count), str(round_number)],
+            check=True, capture_output=True, text=True, env=env, cwd=self.base,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def close(self):
+        self.server.stop()
+
+
+def summary(values) -> str:
+    return f"{statistics.median(values):9.1f}  ({min(values):.1f} .. {max(values):.1f})"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", default="/dev/shm", help="tmpfs directory for the server's storage")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--large", type=int, default=32, help="number of 4 MiB objects per round")
+    parser.add_argument("--small", type=int, default=2000, help="number of 1 KiB objects per round")
+    parser.add_argument("--pypi-python", help="a Python that has the PyPI borgstore 0.7 and paramiko")
+    args = parser.parse_args()
+
+    base = tempfile.mkdtemp(prefix="bench-sftp-", dir=args.dir)
+    fs = subprocess.run(["df", "--output=fstype", base], capture_output=True, text=True).stdout.split()[-1]
+    import paramiko
+
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, paramiko {paramiko.__version__}, "
+          f"storage {args.dir} ({fs}), {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}")
+    bench = Bench(base, args.large, args.small, args.pypi_python)
+    rows = {}
+    try:
+        for round_number in range(args.repeat):
+            contenders = [("sftp client", bench.reference), ("ours", lambda: bench.ours(round_number))]
+            if args.pypi_python:
+                contenders.append(("PyPI 0.7", lambda: bench.pypi(round_number)))
+            if round_number % 2:
+                contenders.reverse()  # A B A B ...: neither contender always goes first
+            for label, run in contenders:
+                for key, value in run().items():
+                    rows.setdefault((label, key), []).append(value)
+            print(f"round {round_number + 1}/{args.repeat} done", file=sys.stderr)
+    finally:
+        bench.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+    print(f"\n{'contender':12} {'measure':18} median    (range) over {args.repeat} rounds")
+    for (label, key), values in rows.items():
+        print(f"{label:12} {key:18} {summary(values)}")
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    put, get = med[("sftp client", "put_mbs")], med[("sftp client", "get_mbs")]
+    print("\nratios (medians) and targets of issue 4:")
+    checks = [
+        ("4 MiB store / sftp put", med[("ours", "large_store_mbs")] / put, TARGET_LARGE_RATIO),
+        ("4 MiB load / sftp get", med[("ours", "large_load_mbs")] / get, TARGET_LARGE_RATIO),
+        (f"small loads / {PYPI_SMALL_LOADS}/s", med[("ours", "small_load_ops")] / PYPI_SMALL_LOADS, TARGET_LOAD_FACTOR),
+        (f"small stores / {PYPI_SMALL_STORES}/s", med[("ours", "small_store_ops")] / PYPI_SMALL_STORES,
+         TARGET_STORE_FACTOR),
+    ]
+    if args.pypi_python:
+        checks += [
+            ("small loads / PyPI same run", med[("ours", "small_load_ops")] / med[("PyPI 0.7", "small_load_ops")],
+             TARGET_LOAD_FACTOR),
+            ("small stores / PyPI same run", med[("ours", "small_store_ops")] / med[("PyPI 0.7", "small_store_ops")],
+             TARGET_STORE_FACTOR),
+            ("PyPI 4 MiB store / sftp put", med[("PyPI 0.7", "large_store_mbs")] / put, None),
+            ("PyPI 4 MiB load / sftp get", med[("PyPI 0.7", "large_load_mbs")] / get, None),
+        ]
+    for label, ratio, target in checks:
+        verdict = "" if target is None else f"target >= {target:.2f}: {'met' if ratio >= target else 'NOT met'}"
+        print(f"  {label:30} {ratio:6.2f}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
