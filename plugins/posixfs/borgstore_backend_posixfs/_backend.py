@@ -238,6 +238,10 @@ class PosixFSBackend(BackendBase):
     def _makedirs(self, directory: str) -> list:
         """Create *directory* and its missing parents below the store root; return the created
         ones, outermost first.  A missing store root is an error, never recreated."""
+        if len(directory) < len(self._prefix):  # the root itself
+            if os.path.isdir(directory):
+                return []
+            raise BackendDoesNotExist(f"the posixfs store location {self.path} does not exist any more")
         try:
             os.mkdir(directory)
         except FileExistsError:

@@ -289,6 +289,10 @@ def test_store_after_the_root_vanished_raises_does_not_exist(backend, root):
     shutil.rmtree(root)
     with pytest.raises(BackendDoesNotExist):
         backend.store("data/00/0011", b"x")
+    with pytest.raises(BackendDoesNotExist):
+        backend.mkdir("")
+    with pytest.raises(BackendDoesNotExist):
+        backend.mkdir("data")
     assert not os.path.exists(root)
 
 
