@@ -169,11 +169,12 @@ class PosixFSBackend(BackendBase):
         if not os.path.isdir(self.path):
             raise BackendDoesNotExist(f"the posixfs store location {self.path} does not exist")
         try:
-            for entry in os.scandir(self.path):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
         except OSError as exc:
             raise _os_error(exc, f"destroy the posixfs store {self.path}") from None
         try:
