@@ -156,7 +156,11 @@ class Store:
             if permissions is not None and "permissions" not in names:
                 middleware.insert(0, ("permissions", {"permissions": permissions}))
         if cached:
-            middleware = list(middleware) + [("cache", {"cache": cache_backend, "policies": cached})]
+            # the cache sits just outside any emulation, so that cache hits are not slowed down
+            middleware = list(middleware)
+            names = [_middleware_entry(entry)[0] for entry in middleware]
+            position = names.index("emulate") if "emulate" in names else len(middleware)
+            middleware.insert(position, ("cache", {"cache": cache_backend, "policies": cached}))
         self._chain = build_chain(backend, middleware, name=url.split(":", 1)[0] if url else None)
         self._url = url
         self._opened = False
@@ -185,7 +189,11 @@ class Store:
         """Calls, times [s], volumes [bytes] and throughputs [bytes/s] per operation, counted by
         the ``stats`` middleware (an empty dict if the chain has none)."""
         stats = self._chain.find_layer("stats")
-        return stats.snapshot() if stats is not None else {}
+        result = stats.snapshot() if stats is not None else {}
+        cache = self._chain.find_layer("cache")
+        if cache is not None:
+            result.update(cache.snapshot())
+        return result
 
     # --- lifecycle ---
     def create(self) -> None:
@@ -210,10 +218,11 @@ class Store:
 
     def _forget_stale_quota(self):
         # Without the quota middleware nobody tracks usage, so a quota file left by an earlier
-        # session would go stale; the PyPI borgstore removes it too.
+        # session would go stale; the PyPI borgstore removes it too, whatever the permissions.
+        innermost = list(self._chain.layers())[-1]
         try:
-            if self._chain.capabilities.write:
-                self._chain.delete(QUOTA_ITEM)
+            if innermost.capabilities.write:
+                innermost.delete(QUOTA_ITEM)
         except (ObjectNotFound, PermissionDenied):
             pass
 

@@ -109,3 +109,11 @@ def test_softdelete_renames_in_place():
 def test_default_middleware_is_a_list_of_names():
     """default_middleware() tells the default chain as data the application can edit."""
     assert default_middleware() == ["stats", "softdelete"]
+
+
+def test_cache_sits_outside_emulation(monkeypatch):
+    """A cached namespace puts the cache just outside emulate, so cache hits are not slowed."""
+    monkeypatch.setenv("BORGSTORE_LATENCY", "1")
+    s = Store("memory:", config={"data/": {"levels": [1], "cache": "writethrough"}}, cache_url="memory:")
+    assert s.middleware == ("stats", "softdelete", "cache", "emulate")
+    assert "cache_hits" in s.stats
