@@ -50,12 +50,15 @@ class TestSSHServer:
 
     :param workdir: a private directory for keys, config and logs (created if missing).
     :param user: the login user (default: the current user).
+    :param sftp_options: more options for the server's internal-sftp, e.g. ``-P fsync@openssh.com``
+        to refuse a request.
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, workdir, user: Optional[str] = None):
+    def __init__(self, workdir, user: Optional[str] = None, sftp_options: str = ""):
         self.workdir = Path(workdir)
+        self.sftp_options = sftp_options
         self.user = user or pwd.getpwuid(os.getuid()).pw_name
         self.sshd = find_sshd()
         if self.sshd is None:
@@ -103,7 +106,7 @@ class TestSSHServer:
                     "MaxSessions 64",
                     "LogLevel ERROR",
                     # in-process sftp (no exec per session), starting in our own login directory
-                    f"Subsystem sftp internal-sftp -d {self.home}",
+                    f"Subsystem sftp internal-sftp {self.sftp_options} -d {self.home}",
                     "",
                 ]
             )

@@ -183,3 +183,54 @@ def test_concurrent_use_from_threads(own_sshd, tmp_path):
     assert errors == []
     assert len(files_under(root)) == 180
     backend.close()
+
+
+@pytest.fixture
+def restricted_sshd(tmp_path, request):
+    """An sshd whose sftp server refuses the requests named by the test's parameter."""
+    from borgstore_backend_sftp.testserver import TestSSHServer, find_sshd
+
+    from .conftest import skip_or_fail
+
+    if find_sshd() is None:
+        skip_or_fail("OpenSSH sshd is not installed")
+    server = TestSSHServer(tmp_path / "sshd", sftp_options=f"-P {request.param}")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("restricted_sshd", ["fsync"], indirect=True)
+def test_durability_needs_fsync_on_the_server(restricted_sshd, tmp_path):
+    """A server without fsync@openssh.com: durability 'always'/'close' refuse to open with a clear
+    error instead of silently not syncing; 'none' works."""
+    from borgstore.backends.errors import BackendError
+
+    root = tmp_path / "store"
+    make_backend(restricted_sshd, root).close()
+    for durability in ("always", "close"):
+        backend = sftp_backend_from_url(
+            restricted_sshd.url("//" + str(root), alias=False),
+            **restricted_sshd.backend_options(durability=durability),
+        )
+        with pytest.raises(BackendError, match="fsync@openssh.com"):
+            backend.open()
+
+
+@pytest.mark.parametrize("restricted_sshd", ["posix-rename"], indirect=True)
+def test_without_posix_rename_overwrites_stay_atomic(restricted_sshd, tmp_path):
+    """Without posix-rename@openssh.com the plain-rename fallback still replaces values and
+    targets, and leaves no temp or set-aside files."""
+    root = tmp_path / "store"
+    backend = make_backend(restricted_sshd, root)
+    backend.store("a/x", b"first")
+    assert "posix-rename@openssh.com" not in backend._connection.idle[0].extensions
+    backend.store("a/x", b"second")
+    assert backend.load("a/x") == b"second"
+    backend.store("a/y", b"other")
+    backend.move("a/y", "a/x")
+    assert backend.load("a/x") == b"other"
+    backend.move("a/x", "b/new/x")
+    assert files_under(root) == ["b/new/x"]
+    assert (root / "b/new/x").read_bytes() == b"other"
+    backend.close()
