@@ -254,6 +254,8 @@ def machine(dirs: dict) -> str:
         f"machine: {cores} cores ({usable} usable), {model}",
         f"python: {platform.python_implementation()} {platform.python_version()} on {platform.system()} {platform.release()}",
     ]
+    if hasattr(os, "getloadavg"):
+        lines.append("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)")
     lines += [f"{label}: {path} -> {filesystem_of(path)}" for label, path in dirs.items()]
     return "\n".join(lines)
 
@@ -352,7 +354,7 @@ def main(argv=None):
     parser.add_argument("--no-disk", action="store_true", help="skip the disk run")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per contender, alternating (default %(default)s)")
     parser.add_argument("--small-count", type=int, default=5000, help="number of 1 KiB items (default %(default)s)")
-    parser.add_argument("--large-count", type=int, default=32, help="number of 4 MiB items (default %(default)s)")
+    parser.add_argument("--large-count", type=int, default=64, help="number of 4 MiB items (default %(default)s)")
     parser.add_argument("--partial-count", type=int, default=2000, help="number of partial loads (default %(default)s)")
     parser.add_argument("--no-durability", dest="durability", action="store_false", help="skip the durability modes")
     parser.add_argument("--durability-count", type=int, default=1000, help="stores per durability round (default %(default)s)")
