@@ -639,7 +639,7 @@ class SftpBackend(BackendBase):
             attempt.temp_names.remove(temp)
             raise self._error(failure, "store", name)
         try:
-            self._rename(session, temp, path)
+            self._rename(session, temp, path, attempt)
         except p.StatusError as exc:
             self._remove_quietly(session, temp)
             attempt.temp_names.remove(temp)
@@ -664,7 +664,7 @@ class SftpBackend(BackendBase):
         except p.StatusError:
             pass
 
-    def _rename(self, session: p.Session, source: str, target: str):
+    def _rename(self, session: p.Session, source: str, target: str, attempt: Optional[_Attempt] = None):
         if "posix-rename@openssh.com" in session.extensions:
             session.request(p.EXTENDED, p.string("posix-rename@openssh.com"), p.string(source), p.string(target))
             return
@@ -677,6 +677,8 @@ class SftpBackend(BackendBase):
             if exc.code == p.NO_SUCH_FILE:
                 raise
         aside = f"{target}.{secrets.token_hex(4)}.tmp"
+        if attempt is not None:
+            attempt.temp_names.append(aside)  # removed after a reconnect if the connection dies now
         session.request(p.RENAME, p.string(target), p.string(aside))
         try:
             session.request(p.RENAME, p.string(source), p.string(target))
@@ -715,7 +717,7 @@ class SftpBackend(BackendBase):
             attempt.sent = True
             attempt_state["sent"] = True
             try:
-                self._rename(session, source, target)
+                self._rename(session, source, target, attempt)
                 return
             except p.StatusError as exc:
                 if exc.code not in (p.NO_SUCH_FILE, p.FAILURE):
@@ -730,7 +732,7 @@ class SftpBackend(BackendBase):
             parent = target.rsplit("/", 1)[0]
             self._mkdirs(session, parent)
             try:
-                self._rename(session, source, target)
+                self._rename(session, source, target, attempt)
             except p.StatusError as exc:
                 raise self._error(exc, "move", curr_name) from None
 

@@ -239,3 +239,25 @@ def test_connect_timeout_on_a_silent_server(tmp_path, sshd):
         for s in accepted:
             s.close()
         listener.close()
+
+
+def test_proxy_command_from_the_ssh_config(sshd, tmp_path):
+    """A ProxyCommand in the ssh config carries the connection (here: ssh -W through the same sshd)."""
+    if not shutil.which("ssh"):
+        pytest.skip("the OpenSSH client is not installed")
+    config = tmp_path / "proxy_config"
+    config.write_text(
+        "Host viaproxy\n"
+        "    HostName 127.0.0.1\n"
+        f"    Port {sshd.port}\n"
+        f"    User {sshd.user}\n"
+        f"    IdentityFile {sshd.client_key}\n"
+        f"    UserKnownHostsFile {sshd.known_hosts}\n"
+        f"    ProxyCommand ssh -F {sshd.ssh_config} -o BatchMode=yes -W %h:%p {HOST_ALIAS}\n"
+    )
+    (tmp_path / "s").mkdir()
+    backend = sftp_backend_from_url(f"sftp://viaproxy//{tmp_path / 's'}", ssh_config=str(config), use_agent=False)
+    backend.open()
+    backend.store("x", b"through the proxy")
+    backend.close()
+    assert (tmp_path / "s" / "x").read_bytes() == b"through the proxy"
