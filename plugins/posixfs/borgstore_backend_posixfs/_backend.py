@@ -99,6 +99,10 @@ def _os_error(exc: OSError, what: str) -> BackendError:
     return BackendError(f"{what}: {exc.strerror or exc} [{code}]{where}")
 
 
+# ItemInfo's generated __new__ costs twice the bare tuple construction; info() and list() are hot
+_tuple_new = tuple.__new__
+
+
 def _base_name(name: str) -> str:
     return name.rpartition("/")[2]
 
@@ -321,12 +325,12 @@ class PosixFSBackend(BackendBase):
         try:
             st = os.stat(self._prefix + name)
         except (FileNotFoundError, NotADirectoryError):
-            return ItemInfo(_base_name(name), False, 0, False)
+            return _tuple_new(ItemInfo, (_base_name(name), False, 0, False, 0, 0))
         except OSError as exc:
             raise _os_error(exc, f"info {name!r}") from None
         if st.st_mode & _S_IFMT == _S_IFDIR:
-            return ItemInfo(_base_name(name), True, 0, True, st.st_atime, st.st_mtime)
-        return ItemInfo(_base_name(name), True, st.st_size, False, st.st_atime, st.st_mtime)
+            return _tuple_new(ItemInfo, (_base_name(name), True, 0, True, st.st_atime, st.st_mtime))
+        return _tuple_new(ItemInfo, (_base_name(name), True, st.st_size, False, st.st_atime, st.st_mtime))
 
     def load(self, name, *, size=None, offset=0):
         if not self.opened:
@@ -486,9 +490,9 @@ class PosixFSBackend(BackendBase):
             except FileNotFoundError:
                 continue  # removed since the directory was read
             if st.st_mode & _S_IFMT == _S_IFDIR:
-                yield ItemInfo(entry.name, True, 0, True, st.st_atime, st.st_mtime)
+                yield _tuple_new(ItemInfo, (entry.name, True, 0, True, st.st_atime, st.st_mtime))
             else:
-                yield ItemInfo(entry.name, True, st.st_size, False, st.st_atime, st.st_mtime)
+                yield _tuple_new(ItemInfo, (entry.name, True, st.st_size, False, st.st_atime, st.st_mtime))
 
     def hash(self, name, algorithm="sha256"):
         if not self.opened:
