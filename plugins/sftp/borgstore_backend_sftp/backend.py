@@ -109,12 +109,11 @@ class _Connection:
 
 
 class _Attempt:
-    """What one try of an operation got done, for deciding how to retry it."""
+    """What one try of an operation leaves behind if its connection breaks."""
 
-    __slots__ = ("sent", "temp_names")
+    __slots__ = ("temp_names",)
 
     def __init__(self):
-        self.sent = False  # a changing request may have reached the server
         self.temp_names = []
 
 
@@ -135,7 +134,7 @@ class SftpBackend(BackendBase):
         connect_timeout: float = 30.0,
         timeout: float = 120.0,
         keepalive: float = 30.0,
-        retries: int = 3,
+        retries: int = 5,
         retry_time: float = 60.0,
     ):
         self.url = url
@@ -192,14 +191,14 @@ class SftpBackend(BackendBase):
                 self._connection = None
         connection.close()
 
-    def _run(self, operation, *, safe: bool, what: str):
+    def _run(self, operation, *, what: str):
         """Run operation(session, attempt) with a pooled session, healing the connection.
 
-        *safe*: the operation may be repeated after a failure at any point (the backend says
-        how each operation makes that true).  An unsafe operation is retried only if the failure
-        happened before any request left this process."""
+        Every operation given here must be safe to repeat after its connection broke at any
+        point (docs/sftp.md says how each one is); temp files of a broken try are listed in
+        *attempt* and removed after the next connect."""
         deadline = time.monotonic() + self.retry_time
-        delay = 0.2
+        delay = 0.5
         last_error = None
         for attempt_number in range(self.retries):
             attempt = _Attempt()
@@ -222,11 +221,6 @@ class SftpBackend(BackendBase):
                     with self._state_lock:
                         self._orphans.update(attempt.temp_names)
                     last_error = exc
-                    if attempt.sent and not safe:
-                        raise BackendConnectionError(
-                            f"{what}: the connection to {self.host} was lost; the operation may or may not "
-                            f"have been done: {exc}"
-                        ) from exc
                 except BaseException as exc:
                     # Ctrl-C or an error mid-operation may leave replies in flight: never reuse it
                     if session.replies or session.discard or not isinstance(exc, Exception):
@@ -243,7 +237,7 @@ class SftpBackend(BackendBase):
             if attempt_number + 1 >= self.retries or time.monotonic() + delay > deadline:
                 break
             time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 10.0)
         raise BackendConnectionError(
             f"{what}: cannot reach the sftp server {self.host} ({attempt_number + 1} tries): {last_error}"
         ) from last_error
@@ -251,12 +245,17 @@ class SftpBackend(BackendBase):
     def _remove_orphans(self, session: p.Session):
         with self._state_lock:
             orphans, self._orphans = self._orphans, set()
-        ids = [session.send(p.REMOVE, p.string(path)) for path in orphans]
-        for request_id in ids:
-            try:
-                session.result(request_id)
-            except p.StatusError:
-                pass  # already gone, or the write never created it
+        try:
+            ids = [session.send(p.REMOVE, p.string(path)) for path in orphans]
+            for request_id in ids:
+                try:
+                    session.result(request_id)
+                except p.StatusError:
+                    pass  # already gone, or the write never created it
+        except BaseException:
+            with self._state_lock:
+                self._orphans |= orphans
+            raise
 
     # --- paths and errors ---
     def _path(self, name: str) -> str:
@@ -316,11 +315,10 @@ class SftpBackend(BackendBase):
                 if not attrs.is_dir or self._listdir(session, self.path):
                     raise BackendAlreadyExists(f"{self.url} already exists and is not empty")
                 return
-            attempt.sent = True
             self._mkdirs(session, self.path)
 
         try:
-            self._run(create, safe=True, what="create")
+            self._run(create, what="create")
         except BaseException:
             self._close_connection()
             raise
@@ -334,11 +332,10 @@ class SftpBackend(BackendBase):
             attrs = self._stat(session, self.path)
             if attrs is None or not attrs.is_dir:
                 raise BackendDoesNotExist(f"{self.url} does not exist")
-            attempt.sent = True
             self._remove_tree(session, self.path)
 
         try:
-            self._run(destroy, safe=True, what="destroy")
+            self._run(destroy, what="destroy")
         finally:
             self._close_connection()
 
@@ -369,7 +366,7 @@ class SftpBackend(BackendBase):
                 self._fsync_supported = "fsync@openssh.com" in session.extensions
 
         try:
-            self._run(check, safe=True, what="open")
+            self._run(check, what="open")
         except BaseException:
             self._close_connection()
             raise
@@ -398,7 +395,10 @@ class SftpBackend(BackendBase):
     def __del__(self):
         connection = getattr(self, "_connection", None)
         if connection is not None:
-            connection.close()
+            try:
+                connection.close()
+            except Exception:  # at interpreter exit modules may already be gone
+                pass
 
     def flush(self):
         self._check_open()
@@ -432,7 +432,7 @@ class SftpBackend(BackendBase):
                 raise BackendError(f"flush: fsync failed on {self.host}: {errors[0]}")
 
         try:
-            self._run(fsync_all, safe=True, what="flush")
+            self._run(fsync_all, what="flush")
         except BaseException:
             with self._state_lock:
                 self._unflushed |= names
@@ -441,13 +441,12 @@ class SftpBackend(BackendBase):
     # --- directories ---
     def mkdir(self, name):
         self._check_open()
-        self._run(lambda session, attempt: self._mkdirs(session, self._path(name)), safe=True, what="mkdir")
+        self._run(lambda session, attempt: self._mkdirs(session, self._path(name)), what="mkdir")
 
     def rmdir(self, name):
         self._check_open()
 
         def rmdir(session, attempt):
-            attempt.sent = True
             try:
                 session.request(p.RMDIR, p.string(self._path(name)))
             except p.StatusError as exc:
@@ -460,7 +459,7 @@ class SftpBackend(BackendBase):
                     raise BackendError(f"rmdir {name!r}: not a directory") from None
                 raise BackendError(f"rmdir {name!r}: the directory is not empty ({exc.message})") from None
 
-        self._run(rmdir, safe=True, what="rmdir")
+        self._run(rmdir, what="rmdir")
 
     # --- items ---
     def info(self, name):
@@ -480,7 +479,7 @@ class SftpBackend(BackendBase):
                 name=name, exists=True, size=attrs.size or 0, directory=False, atime=attrs.atime, mtime=attrs.mtime
             )
 
-        return self._run(info, safe=True, what="info")
+        return self._run(info, what="info")
 
     def load(self, name, *, size=None, offset=0):
         self._check_open()
@@ -491,7 +490,7 @@ class SftpBackend(BackendBase):
             if not self.info(name).exists:
                 raise ObjectNotFound(name)
             return b""
-        return self._run(lambda session, attempt: self._load(session, name, size, offset), safe=True, what="load")
+        return self._run(lambda session, attempt: self._load(session, name, size, offset), what="load")
 
     def _load(self, session: p.Session, name: str, size, offset: int) -> bytes:
         path = self._path(name)
@@ -590,7 +589,7 @@ class SftpBackend(BackendBase):
     def store(self, name, value):
         self._check_open()
         data = memoryview(value).cast("B") if not isinstance(value, bytes) else memoryview(value)
-        self._run(lambda session, attempt: self._store(session, attempt, name, data), safe=True, what="store")
+        self._run(lambda session, attempt: self._store(session, attempt, name, data), what="store")
         if self.durability == "close":
             with self._state_lock:
                 self._unflushed.add(name)
@@ -602,7 +601,6 @@ class SftpBackend(BackendBase):
         temp = f"{path}.{secrets.token_hex(4)}.tmp"
         open_flags = p.u32(p.FLAG_WRITE | p.FLAG_CREATE | p.FLAG_EXCLUSIVE)
         attempt.temp_names.append(temp)
-        attempt.sent = True
         try:
             handle = p.Reader(
                 session.request(p.OPEN, p.string(temp), open_flags, p.attrs_request(), expect=p.HANDLE)
@@ -692,7 +690,6 @@ class SftpBackend(BackendBase):
 
         def delete(session, attempt):
             maybe_done = attempt_state["sent"]
-            attempt.sent = True
             attempt_state["sent"] = True
             try:
                 session.request(p.REMOVE, p.string(self._path(name)))
@@ -706,7 +703,7 @@ class SftpBackend(BackendBase):
                 raise self._error(exc, "delete", name) from None
 
         attempt_state = {"sent": False}
-        self._run(delete, safe=True, what="delete")
+        self._run(delete, what="delete")
 
     def move(self, curr_name, new_name):
         self._check_open()
@@ -714,7 +711,6 @@ class SftpBackend(BackendBase):
 
         def move(session, attempt):
             maybe_done = attempt_state["sent"]
-            attempt.sent = True
             attempt_state["sent"] = True
             try:
                 self._rename(session, source, target, attempt)
@@ -737,7 +733,7 @@ class SftpBackend(BackendBase):
                 raise self._error(exc, "move", curr_name) from None
 
         attempt_state = {"sent": False}
-        self._run(move, safe=True, what="move")
+        self._run(move, what="move")
 
     def _listdir(self, session: p.Session, path: str) -> list:
         """[(name, attrs)] of directory *path*, unsorted, without '.' and '..'."""
@@ -785,7 +781,7 @@ class SftpBackend(BackendBase):
                 raise self._error(exc, "list", name) from None
 
         # all entries are needed before the first can be yielded in name order
-        entries = self._run(listing, safe=True, what="list")
+        entries = self._run(listing, what="list")
         entries.sort(key=lambda entry: entry[0])
         return self._yield_items(entries)
 
