@@ -46,6 +46,17 @@ def own_sshd(tmp_path):
     server.stop()
 
 
+@pytest.fixture
+def restricted_sshd(tmp_path, request):
+    """An sshd whose sftp server refuses the requests named by the test's parameter."""
+    if find_sshd() is None:
+        skip_or_fail("OpenSSH sshd is not installed (apt-get install openssh-server)")
+    server = TestSSHServer(tmp_path / "sshd", sftp_options=f"-P {request.param}")
+    server.start()
+    yield server
+    server.stop()
+
+
 class Location:
     """A store location on the test server: its URL and where it is on the local disk."""
 

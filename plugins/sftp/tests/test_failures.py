@@ -185,21 +185,6 @@ def test_concurrent_use_from_threads(own_sshd, tmp_path):
     backend.close()
 
 
-@pytest.fixture
-def restricted_sshd(tmp_path, request):
-    """An sshd whose sftp server refuses the requests named by the test's parameter."""
-    from borgstore_backend_sftp.testserver import TestSSHServer, find_sshd
-
-    from .conftest import skip_or_fail
-
-    if find_sshd() is None:
-        skip_or_fail("OpenSSH sshd is not installed")
-    server = TestSSHServer(tmp_path / "sshd", sftp_options=f"-P {request.param}")
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("restricted_sshd", ["fsync"], indirect=True)
 def test_durability_needs_fsync_on_the_server(restricted_sshd, tmp_path):
     """A server without fsync@openssh.com: durability 'always'/'close' refuse to open with a clear
@@ -233,4 +218,57 @@ def test_without_posix_rename_overwrites_stay_atomic(restricted_sshd, tmp_path):
     backend.move("a/x", "b/new/x")
     assert files_under(root) == ["b/new/x"]
     assert (root / "b/new/x").read_bytes() == b"other"
+    backend.close()
+
+
+def cut_after_request(monkeypatch, kind, done):
+    """Break the connection right after a request of type *kind* left and the server carried it
+    out (``done()`` turns true), before its reply is read: the client cannot know the outcome."""
+    from borgstore_backend_sftp import _protocol
+
+    original_send = _protocol.Session.send
+    cut = []
+
+    def send(session, request_kind, *parts):
+        request_id = original_send(session, request_kind, *parts)
+        if request_kind == kind and not cut:
+            cut.append(request_id)
+            deadline = time.monotonic() + 10
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.001)
+            session.channel.get_transport().close()
+            # the reply may already sit in paramiko's buffer: make the loss certain
+            session.broken = True
+            raise _protocol.ConnectionLost("cut by the test after the server acted")
+        return request_id
+
+    monkeypatch.setattr(_protocol.Session, "send", send)
+    return cut
+
+
+def test_delete_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, monkeypatch):
+    """The connection breaks after the server removed the item but before the reply came: the
+    repeated delete finds nothing and must count that as done, not raise ObjectNotFound."""
+    from borgstore_backend_sftp import _protocol
+
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root)
+    backend.store("d/x", b"1")
+    cut = cut_after_request(monkeypatch, _protocol.REMOVE, lambda: not (root / "d/x").exists())
+    backend.delete("d/x")
+    assert cut and not (root / "d/x").exists()
+    backend.close()
+
+
+def test_move_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, monkeypatch):
+    """Same for move: the source is gone and the target holds the value, so the repeat is done."""
+    from borgstore_backend_sftp import _protocol
+
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root)
+    backend.store("m/src", b"value")
+    cut = cut_after_request(monkeypatch, _protocol.EXTENDED, lambda: (root / "m/dst").exists())
+    backend.move("m/src", "m/dst")
+    assert cut
+    assert (root / "m/dst").read_bytes() == b"value" and not (root / "m/src").exists()
     backend.close()
