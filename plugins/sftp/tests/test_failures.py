@@ -272,3 +272,24 @@ def test_move_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, m
     assert cut
     assert (root / "m/dst").read_bytes() == b"value" and not (root / "m/src").exists()
     backend.close()
+
+
+def test_a_server_that_stops_answering_times_out_and_is_replaced(own_sshd, tmp_path):
+    """The connection's server process freezes (SIGSTOP): the reply timeout ends the wait, and the
+    operation succeeds on a new connection."""
+    import signal
+
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root, timeout=1.0)
+    backend.store("a", b"value")
+    frozen = own_sshd._session_pids()
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert backend.load("a") == b"value"
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+    backend.close()
