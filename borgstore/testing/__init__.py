@@ -1,1 +1,47 @@
-"""The conformance kit: proves that a backend or a middleware keeps the store contract."""
+"""The conformance kit: proves that a backend or a middleware keeps the store contract.
+
+Use it from a backend's test suite::
+
+    from borgstore.testing import BackendTests, StoreTests
+
+    class TestMyBackend(BackendTests):
+        @pytest.fixture
+        def backend(self, tmp_path):
+            return MyBackend(tmp_path / "store")   # fresh, unopened, location not created yet
+
+or against a live store without writing code: ``pytest --pyargs borgstore.testing --borgstore-url URL``
+or ``python -m borgstore check URL``.  See docs/writing-a-backend.md.
+
+The test classes need pytest; everything else needs only Hypothesis (``pip install borgstore[testing]``).
+"""
+
+from ._rules import ConformanceFailure, NotApplicable
+from ._settings import PROFILES, kit_settings
+
+__all__ = [
+    "BackendTests",
+    "StoreTests",
+    "ConformanceFailure",
+    "NotApplicable",
+    "PROFILES",
+    "kit_settings",
+    "run_backend_machine",
+    "run_store_machine",
+]
+
+
+def __getattr__(name):
+    # imported on first use so that `python -m borgstore check` works without pytest
+    if name in ("BackendTests", "StoreTests"):
+        from . import _pytest_classes
+
+        return getattr(_pytest_classes, name)
+    if name == "run_backend_machine":
+        from ._backend_machine import run_backend_machine
+
+        return run_backend_machine
+    if name == "run_store_machine":
+        from ._store_machine import run_store_machine
+
+        return run_store_machine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

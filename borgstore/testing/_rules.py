@@ -1,0 +1,71 @@
+"""How the kit reports: every check belongs to a named rule, and a broken rule says which it is.
+
+A failing check raises :class:`ConformanceFailure` carrying the rule's id (``"list-sorted"``), so
+a test, the pytest plugin and ``python -m borgstore check`` can all tell *which* promise of the
+contract was broken, not only that something was.  A check that cannot run because the backend
+declares it lacks a capability raises :class:`NotApplicable` instead of passing quietly.
+"""
+
+from contextlib import contextmanager
+
+
+class ConformanceFailure(AssertionError):
+    """A backend or store broke rule :attr:`rule` of the contract."""
+
+    def __init__(self, rule: str, message: str):
+        super().__init__(f"[{rule}] {message}")
+        self.rule = rule
+        self.message = message
+
+    def __reduce__(self):
+        return type(self), (self.rule, self.message)
+
+
+class NotApplicable(Exception):
+    """The check does not apply: the backend declares that it lacks what the check needs."""
+
+
+def expect(rule: str, condition, message: str) -> None:
+    """Raise ConformanceFailure(rule, message) unless *condition* holds."""
+    if not condition:
+        raise ConformanceFailure(rule, message)
+
+
+@contextmanager
+def expect_raises(rule: str, error_class, what: str):
+    """The block must raise *error_class* (or a subclass); anything else breaks *rule*."""
+    try:
+        yield
+    except error_class:
+        return
+    except ConformanceFailure:
+        raise
+    except Exception as exc:
+        raise ConformanceFailure(
+            rule, f"{what}: expected {error_class.__name__}, got {type(exc).__name__}: {exc}"
+        ) from exc
+    raise ConformanceFailure(rule, f"{what}: expected {error_class.__name__}, but nothing was raised")
+
+
+@contextmanager
+def no_error(rule: str, what: str):
+    """An exception inside the block breaks *rule* (instead of surfacing as a bare traceback)."""
+    try:
+        yield
+    except ConformanceFailure:
+        raise
+    except Exception as exc:
+        raise ConformanceFailure(rule, f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def require(condition, reason: str) -> None:
+    """Raise NotApplicable(reason) unless *condition* holds."""
+    if not condition:
+        raise NotApplicable(reason)
+
+
+def capabilities_of(backend):
+    """The declared capabilities of a backend or chain link (defaults if it declares none)."""
+    from ..backends._base import Capabilities
+
+    return getattr(backend, "capabilities", None) or Capabilities()

@@ -1,0 +1,300 @@
+"""The kit has teeth: each deliberately broken backend (one realistic bug each) is caught, by the
+rule that describes its bug, and the correct memory backend passes the same runs.
+
+The state machine runs derandomized, so what is found (and shrunk) is the same on every run.
+"""
+
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from borgstore.backends._base import ItemInfo, is_hidden_from_list
+from borgstore.backends.errors import BackendError, ObjectNotFound
+from borgstore.backends.memory import MemoryBackend, _Item
+from borgstore.testing import ConformanceFailure
+from borgstore.testing._backend_checks import BACKEND_CHECKS
+from borgstore.testing._backend_machine import run_backend_machine
+
+# enough to find every bug below, derandomized so that a run is reproducible; without shrinking,
+# which takes most of the time and changes the sequence, not the rule that fails
+TEETH_SETTINGS = settings(
+    phases=[Phase.explicit, Phase.generate],
+    max_examples=300,
+    stateful_step_count=30,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    report_multiple_bugs=False,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+class UnsortedList(MemoryBackend):
+    """Yields a directory's entries in the order they were created, like a plain os.scandir()."""
+
+    def list(self, name):
+        self._check_open()
+        with self._location.lock:
+            node = self._dir(name)
+            entries = list(node.items())
+        for key, child in entries:
+            if is_hidden_from_list(key):
+                continue
+            if isinstance(child, dict):
+                yield ItemInfo(name=key, exists=True, size=0, directory=True)
+            else:
+                yield ItemInfo(name=key, exists=True, size=len(child.data), directory=False)
+
+
+class TmpListed(MemoryBackend):
+    """Forgets to leave out the .tmp items of stores in progress."""
+
+    def list(self, name):
+        self._check_open()
+        with self._location.lock:
+            entries = sorted(self._dir(name).items())
+        for key, child in entries:
+            directory = isinstance(child, dict)
+            yield ItemInfo(name=key, exists=True, size=0 if directory else len(child.data), directory=directory)
+
+
+class PartialLoadOffByOne(MemoryBackend):
+    """Computes the end of a range as offset + size - 1, as an inclusive HTTP Range header would."""
+
+    def load(self, name, *, size=None, offset=0):
+        if size is None or offset < 0:
+            return super().load(name, size=size, offset=offset)
+        return super().load(name, size=max(size - 1, 0), offset=offset)
+
+
+class NegativeOffsetIgnored(MemoryBackend):
+    """Treats a negative offset as 0 instead of counting from the end."""
+
+    def load(self, name, *, size=None, offset=0):
+        return super().load(name, size=size, offset=max(offset, 0))
+
+
+class MoveNotReplacing(MemoryBackend):
+    """A move onto an existing item keeps the old target (like a link()-then-unlink() rename)."""
+
+    def move(self, curr_name, new_name):
+        self._check_open()
+        with self._location.lock:
+            item = self._item(curr_name)
+            node, base = self._parent(new_name, create=True)
+            old_node, old_base = self._parent(curr_name)
+            del old_node[old_base]
+            node.setdefault(base, item)
+
+
+class DeleteMissingSilent(MemoryBackend):
+    """Ignores a missing item on delete (like rm -f)."""
+
+    def delete(self, name):
+        try:
+            super().delete(name)
+        except ObjectNotFound:
+            pass
+
+
+class InfoSizeStale(MemoryBackend):
+    """Caches the size of an item when it is first stored and never updates it."""
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self._sizes = {}
+
+    def store(self, name, value):
+        super().store(name, value)
+        self._sizes.setdefault(name, len(value))
+
+    def info(self, name):
+        info = super().info(name)
+        if info.exists and not info.directory and name in self._sizes:
+            return info._replace(size=self._sizes[name])
+        return info
+
+
+class StoreNotAtomic(MemoryBackend):
+    """Writes a value in chunks straight to its final name, so a reader can see a prefix."""
+
+    def store(self, name, value):
+        self._check_open()
+        data = bytes(value)
+        with self._location.lock:
+            node, base = self._parent(name, create=True)
+            item = node[base] = _Item(b"")
+        for start in range(0, len(data), 64 * 1024):
+            time.sleep(0)  # a network write: other threads run meanwhile
+            with self._location.lock:
+                item.data += data[start : start + 64 * 1024]
+
+
+class CaseFolding(MemoryBackend):
+    """Folds names to lowercase and maps '~' to '-', like a storage that only allows [a-z0-9-._]."""
+
+    @staticmethod
+    def _fold(name):
+        return name.lower().replace("~", "-")
+
+    def store(self, name, value):
+        return super().store(self._fold(name), value)
+
+    def load(self, name, *, size=None, offset=0):
+        return super().load(self._fold(name), size=size, offset=offset)
+
+    def info(self, name):
+        return super().info(self._fold(name))._replace(name=name)
+
+    def delete(self, name):
+        return super().delete(self._fold(name))
+
+    def move(self, curr_name, new_name):
+        return super().move(self._fold(curr_name), self._fold(new_name))
+
+
+class MkdirNoParents(MemoryBackend):
+    """mkdir() creates only the last directory, like os.mkdir() instead of os.makedirs()."""
+
+    def mkdir(self, name):
+        self._check_open()
+        with self._location.lock:
+            parent, _, base = name.rpartition("/")
+            try:
+                node = self._dir(parent)
+            except ObjectNotFound:
+                return  # the caller "should have" created the parents
+            node.setdefault(base, {})
+
+
+class RmdirNonEmpty(MemoryBackend):
+    """rmdir() removes a directory with everything in it, like shutil.rmtree()."""
+
+    def rmdir(self, name):
+        self._check_open()
+        with self._location.lock:
+            node, base = self._parent(name)
+            if not isinstance(node.get(base), dict):
+                raise ObjectNotFound(name)
+            del node[base]
+
+
+class ListMissingEmpty(MemoryBackend):
+    """Lists a missing directory as empty instead of raising ObjectNotFound."""
+
+    def list(self, name):
+        try:
+            yield from super().list(name)
+        except ObjectNotFound:
+            return
+
+
+class LoadPastEndRaises(MemoryBackend):
+    """Refuses a range that reaches past the end, like a strict HTTP server answering 416."""
+
+    def load(self, name, *, size=None, offset=0):
+        data = super().load(name)
+        if size is not None and offset >= 0 and offset + size > len(data):
+            raise BackendError(f"range {offset}+{size} not satisfiable")
+        return super().load(name, size=size, offset=offset)
+
+
+class MoveCopies(MemoryBackend):
+    """move() copies and forgets to remove the source."""
+
+    def move(self, curr_name, new_name):
+        self.store(new_name, self.load(curr_name))
+
+
+class ClosedStillWorks(MemoryBackend):
+    """Never checks that it is open."""
+
+    def _check_open(self):
+        pass
+
+
+class GatherSilentlyShort(MemoryBackend):
+    """gather() returns what it could read instead of raising ReadRangeError."""
+
+    def gather(self, sources):
+        return b"".join(self.load(name, size=size, offset=offset) for name, offset, size in sources)
+
+
+class HashOfWrongData(MemoryBackend):
+    """hash() digests the name instead of the value."""
+
+    def hash(self, name, algorithm="sha256"):
+        import hashlib
+
+        self._item(name)
+        return hashlib.new(algorithm, name.encode()).hexdigest()
+
+
+def _failure(run):
+    with pytest.raises(ConformanceFailure) as caught:
+        run()
+    return caught.value
+
+
+MACHINE_CAUGHT = [
+    (UnsortedList, {"list-sorted"}),
+    (TmpListed, {"list-no-tmp"}),
+    (PartialLoadOffByOne, {"load-range", "load-past-end", "gather"}),
+    (NegativeOffsetIgnored, {"load-negative-offset"}),
+    (MoveNotReplacing, {"move-replaces-target"}),
+    (DeleteMissingSilent, {"delete-missing"}),
+    (InfoSizeStale, {"info-size"}),
+    (MkdirNoParents, {"mkdir-parents"}),
+    (RmdirNonEmpty, {"rmdir-non-empty"}),
+    (ListMissingEmpty, {"list-missing"}),
+    (LoadPastEndRaises, {"load-past-end", "gather-short-read"}),
+    (MoveCopies, {"move", "move-replaces-target"}),
+    (GatherSilentlyShort, {"gather-short-read"}),
+    (HashOfWrongData, {"hash"}),
+]
+
+
+@pytest.mark.parametrize("broken, rules", MACHINE_CAUGHT, ids=[cls.__name__ for cls, _ in MACHINE_CAUGHT])
+def test_state_machine_catches(broken, rules):
+    """The state machine catches the broken backend, and the rule it reports names the bug."""
+    failure = _failure(lambda: run_backend_machine(broken(), TEETH_SETTINGS))
+    assert failure.rule in rules, f"{broken.__name__} was caught by {failure.rule!r}, expected one of {rules}: {failure}"
+
+
+def test_failing_sequence_is_shrunk():
+    """With shrinking on, the reported failure is the minimal sequence: one delete of a missing item."""
+    failure = _failure(lambda: run_backend_machine(DeleteMissingSilent(), settings(TEETH_SETTINGS, phases=list(Phase))))
+    assert failure.rule == "delete-missing"
+    steps = [line for line in getattr(failure, "__notes__", []) if line.startswith("state.")]
+    assert steps == ["state.delete(data=data(...))", "state.teardown()"], failure.__notes__
+
+
+def test_name_folding_is_caught_by_a_collision():
+    """A backend that maps two valid names onto one is caught by the operation that noticed the collision."""
+    failure = _failure(lambda: run_backend_machine(CaseFolding(), TEETH_SETTINGS))
+    noticing = {"store", "store-overwrite", "store-buffer-types", "move", "move-replaces-target", "delete",
+                "mkdir", "mkdir-parents", "info-missing", "info-directory", "load-missing", "list-entries", "list-tree"}
+    assert failure.rule in noticing, failure
+    assert "~" in str(failure), f"the failure should name the folded name: {failure}"
+
+
+EXAMPLE_CAUGHT = [
+    (StoreNotAtomic, "store-atomic"),
+    (ClosedStillWorks, "closed-backend-raises"),
+]
+
+
+@pytest.mark.parametrize("broken, rule", EXAMPLE_CAUGHT, ids=[cls.__name__ for cls, _ in EXAMPLE_CAUGHT])
+def test_example_check_catches(broken, rule):
+    """The example check for a rule catches the backend that breaks exactly that rule."""
+    failure = _failure(lambda: BACKEND_CHECKS[rule](broken(), "quick"))
+    assert failure.rule == rule
+
+
+def test_correct_memory_backend_passes_the_teeth_runs():
+    """The correct memory backend passes the same derandomized run that catches the broken ones."""
+    run_backend_machine(MemoryBackend(), TEETH_SETTINGS)
+    for check in BACKEND_CHECKS.values():
+        check(MemoryBackend(), "quick")
