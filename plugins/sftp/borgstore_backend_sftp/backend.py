@@ -36,6 +36,8 @@ DURABILITY_LEVELS = ("none", "close", "always")
 # requests in flight per transfer: enough to keep a fast link busy, bounded so that a huge value
 # does not queue megabytes of replies
 _MAX_IN_FLIGHT = 64
+# small requests (remove, open for fsync) sent before their replies are read
+_MAX_BATCH = 256
 
 _URL = re.compile(
     r"^sftp://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@\[\]]+)(?::(?P<port>\d*))?/(?P<path>.*)$",
@@ -328,10 +330,15 @@ class SftpBackend(BackendBase):
         if self.opened:
             raise BackendMustNotBeOpen(f"{self.url} is open")
 
+        started = []
+
         def destroy(session, attempt):
             attrs = self._stat(session, self.path)
             if attrs is None or not attrs.is_dir:
+                if started:
+                    return  # an earlier try removed it all before its connection broke
                 raise BackendDoesNotExist(f"{self.url} does not exist")
+            started.append(True)
             self._remove_tree(session, self.path)
 
         try:
@@ -342,13 +349,11 @@ class SftpBackend(BackendBase):
     def _remove_tree(self, session: p.Session, path: str):
         entries = self._listdir(session, path)
         files = [f"{path}/{name}" for name, attrs in entries if not attrs.is_dir]
-        ids = [session.send(p.REMOVE, p.string(f)) for f in files]
-        for request_id in ids:
-            try:
-                session.result(request_id)
-            except p.StatusError as exc:
-                if exc.code != p.NO_SUCH_FILE:
-                    raise
+        for batch in range(0, len(files), _MAX_BATCH):
+            ids = [session.send(p.REMOVE, p.string(f)) for f in files[batch : batch + _MAX_BATCH]]
+            failure = self._collect(session, ids)
+            if failure is not None and failure.code != p.NO_SUCH_FILE:
+                raise failure
         for name, attrs in entries:
             if attrs.is_dir:
                 self._remove_tree(session, f"{path}/{name}")
@@ -408,9 +413,15 @@ class SftpBackend(BackendBase):
             names, self._unflushed = self._unflushed, set()
 
         def fsync_all(session, attempt):
-            # open, fsync, close for every item, all in flight at once
+            # in batches (each open handle is a file descriptor on the server)
+            ordered = sorted(names)
+            for batch in range(0, len(ordered), _MAX_BATCH):
+                fsync_batch(session, ordered[batch : batch + _MAX_BATCH])
+
+        def fsync_batch(session, batch):
+            # open, fsync, close for every item of the batch, all in flight at once
             handles = []
-            for name in names:
+            for name in batch:
                 handles.append((name, session.send(p.OPEN, p.string(self._path(name)), p.u32(p.FLAG_READ), p.attrs_request())))
             syncs = []
             for name, request_id in handles:
@@ -734,6 +745,12 @@ class SftpBackend(BackendBase):
 
         attempt_state = {"sent": False}
         self._run(move, what="move")
+        if self.durability == "close":
+            with self._state_lock:
+                if curr_name in self._unflushed:
+                    # the data still needs its fsync, now under the new name
+                    self._unflushed.discard(curr_name)
+                    self._unflushed.add(new_name)
 
     def _listdir(self, session: p.Session, path: str) -> list:
         """[(name, attrs)] of directory *path*, unsorted, without '.' and '..'."""

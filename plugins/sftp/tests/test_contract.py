@@ -283,10 +283,13 @@ def test_durability_always_and_close_use_fsync(location):
             backend.create()
         backend.open()
         backend.store(f"d/{durability}", b"durable")
+        backend.store("d/moved", b"moved before the flush")
+        backend.move("d/moved", f"d/moved-{durability}")
         backend.flush()
         assert backend._unflushed == set()
         backend.close()
         assert (location.local / "d" / durability).read_bytes() == b"durable"
+        assert (location.local / "d" / f"moved-{durability}").exists()
 
 
 def test_round_trips_per_operation(backend):
