@@ -284,7 +284,13 @@ def report(title, results, counts, sizes, reference="bare os"):
         if reference in rates:
             for label in labels:
                 if label != reference:
-                    print(f"  {phase:13s} {'ratio ' + label + '/bare':22s} {rates[label] / rates[reference]:10.2f}")
+                    # each round of ours ran right before its bare round: pairing them cancels
+                    # most of the drift a shared machine adds
+                    paired = [b / a for a, b in zip(results[label][phase], results[reference][phase])]
+                    print(
+                        f"  {phase:13s} {'ratio ' + label + '/bare':22s} {statistics.median(paired):10.2f}"
+                        f"  (paired rounds: median; range {min(paired):.2f}-{max(paired):.2f})"
+                    )
     return phases
 
 
