@@ -55,6 +55,11 @@ def known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+def _known_hosts_name(target: "Target") -> str:
+    # OpenSSH looks a HostKeyAlias up without the port
+    return target.host_key_alias or known_hosts_name(target.host, target.port)
+
+
 @dataclass
 class Target:
     """Where and how to connect, after merging the URL, the ssh config and the options."""
@@ -68,6 +73,7 @@ class Target:
     user_known_hosts: list
     global_known_hosts: list
     proxy_command: Optional[str] = None
+    host_key_alias: Optional[str] = None
     keepalive: float = 0.0
     config_files: list = field(default_factory=list)
 
@@ -113,6 +119,7 @@ def resolve(host: str, port: Optional[int], user: Optional[str], ssh_config: Opt
         user_known_hosts=user_known,
         global_known_hosts=global_known,
         proxy_command=options.get("proxycommand") if options.get("proxycommand", "none").lower() != "none" else None,
+        host_key_alias=options.get("hostkeyalias"),
         keepalive=float(options.get("serveraliveinterval", 0) or 0),
         config_files=files,
     )
@@ -141,7 +148,7 @@ def _host_key_algorithms(known_types) -> list:
 
 def _verify_host_key(transport: paramiko.Transport, target: Target, known_for_host):
     offered = transport.get_remote_server_key()
-    name = known_hosts_name(target.host, target.port)
+    name = _known_hosts_name(target)
     files = ", ".join(target.user_known_hosts + target.global_known_hosts)
     if not known_for_host:
         keyscan_port = "" if target.port == 22 else f"-p {target.port} "
@@ -210,7 +217,7 @@ def _candidate_keys(target: Target, use_agent: bool):
 def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepalive: float):
     """Return an authenticated paramiko Transport, verified against known_hosts."""
     known = _load_known_hosts(target)
-    known_for_host = known.lookup(known_hosts_name(target.host, target.port)) or {}
+    known_for_host = known.lookup(_known_hosts_name(target)) or {}
     try:
         if target.proxy_command:
             sock = paramiko.ProxyCommand(target.proxy_command)

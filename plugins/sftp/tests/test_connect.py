@@ -261,3 +261,14 @@ def test_proxy_command_from_the_ssh_config(sshd, tmp_path):
     backend.store("x", b"through the proxy")
     backend.close()
     assert (tmp_path / "s" / "x").read_bytes() == b"through the proxy"
+
+
+def test_host_key_alias_names_the_known_hosts_entry(sshd, tmp_path):
+    """HostKeyAlias in the ssh config: the key is looked up under the alias, not host:port."""
+    key_line = sshd.host_key_line().split(" ", 1)[1]
+    config, _ = private_config(sshd, tmp_path, known_hosts=f"my-nas-alias {key_line}")
+    with pytest.raises(UnknownHostKey):
+        open_backend(sshd, config, "//" + str(tmp_path))
+    config.write_text(config.read_text() + "    HostKeyAlias my-nas-alias\n")
+    (tmp_path / "s").mkdir()
+    open_backend(sshd, config, "//" + str(tmp_path / "s")).close()
