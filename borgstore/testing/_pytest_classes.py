@@ -6,6 +6,8 @@ from ._backend_checks import BACKEND_CHECKS
 from ._backend_machine import run_backend_machine
 from ._rules import NotApplicable
 from ._settings import kit_settings
+from ._store_checks import STORE_CHECKS, store_factory
+from ._store_machine import run_store_machine
 
 
 def run_check(check, *args):
@@ -48,6 +50,43 @@ def _backend_test(check):
     return test
 
 
+class StoreTests:
+    """Conformance tests of the Store API on a backend (and the middleware chain in front of it).
+
+    Subclass it and provide the ``store_location`` fixture: a URL at a scratch location that does
+    not exist yet (``memory:scratch-1``, ``file:///tmp/x/store``), or a callable that returns a new,
+    unopened backend object for one such location on every call (two calls: two objects on the
+    same location).  ``store_options`` are further Store arguments (``{"middleware": [...]}``);
+    ``store_class`` lets a Store subclass be checked.
+    """
+
+    conformance_profile = None
+    store_options: dict = {}
+    store_class = None
+
+    @pytest.fixture
+    def store_location(self):
+        pytest.fail(f"{type(self).__name__} must define a `store_location` fixture: a URL or a backend factory")
+
+    def make_store_factory(self, store_location):
+        return store_factory(store_location, self.store_class, **self.store_options)
+
+    def test_store_state_machine(self, store_location):
+        """Random sequences of Store calls over several namespaces and levels match a plain model."""
+        run_check(run_store_machine, self.make_store_factory(store_location), kit_settings(self.conformance_profile))
+
+
+def _store_test(check):
+    def test(self, store_location):
+        run_check(check, self.make_store_factory(store_location), self.conformance_profile)
+
+    test.__name__ = test.__qualname__ = "test_" + check.rule.replace("-", "_")
+    test.__doc__ = check.__doc__
+    return test
+
+
 for _check in BACKEND_CHECKS.values():
     setattr(BackendTests, "test_" + _check.rule.replace("-", "_"), _backend_test(_check))
+for _check in STORE_CHECKS.values():
+    setattr(StoreTests, "test_" + _check.rule.replace("-", "_"), _store_test(_check))
 del _check

@@ -1,0 +1,250 @@
+"""Example checks at the Store level: the rules a model expresses badly.
+
+Each check gets ``make_store(config=None)``, which returns a new, unopened Store on one scratch
+location (every call: a new Store object on the *same* location), and leaves the location destroyed.
+"""
+
+import threading
+
+from ..backends.errors import BackendAlreadyExists, BackendDoesNotExist, BackendMustBeOpen, ObjectNotFound
+from ..middleware._base import OPERATIONS, Middleware
+from ._rules import expect, expect_raises, no_error, require
+
+CONFIG = {"": {"levels": [0]}, "config/": {"levels": [0]}, "data/": {"levels": [1]}}
+
+#: rule id -> check(make_store, profile)
+STORE_CHECKS = {}
+
+
+def check(rule_id):
+    def register(function):
+        function.rule = rule_id
+        STORE_CHECKS[rule_id] = function
+        return function
+
+    return register
+
+
+def _destroy(store):
+    try:
+        store.close()
+    except Exception:
+        pass
+    try:
+        store.destroy()
+    except Exception:
+        pass
+
+
+class _CallRecorder(Middleware):
+    """Counts every call that reaches the storage side of the chain."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.calls = []
+        for op in OPERATIONS:
+            setattr(self, op, self._recording(op, getattr(inner, op)))
+
+    def _recording(self, op, forward):
+        def call(*args, **kwargs):
+            self.calls.append(op)
+            return forward(*args, **kwargs)
+
+        return call
+
+
+INVALID_NAMES = [
+    "Data/abcd", "data/ABCD", "data/ab cd", "data\tx", "data\\abcd", "data/../config", "../x", "/data/x",
+    "data/x/", "data//x", "", "data/x.tmp", "data/x.del", "x.hid", "a/b/c", "data/" + "0" * 96, "data/\u00e4",
+    ".", "./x",
+]
+
+
+@check("names-invalid-rejected")
+def check_invalid_names(make_store, profile):
+    """An invalid name raises ValueError before any storage access, and nothing changes."""
+    store = make_store(CONFIG, recorder=True)
+    try:
+        store.create()
+        store.open()
+        store.store("config/x", b"kept")
+        recorder = store.chain.find_layer("recorder")
+        recorder.calls.clear()
+        for name in INVALID_NAMES:
+            for what, op in (
+                ("store", lambda: store.store(name, b"bad")),
+                ("load", lambda: store.load(name)),
+                ("info", lambda: store.info(name)),
+                ("delete", lambda: store.delete(name)),
+                ("move from", lambda: store.move(name, "config/x")),
+                ("move onto", lambda: store.move("config/x", name)),
+                ("soft delete", lambda: store.move(name, delete=True)),
+                ("hash", lambda: store.hash(name)),
+                ("find", lambda: store.find(name)),
+            ):
+                with expect_raises("names-invalid-rejected", ValueError, f"{what} {name!r}"):
+                    op()
+                expect("names-invalid-rejected", not recorder.calls,
+                       f"{what} {name!r} reached the storage ({recorder.calls}) before it was rejected")
+        expect("names-invalid-rejected", store.load("config/x") == b"kept", "an invalid name changed config/x")
+    finally:
+        _destroy(store)
+
+
+@check("store-open-missing")
+def check_open_missing(make_store, profile):
+    """Opening a store that was never created raises BackendDoesNotExist."""
+    store = make_store(CONFIG)
+    with expect_raises("store-open-missing", BackendDoesNotExist, "Store.open() before create()"):
+        store.open()
+    _destroy(store)
+
+
+@check("store-closed-raises")
+def check_closed_store(make_store, profile):
+    """Every item operation of a closed Store raises BackendMustBeOpen."""
+    store = make_store(CONFIG)
+    try:
+        store.create()
+        for what, op in (
+            ("store", lambda: store.store("config/x", b"1")),
+            ("load", lambda: store.load("config/x")),
+            ("info", lambda: store.info("config/x")),
+            ("delete", lambda: store.delete("config/x")),
+            ("move", lambda: store.move("config/x", "config/y")),
+            ("list", lambda: [*store.list("config")]),
+            ("hash", lambda: store.hash("config/x")),
+            ("gather", lambda: store.gather([("config/x", 0, 1)])),
+            ("quota", lambda: store.quota()),
+            ("close", lambda: store.close()),
+        ):
+            with expect_raises("store-closed-raises", BackendMustBeOpen, f"{what} on a closed Store"):
+                op()
+    finally:
+        _destroy(store)
+
+
+@check("store-create-non-empty")
+def check_create_non_empty(make_store, profile):
+    """create() on a location that holds a store raises BackendAlreadyExists and keeps its items."""
+    store = make_store(CONFIG)
+    try:
+        store.create()
+        with store:
+            store.store("config/x", b"precious")
+        with expect_raises("store-create-non-empty", BackendAlreadyExists, "a second Store.create()"):
+            make_store(CONFIG).create()
+        with store:
+            expect("store-create-non-empty", store.load("config/x") == b"precious", "the refused create() changed config/x")
+    finally:
+        _destroy(store)
+
+
+@check("store-destroy")
+def check_destroy(make_store, profile):
+    """destroy() removes the store: open() raises BackendDoesNotExist, and create() starts empty."""
+    store = make_store(CONFIG)
+    try:
+        store.create()
+        with store:
+            store.store("config/x", b"gone soon")
+        with no_error("store-destroy", "Store.destroy()"):
+            store.destroy()
+        with expect_raises("store-destroy", BackendDoesNotExist, "open() after destroy()"):
+            store.open()
+        store.create()
+        with store:
+            expect("store-destroy", not store.info("config/x").exists, "an item survived destroy()")
+    finally:
+        _destroy(store)
+
+
+@check("store-two-instances")
+def check_two_instances(make_store, profile):
+    """Two Store objects on one location see each other's changes."""
+    first = make_store(CONFIG)
+    try:
+        first.create()
+        second = make_store(CONFIG)
+        require(second is not first, "no second Store on the same location")
+        with first, second:
+            first.store("data/0123abcd", b"from the first")
+            expect("store-two-instances", second.load("data/0123abcd") == b"from the first",
+                   "the second Store does not see the first one's item")
+            second.move("data/0123abcd", delete=True)
+            expect("store-two-instances", not first.info("data/0123abcd").exists,
+                   "the first Store still sees an item the second one soft-deleted")
+            expect("store-two-instances", [i.name for i in first.list("data", deleted=True)] == ["0123abcd"],
+                   "the first Store does not list the second one's soft-deleted item")
+            second.store("config/c", b"2")
+            first.store("config/c", b"1")
+            expect("store-two-instances", second.load("config/c") == b"1", "the last write did not win")
+    finally:
+        _destroy(first)
+
+
+@check("store-threads")
+def check_threads(make_store, profile):
+    """One Store shared by several threads gives each thread correct results."""
+    rounds = 30 if profile != "deep" else 300
+    store = make_store(CONFIG)
+    failures = []
+    try:
+        store.create()
+        store.open()
+
+        def worker(number):
+            try:
+                for i in range(rounds):
+                    key = f"{number:02x}{i:06x}"
+                    value = bytes([number, i % 256]) * (50 + i)
+                    store.store(f"data/{key}", value)
+                    if store.load(f"data/{key}") != value:
+                        failures.append(f"thread {number}: data/{key} loaded other data")
+                    if i % 4 == 0:
+                        store.move(f"data/{key}", delete=True)
+                listed = [info.name for info in store.list("data")]
+                mine = [name for name in listed if name.startswith(f"{number:02x}")]
+                wanted = [f"{number:02x}{i:06x}" for i in range(rounds) if i % 4]
+                if mine != wanted:
+                    failures.append(f"thread {number}: list() shows {len(mine)} of its items, expected {len(wanted)}")
+            except Exception as exc:
+                failures.append(f"thread {number}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        expect("store-threads", not failures, "; ".join(failures[:3]))
+        with expect_raises("store-threads", ObjectNotFound, "load of an item a thread soft-deleted"):
+            store.load("data/00000000")
+    finally:
+        _destroy(store)
+
+
+def store_factory(location, store_class=None, **store_options):
+    """Return ``make_store(config, recorder=False)`` for *location*: a URL, or a callable returning
+    a fresh backend object for one location (a new object on each call).
+
+    With *recorder*, a link that records every call sits right above the backend, so a check can
+    tell whether an operation reached the storage.
+    """
+    from .._plugins import backend_for_url
+    from ..store import Store, build_chain
+
+    store_class = store_class or Store
+
+    def new_backend():
+        if isinstance(location, str):
+            return backend_for_url(location)
+        return location()
+
+    def make_store(config, recorder=False):
+        backend = new_backend()
+        if recorder:
+            backend = _CallRecorder(build_chain(backend))
+            backend.name = "recorder"
+        return store_class(backend=backend, config=config, **store_options)
+
+    return make_store
