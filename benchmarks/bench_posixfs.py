@@ -235,7 +235,9 @@ def filesystem_of(path: str) -> str:
         with open("/proc/mounts") as mounts:
             for line in mounts:
                 dev, mount_point, kind = line.split()[:3]
-                if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) >= len(best):
+                if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) >= len(
+                    best
+                ):
                     best, fstype, device = mount_point, kind, dev
     except OSError:
         pass
@@ -252,7 +254,8 @@ def machine(dirs: dict) -> str:
         model = platform.processor() or "?"
     lines = [
         f"machine: {cores} cores ({usable} usable), {model}",
-        f"python: {platform.python_implementation()} {platform.python_version()} on {platform.system()} {platform.release()}",
+        f"python: {platform.python_implementation()} {platform.python_version()}"
+        f" on {platform.system()} {platform.release()}",
     ]
     if hasattr(os, "getloadavg"):
         lines.append("load average at start: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)")
@@ -331,7 +334,10 @@ def benchmark_filesystem(label, base, args):
     if args.durability:
         count = args.durability_count
         names = names_small[:count]
-        modes = [(f"durability={mode}", lambda root, mode=mode: Ours(root, {"durability": mode})) for mode in ("none", "close", "always")]
+        modes = [
+            (f"durability={mode}", lambda root, mode=mode: Ours(root, {"durability": mode}))
+            for mode in ("none", "close", "always")
+        ]
 
         def store_and_close(contender, names, value):
             started = time.perf_counter()
@@ -355,15 +361,23 @@ def benchmark_filesystem(label, base, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", default="/dev/shm/borgstore-bench", help="RAM-backed directory for the ratios (default %(default)s)")
-    parser.add_argument("--disk-dir", default="/var/tmp/borgstore-bench", help="directory on disk, reported beside (default %(default)s)")
+    parser.add_argument(
+        "--dir", default="/dev/shm/borgstore-bench", help="RAM-backed directory for the ratios (default %(default)s)"
+    )
+    parser.add_argument(
+        "--disk-dir",
+        default="/var/tmp/borgstore-bench",
+        help="directory on disk, reported beside (default %(default)s)",
+    )
     parser.add_argument("--no-disk", action="store_true", help="skip the disk run")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per contender, alternating (default %(default)s)")
     parser.add_argument("--small-count", type=int, default=5000, help="number of 1 KiB items (default %(default)s)")
     parser.add_argument("--large-count", type=int, default=64, help="number of 4 MiB items (default %(default)s)")
     parser.add_argument("--partial-count", type=int, default=2000, help="number of partial loads (default %(default)s)")
     parser.add_argument("--no-durability", dest="durability", action="store_false", help="skip the durability modes")
-    parser.add_argument("--durability-count", type=int, default=1000, help="stores per durability round (default %(default)s)")
+    parser.add_argument(
+        "--durability-count", type=int, default=1000, help="stores per durability round (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")

@@ -159,7 +159,9 @@ class PosixFSBackend(BackendBase):
             if os.listdir(self.path):
                 raise BackendAlreadyExists(f"the posixfs store location {self.path} exists and is not empty")
         except FileExistsError:
-            raise BackendAlreadyExists(f"the posixfs store location {self.path} exists and is not a directory") from None
+            raise BackendAlreadyExists(
+                f"the posixfs store location {self.path} exists and is not a directory"
+            ) from None
         except NotADirectoryError:
             raise BackendError(f"cannot create the posixfs store {self.path}: a parent is not a directory") from None
         except OSError as exc:
@@ -225,9 +227,9 @@ class PosixFSBackend(BackendBase):
                 _sync.syncfs(self._root_fd)
             except OSError as exc:
                 self._dirty = True
-                raise BackendError(
-                    f"making the posixfs store {self.path} durable failed: {exc.strerror} [{errno.errorcode.get(exc.errno, exc.errno)}]"
-                ) from exc
+                code = errno.errorcode.get(exc.errno, exc.errno)
+                problem = f"{exc.strerror} [{code}]"
+                raise BackendError(f"making the posixfs store {self.path} durable failed: {problem}") from exc
 
     def _sync_path(self, path: str) -> None:
         try:
@@ -355,7 +357,7 @@ class PosixFSBackend(BackendBase):
             elif offset < 0 or size > _TRUSTED_READ_SIZE:
                 length = os.fstat(fd).st_size
                 if offset < 0:
-                    offset = length + offset if length + offset > 0 else 0
+                    offset = max(length + offset, 0)
                 wanted = length - offset
                 if size is not None and size < wanted:
                     wanted = size
@@ -458,7 +460,9 @@ class PosixFSBackend(BackendBase):
         except IsADirectoryError:
             raise BackendError(f"cannot move {curr_name!r} to {new_name!r}: the target is a directory") from None
         except NotADirectoryError:
-            raise BackendError(f"cannot move {curr_name!r} to {new_name!r}: a parent of the target is an item") from None
+            raise BackendError(
+                f"cannot move {curr_name!r} to {new_name!r}: a parent of the target is an item"
+            ) from None
         except OSError as exc:
             raise _os_error(exc, f"move {curr_name!r} to {new_name!r}") from None
         self._dirty = True

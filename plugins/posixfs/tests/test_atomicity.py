@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from borgstore.backends.errors import BackendError, PermissionDenied
+from borgstore.backends.errors import BackendError
 from borgstore_backend_posixfs import PosixFSBackend
 
 
