@@ -36,6 +36,8 @@ DURABILITY_LEVELS = ("none", "close", "always")
 # requests in flight per transfer: enough to keep a fast link busy, bounded so that a huge value
 # does not queue megabytes of replies
 _MAX_IN_FLIGHT = 64
+# sftp sessions per SSH connection: below OpenSSH's default MaxSessions of 10
+_MAX_SESSIONS = 8
 # small requests (remove, open for fsync) sent before their replies are read
 _MAX_BATCH = 256
 
@@ -69,42 +71,69 @@ def parse_url(url: str):
 
 
 class _Connection:
-    """One authenticated SSH transport and a pool of SFTP sessions on it."""
+    """One authenticated SSH transport and a pool of SFTP sessions on it.
+
+    At most _MAX_SESSIONS sessions are open at once (OpenSSH allows 10 per connection by
+    default); a thread that finds them all busy waits for one."""
 
     def __init__(self, transport: paramiko.Transport, timeout: float):
         self.transport = transport
         self.timeout = timeout
         self.idle = []
-        self.lock = threading.Lock()
+        self.count = 0  # sessions open or being opened
+        self.limit = _MAX_SESSIONS
+        self.ready = threading.Condition(threading.Lock())
         self.dead = False
 
     def acquire(self) -> p.Session:
-        with self.lock:
-            if self.dead:
-                raise p.ConnectionLost("the connection was closed")
-            if self.idle:
-                return self.idle.pop()
-        try:
-            channel = self.transport.open_session(window_size=8 << 20, max_packet_size=1 << 15, timeout=self.timeout)
-            channel.invoke_subsystem("sftp")
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise p.ConnectionLost(f"cannot open an sftp session: {exc}") from exc
-        return p.Session(channel, self.timeout)
+        while True:
+            with self.ready:
+                while True:
+                    if self.dead:
+                        raise p.ConnectionLost("the connection was closed")
+                    if self.idle:
+                        return self.idle.pop()
+                    if self.count < self.limit:
+                        self.count += 1
+                        break
+                    if not self.ready.wait(self.timeout):
+                        raise p.ConnectionLost(f"no sftp session became free within {self.timeout} s")
+            try:
+                channel = self.transport.open_session(
+                    window_size=8 << 20, max_packet_size=1 << 15, timeout=self.timeout
+                )
+                channel.invoke_subsystem("sftp")
+                return p.Session(channel, self.timeout)
+            except BaseException as exc:
+                with self.ready:
+                    self.count -= 1
+                    refused = isinstance(exc, paramiko.ChannelException) and self.transport.is_active()
+                    if refused and self.count > 0:
+                        # the server allows fewer sessions (MaxSessions): share the ones we have
+                        self.limit = self.count
+                        continue
+                    self.ready.notify()
+                if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+                    raise p.ConnectionLost(f"cannot open an sftp session: {exc}") from exc
+                raise
 
     def release(self, session: p.Session):
-        if session.broken or session.replies:
-            session.close()
-            return
-        with self.lock:
-            if not self.dead:
-                self.idle.append(session)
-                return
+        if not (session.broken or session.replies):
+            with self.ready:
+                if not self.dead:
+                    self.idle.append(session)
+                    self.ready.notify()
+                    return
         session.close()
+        with self.ready:
+            self.count -= 1
+            self.ready.notify()
 
     def close(self):
-        with self.lock:
+        with self.ready:
             self.dead = True
             idle, self.idle = self.idle, []
+            self.ready.notify_all()
         for session in idle:
             session.close()
         self.transport.close()
@@ -219,6 +248,7 @@ class SftpBackend(BackendBase):
                     result = operation(session, attempt)
                 except p.ConnectionLost as exc:
                     session.close()
+                    connection.release(session)
                     self._drop(connection)
                     with self._state_lock:
                         self._orphans.update(attempt.temp_names)

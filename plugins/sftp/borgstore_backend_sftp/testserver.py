@@ -50,15 +50,17 @@ class TestSSHServer:
 
     :param workdir: a private directory for keys, config and logs (created if missing).
     :param user: the login user (default: the current user).
-    :param sftp_options: more options for the server's internal-sftp, e.g. ``-P fsync@openssh.com``
-        to refuse a request.
+    :param sftp_options: more options for the server's internal-sftp, e.g. ``-P fsync`` to refuse
+        a request.
+    :param sshd_options: more sshd_config lines, e.g. ``"MaxSessions 2"``.
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, workdir, user: Optional[str] = None, sftp_options: str = ""):
+    def __init__(self, workdir, user: Optional[str] = None, sftp_options: str = "", sshd_options: str = ""):
         self.workdir = Path(workdir)
         self.sftp_options = sftp_options
+        self.sshd_options = sshd_options
         self.user = user or pwd.getpwuid(os.getuid()).pw_name
         self.sshd = find_sshd()
         if self.sshd is None:
@@ -103,10 +105,10 @@ class TestSSHServer:
                     "StrictModes no",
                     "UsePAM no",
                     "MaxStartups 100",
-                    "MaxSessions 64",
                     "LogLevel ERROR",
                     # in-process sftp (no exec per session), starting in our own login directory
                     f"Subsystem sftp internal-sftp {self.sftp_options} -d {self.home}",
+                    self.sshd_options,
                     "",
                 ]
             )

@@ -47,11 +47,12 @@ def own_sshd(tmp_path):
 
 
 @pytest.fixture
-def restricted_sshd(tmp_path, request):
-    """An sshd whose sftp server refuses the requests named by the test's parameter."""
+def custom_sshd(tmp_path, request):
+    """A private sshd built with the TestSSHServer options of the test's parameter (a dict, e.g.
+    ``{"sftp_options": "-P fsync"}`` to refuse a request, ``{"sshd_options": "MaxSessions 2"}``)."""
     if find_sshd() is None:
         skip_or_fail("OpenSSH sshd is not installed (apt-get install openssh-server)")
-    server = TestSSHServer(tmp_path / "sshd", sftp_options=f"-P {request.param}")
+    server = TestSSHServer(tmp_path / "sshd", **request.param)
     server.start()
     yield server
     server.stop()
