@@ -254,10 +254,7 @@ class PosixFSBackend(BackendBase):
         except FileExistsError:
             return []
         except FileNotFoundError:
-            parent = directory.rpartition("/")[0]
-            if len(parent) < len(self._prefix):
-                raise BackendDoesNotExist(f"the posixfs store location {self.path} does not exist any more") from None
-            created = self._makedirs(parent)
+            created = self._makedirs(directory.rpartition("/")[0])
             try:
                 os.mkdir(directory)
             except FileExistsError:
