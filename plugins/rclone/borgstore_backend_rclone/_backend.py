@@ -71,7 +71,9 @@ class RcloneBackend(BackendBase):
 
     capabilities = Capabilities(
         range_reads=True,
-        needs_mkdir=False,  # uploads and moves create missing parent directories
+        # directories are real on most remotes (local, sftp, most cloud drives); on bucket-based
+        # ones (S3) they exist only through the items below them: see _learn_remote
+        needs_mkdir=True,
         atomic_store=True,
         atomic_move=True,
         durable_flush=False,
@@ -236,7 +238,10 @@ class RcloneBackend(BackendBase):
             hashes = set()
         self._server_hashes = frozenset(hashes)
         self.capabilities = replace(
-            type(self).capabilities, hash_algorithms=self._server_hashes, atomic_move=not duplicates
+            type(self).capabilities,
+            hash_algorithms=self._server_hashes,
+            atomic_move=not duplicates,
+            needs_mkdir=bool(features.get("CanHaveEmptyDirectories", True)),
         )
 
     def close(self):
@@ -338,9 +343,10 @@ class RcloneBackend(BackendBase):
 
     def _upload(self, daemon, directory: str, filename: str, value):
         boundary = "borgstore-" + secrets.token_hex(16)
+        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')  # a name may contain a double quote
         head = (
             f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file0"; filename="{filename}"\r\n'
+            f'Content-Disposition: form-data; name="file0"; filename="{quoted}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
         ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()

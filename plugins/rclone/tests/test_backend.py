@@ -450,8 +450,23 @@ def test_a_store_on_rclone_nests_soft_deletes_and_lists(rclone_binary, store_pat
     assert not store_path.exists()
 
 
-def test_the_class_declares_what_every_rclone_remote_offers():
-    """The declared capabilities: range reads, atomic stores, thread safety, no mkdir needed."""
-    caps = RcloneBackend.capabilities
-    assert caps.range_reads and caps.atomic_store and caps.thread_safe
-    assert not caps.needs_mkdir and not caps.durable_flush
+def test_the_declared_capabilities(backend):
+    """Range reads, atomic stores and thread safety everywhere; a local remote has real directories,
+    replaces in place and hashes by download (server-side hashing would not save a transfer)."""
+    for caps in (RcloneBackend.capabilities, backend.capabilities):
+        assert caps.range_reads and caps.atomic_store and caps.thread_safe
+        assert not caps.durable_flush
+    assert backend.capabilities.needs_mkdir and backend.capabilities.atomic_move
+    assert backend.capabilities.hash_algorithms == frozenset()
+
+
+def test_names_with_characters_special_to_http_urls_and_forms(backend, store_path):
+    """Every printable character a name may contain survives the multipart upload, the URL of a
+    range load and the rc calls."""
+    names = ['"', 'a"b', "%41", "x?y", "h#i", "[x]", "a;b", "sp'q", "~!@$^&*()_+{}|:<>", "=,"]
+    for name in names:
+        backend.store(f"d/{name}", name.encode() + b"!")
+        assert (store_path / "d" / name).read_bytes() == name.encode() + b"!"
+        assert backend.load(f"d/{name}", offset=1) == name.encode()[1:] + b"!"
+        assert backend.info(f"d/{name}").size == len(name) + 1
+    assert [i.name for i in backend.list("d")] == sorted(names)
