@@ -1,11 +1,27 @@
-"""The memory backend, alone and inside every shipped middleware, passes the conformance kit."""
+"""The memory backend, alone and inside every shipped middleware, passes the conformance kit; the
+middleware that changes behaviour on purpose is checked for exactly that change."""
 
+import time
 import uuid
 
 import pytest
 
 from borgstore.backends.memory import MemoryBackend
+from borgstore.store import Store, build_chain
 from borgstore.testing import BackendTests, StoreTests
+
+# every shipped middleware, configured so that it must be invisible to the contract
+TRANSPARENT = {
+    "stats": {},
+    "softdelete": {},
+    "emulate": {"latency": 0, "bandwidth": 0},
+    "permissions": {"permissions": {"": "lrwWD"}},
+    "quota": {"limit": 10**15},
+}
+
+
+def _memory_url():
+    return f"memory:conformance-{uuid.uuid4().hex}"
 
 
 class TestMemoryBackend(BackendTests):
@@ -17,4 +33,107 @@ class TestMemoryBackend(BackendTests):
 class TestMemoryStore(StoreTests):
     @pytest.fixture
     def store_location(self):
-        return f"memory:conformance-{uuid.uuid4().hex}"
+        return _memory_url()
+
+
+@pytest.fixture(params=sorted(TRANSPARENT))
+def middleware(request):
+    return request.param, TRANSPARENT[request.param]
+
+
+class TestMiddlewareOnMemoryBackend(BackendTests):
+    """Each middleware, alone around the memory backend, keeps the backend contract."""
+
+    @pytest.fixture
+    def backend(self, middleware):
+        return build_chain(MemoryBackend(), [middleware])
+
+
+class TestMiddlewareOnMemoryStore(StoreTests):
+    """Each middleware in a Store's chain (with stats outermost and softdelete innermost, as the
+    default chain has them) keeps the Store contract."""
+
+    @pytest.fixture
+    def store_location(self):
+        return _memory_url()
+
+    @pytest.fixture
+    def store_kwargs(self, middleware):
+        name, options = middleware
+        if name in ("stats", "softdelete"):
+            return {"middleware": ["stats", "softdelete"]}
+        return {"middleware": ["stats", (name, options), "softdelete"]}
+
+
+def test_all_shipped_middleware_is_checked():
+    """Every middleware the core registers is in the transparency run (cache needs a second store: see its tests)."""
+    from borgstore import _plugins
+
+    shipped = {name for name, provided in _plugins.middlewares().items() if provided.distribution == "borgstore"}
+    assert shipped - {"cache"} == set(TRANSPARENT)
+
+
+# --- middleware that changes behaviour on purpose ---
+
+
+def _open_store(middleware):
+    store = Store(_memory_url(), config={"data/": {"levels": [1]}}, middleware=middleware)
+    store.create()
+    store.open()
+    return store
+
+
+def test_stats_counts_each_call_and_volume():
+    """stats counts one call per Store operation and the exact bytes stored and loaded."""
+    store = _open_store(["stats", "softdelete"])
+    try:
+        for i in range(5):
+            store.store(f"data/{i:02x}aaaa", bytes(100 * i))
+        for i in range(3):
+            store.load(f"data/{i:02x}aaaa")
+        store.load("data/04aaaa", offset=10, size=7)
+        store.info("data/00aaaa")
+        store.move("data/00aaaa", delete=True)
+        store.delete("data/01aaaa")
+        assert [info.name for info in store.list("data")] == ["02aaaa", "03aaaa", "04aaaa"]
+        stats = store.stats
+        assert (stats["store_calls"], stats["store_volume"]) == (5, 1000)
+        assert (stats["load_calls"], stats["load_volume"]) == (4, 0 + 100 + 200 + 7)
+        assert (stats["info_calls"], stats["move_calls"], stats["delete_calls"]) == (1, 1, 1)
+        assert stats["list_calls"] >= 1
+    finally:
+        store.close()
+
+
+def test_emulate_adds_at_least_the_latency_to_each_call():
+    """emulate makes each call take at least its latency (a lower bound; no upper bound is asserted)."""
+    latency = 0.02
+    store = _open_store(["stats", "softdelete", ("emulate", {"latency": latency})])
+    try:
+        calls = 0
+        started = time.perf_counter()
+        for i in range(5):
+            store.store(f"data/{i:02x}bbbb", b"x")
+            store.load(f"data/{i:02x}bbbb")
+            store.info(f"data/{i:02x}bbbb")
+            calls += 3
+        elapsed = time.perf_counter() - started
+        assert elapsed >= calls * latency
+        # the stats layer sits outside emulate, so it sees the added time in every call it counts
+        assert store.stats["store_time"] >= 5 * latency
+    finally:
+        store.close()
+
+
+def test_emulate_limits_bandwidth():
+    """emulate makes moving N bytes take at least N*8/bandwidth seconds."""
+    bandwidth = 8 * 1024 * 1024  # bits per second: 1 MiB/s
+    store = _open_store(["softdelete", ("emulate", {"bandwidth": bandwidth})])
+    try:
+        value = bytes(100 * 1024)
+        started = time.perf_counter()
+        store.store("data/00cccc", value)
+        assert store.load("data/00cccc") == value
+        assert time.perf_counter() - started >= 2 * len(value) * 8 / bandwidth
+    finally:
+        store.close()

@@ -2,6 +2,12 @@
 
 from dataclasses import dataclass
 
+from ..constants import HID_SUFFIX
+
+#: internal items a correct chain may keep in the store root (the quota middleware's usage file);
+#: the kit never uses these names and tolerates them in a listing of the root
+INTERNAL_ROOT_ITEMS = frozenset({"quota" + HID_SUFFIX})
+
 
 def join(parent: str, leaf: str) -> str:
     return f"{parent}/{leaf}" if parent else leaf
@@ -29,12 +35,13 @@ class TreeModel:
     directories exist only through the items below them: an empty one may or may not be shown.
     """
 
-    def __init__(self, implied_dirs: bool = False):
+    def __init__(self, implied_dirs: bool = False, reserved_suffixes: tuple = ()):
         self.items: dict = {}
         self.dirs: set = {""}
         self.hidden: set = set()  # items stored under a .tmp name: present, but never listed
         self.gone: set = set()  # names that held an item once: good candidates for "missing"
         self.implied_dirs = implied_dirs
+        self.reserved_suffixes = tuple(reserved_suffixes)
 
     # --- questions ---
     def item_dirs(self) -> set:
@@ -51,7 +58,9 @@ class TreeModel:
 
     def blocked(self, name: str) -> bool:
         """True if *name* cannot hold an item: it is a directory, or lies below an item."""
-        if self.is_dir(name) or name in self.hidden:
+        if self.is_dir(name) or name in self.hidden or name in INTERNAL_ROOT_ITEMS:
+            return True
+        if self.reserved_suffixes and name.endswith(self.reserved_suffixes):
             return True
         return any(a in self.items or a in self.hidden for a in ancestors(name))
 
@@ -78,6 +87,9 @@ class TreeModel:
                 if head not in entries:
                     sub = prefix + head
                     entries[head] = Entry(True, optional=self.implied_dirs and not self.has_visible_below(sub))
+        if not directory:
+            for name in INTERNAL_ROOT_ITEMS:
+                entries.setdefault(name, Entry(False, optional=True))
         return entries
 
     # --- changes ---

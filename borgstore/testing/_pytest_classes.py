@@ -57,6 +57,7 @@ class StoreTests:
     not exist yet (``memory:scratch-1``, ``file:///tmp/x/store``), or a callable that returns a new,
     unopened backend object for one such location on every call (two calls: two objects on the
     same location).  ``store_options`` are further Store arguments (``{"middleware": [...]}``);
+    override the ``store_kwargs`` fixture instead when they depend on other fixtures.
     ``store_class`` lets a Store subclass be checked.
     """
 
@@ -68,17 +69,22 @@ class StoreTests:
     def store_location(self):
         pytest.fail(f"{type(self).__name__} must define a `store_location` fixture: a URL or a backend factory")
 
-    def make_store_factory(self, store_location):
-        return store_factory(store_location, self.store_class, **self.store_options)
+    @pytest.fixture
+    def store_kwargs(self):
+        return dict(self.store_options)
 
-    def test_store_state_machine(self, store_location):
+    def make_store_factory(self, store_location, store_kwargs):
+        return store_factory(store_location, self.store_class, **store_kwargs)
+
+    def test_store_state_machine(self, store_location, store_kwargs):
         """Random sequences of Store calls over several namespaces and levels match a plain model."""
-        run_check(run_store_machine, self.make_store_factory(store_location), kit_settings(self.conformance_profile))
+        factory = self.make_store_factory(store_location, store_kwargs)
+        run_check(run_store_machine, factory, kit_settings(self.conformance_profile))
 
 
 def _store_test(check):
-    def test(self, store_location):
-        run_check(check, self.make_store_factory(store_location), self.conformance_profile)
+    def test(self, store_location, store_kwargs):
+        run_check(check, self.make_store_factory(store_location, store_kwargs), self.conformance_profile)
 
     test.__name__ = test.__qualname__ = "test_" + check.rule.replace("-", "_")
     test.__doc__ = check.__doc__

@@ -21,7 +21,7 @@ _COMMON = dict(
 )
 
 PROFILES = {
-    "quick": dict(max_examples=25, stateful_step_count=25, **_COMMON),
+    "quick": dict(max_examples=50, stateful_step_count=30, **_COMMON),
     "deep": dict(max_examples=400, stateful_step_count=80, **_COMMON),
 }
 
