@@ -75,10 +75,10 @@ class StoreMachine(RuleBasedStateMachine):
         self.is_open = False
 
     @initialize(data_level=st.sampled_from([0, 1]), index_levels=st.sampled_from([[0], [1], [0, 1], [1, 0]]),
-                nesting=st.sampled_from(["hex", "hex", "hash"]),
+                nesting=st.sampled_from(["hex", "hex", "hash"]), precreate=st.sampled_from([False, False, True]),
                 items=st.lists(st.tuples(st.sampled_from(["", "config", "data", "index"]), st.integers(0, 999),
                                          st.integers(0, 300)), max_size=12))
-    def create_store(self, data_level, index_levels, nesting, items):
+    def create_store(self, data_level, index_levels, nesting, precreate, items):
         self.nesting = nesting
         self.levels = {"": [0], "config": [0], "data": [data_level], "index": list(index_levels)}
         config = {_ns_key(ns): {"levels": list(levels)} for ns, levels in self.levels.items()}
@@ -91,8 +91,12 @@ class StoreMachine(RuleBasedStateMachine):
         self.expected_volume = {"store": 0, "load": 0}
         with no_error("store-lifecycle", "Store.create()"):
             self.store.create()
-        with no_error("store-lifecycle", "Store.create_levels()"):
-            self.store.create_levels()
+        # namespaces whose directory exists: listing one that does not raises ObjectNotFound
+        self.touched = {""}
+        if precreate:
+            with no_error("store-lifecycle", "Store.create_levels()"):
+                self.store.create_levels()
+            self.touched.update(self.levels)
         self._open()
         # a few items to start with, so that short runs read, move and delete something real
         for ns, seed, size in items:
@@ -101,6 +105,7 @@ class StoreMachine(RuleBasedStateMachine):
                 key = f"item-{seed}"
             value = hashlib.sha256(key.encode()).digest() * (size // 32) + bytes(size % 32)
             self.store.store(_name(ns, key), value)
+            self.touched.add(ns)
             self._put(ns, key, self._find(ns, key, False), value)
             self.expected_calls["store"] += 1
             self.expected_volume["store"] += len(value)
@@ -176,6 +181,7 @@ class StoreMachine(RuleBasedStateMachine):
         value = data.draw(values(), label="value")
         with no_error("store-load", f"store({_name(ns, key)!r}, {len(value)} bytes)"):
             self.store.store(_name(ns, key), value)
+        self.touched.add(ns)
         self._put(ns, key, self._find(ns, key, False), value)
         self.expected_calls["store"] += 1
         self.expected_volume["store"] += len(value)
@@ -290,6 +296,7 @@ class StoreMachine(RuleBasedStateMachine):
         source_level, target_level = self._find(ns, key, deleted), self._find(new_ns, new_key, deleted)
         with no_error("store-rename", f"move({name!r}, {new_name!r}, deleted={deleted})"):
             self.store.move(name, new_name, deleted=deleted)
+        self.touched.add(new_ns)
         self._put(new_ns, new_key, target_level, self._take(ns, key, source_level, deleted), deleted)
         expected = self._value(new_ns, new_key, deleted)
         got = self.store.load(new_name, deleted=deleted)
@@ -328,6 +335,8 @@ class StoreMachine(RuleBasedStateMachine):
         create = max(new_levels[-1] for new_levels in self.levels.values()) <= 1 and data.draw(st.booleans(), label="create")
         with no_error("store-set-levels", f"set_levels({self._levels_arg()}, create={create})"):
             self.store.set_levels(self._levels_arg(), create=create)
+        if create:
+            self.touched.update(self.levels)
 
     def _levels_arg(self):
         return {_ns_key(ns): list(levels) for ns, levels in self.levels.items()}
@@ -344,7 +353,8 @@ class StoreMachine(RuleBasedStateMachine):
                 listed = None
         expected = self._visible(ns, deleted)
         if listed is None:
-            expect(rule_id, not expected and not self.store.backend.capabilities.needs_mkdir,
+            vanished = not expected and not self.store.backend.capabilities.needs_mkdir
+            expect(rule_id, ns not in self.touched or vanished,
                    f"list({ns!r}) raised ObjectNotFound for an existing namespace")
             return
         names = [info.name for info in listed]
@@ -408,6 +418,7 @@ class StoreMachine(RuleBasedStateMachine):
         wanted = hashlib.sha256(expected).hexdigest() if by_digest else target
         expect("store-defrag", key == wanted, f"defrag() returned {key!r}, expected {wanted!r}")
         self._put(ns, key, self._find(ns, key, False), expected)
+        self.touched.add(ns)
         self.expected_calls["store"] += 1
         self.expected_volume["store"] += len(expected)
         got = self.store.load(_name(ns, key))

@@ -1,0 +1,47 @@
+"""The conformance kit at the Store level on posixfs, and every shipped middleware around posixfs
+(the plain backend-level run is in test_conformance.py)."""
+
+import pytest
+
+from borgstore.store import build_chain
+from borgstore.testing import BackendTests, StoreTests
+from borgstore_backend_posixfs import PosixFSBackend
+
+# every shipped middleware, configured so that it must be invisible to the contract
+TRANSPARENT = {
+    "stats": {},
+    "softdelete": {},
+    "emulate": {"latency": 0, "bandwidth": 0},
+    "permissions": {"permissions": {"": "lrwWD"}},
+    "quota": {"limit": 10**15},
+}
+
+
+@pytest.fixture(params=sorted(TRANSPARENT))
+def middleware(request):
+    return request.param, TRANSPARENT[request.param]
+
+
+class TestPosixFSStore(StoreTests):
+    @pytest.fixture
+    def store_location(self, tmp_path):
+        return f"file://{tmp_path}/store"
+
+
+class TestMiddlewareOnPosixFSBackend(BackendTests):
+    @pytest.fixture
+    def backend(self, tmp_path, middleware):
+        return build_chain(PosixFSBackend(str(tmp_path / "store")), [middleware])
+
+
+class TestMiddlewareOnPosixFSStore(StoreTests):
+    @pytest.fixture
+    def store_location(self, tmp_path):
+        return f"file://{tmp_path}/store"
+
+    @pytest.fixture
+    def store_kwargs(self, middleware):
+        name, options = middleware
+        if name in ("stats", "softdelete"):
+            return {"middleware": ["stats", "softdelete"]}
+        return {"middleware": ["stats", (name, options), "softdelete"]}
