@@ -22,6 +22,7 @@ from borgstore.backends.errors import (
     BackendMustNotBeOpen,
     ObjectNotFound,
     PermissionDenied,
+    ReadRangeError,
 )
 from borgstore.constants import TMP_SUFFIX
 
@@ -499,12 +500,7 @@ class PosixFSBackend(BackendBase):
         if not self.opened:
             raise self._not_open()
         hasher = hashlib.new(algorithm)  # an unknown algorithm fails before the file is opened
-        try:
-            fd = os.open(self._prefix + name, _READ_FLAGS)
-        except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(name) from None
-        except OSError as exc:
-            raise _os_error(exc, f"hash {name!r}") from None
+        fd = self._open_item(name, "hash")
         buffer = bytearray(_HASH_CHUNK)
         view = memoryview(buffer)
         try:
@@ -521,6 +517,57 @@ class PosixFSBackend(BackendBase):
         finally:
             os.close(fd)
         return hasher.hexdigest()
+
+    def gather(self, sources):
+        """The ranges ``(name, offset, size)`` of *sources*, concatenated; consecutive ranges of
+        one item share one open file.  A range that cannot be read in full raises ReadRangeError."""
+        if not self.opened:
+            raise self._not_open()
+        parts = []
+        current = None
+        fd = -1
+        try:
+            for name, offset, size in sources:
+                if size == 0:
+                    continue
+                if name != current:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    fd = self._open_item(name, "gather")
+                    current = name
+                start = offset
+                if offset < 0 or size > _TRUSTED_READ_SIZE:
+                    length = os.fstat(fd).st_size
+                    if offset < 0:
+                        start = max(length + offset, 0)
+                    if start + size > length:  # known short: no need to allocate *size* bytes
+                        raise ReadRangeError(
+                            f"{name}: wanted {size} bytes at offset {offset}, the item has {length} bytes"
+                        )
+                data = os.pread(fd, size, start)
+                while len(data) < size:
+                    more = os.pread(fd, size - len(data), start + len(data))
+                    if not more:
+                        raise ReadRangeError(f"{name}: wanted {size} bytes at offset {offset}, got {len(data)}")
+                    data += more
+                parts.append(data)
+        except IsADirectoryError:
+            raise ObjectNotFound(f"{current!r} is a directory, not an item") from None
+        except OSError as exc:
+            raise _os_error(exc, f"gather from {current!r}") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return b"".join(parts)
+
+    def _open_item(self, name: str, what: str) -> int:
+        try:
+            return os.open(self._prefix + name, _READ_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(name) from None
+        except OSError as exc:
+            raise _os_error(exc, f"{what} {name!r}") from None
 
 
 def _entry_name(entry) -> str:

@@ -398,7 +398,42 @@ def test_declared_hash_algorithms_all_work(backend):
 
 
 def test_gather_concatenates_ranges(backend):
-    """gather (the generic one) reads the ranges of several items in order."""
+    """gather reads the ranges of several items in order; negative offsets count from the end."""
     backend.store("data/a", b"0123456789")
     backend.store("data/b", b"abcdefghij")
-    assert backend.gather([("data/a", 2, 3), ("data/b", -2, 2), ("data/a", 0, 0)]) == b"234ij"
+    assert backend.gather([("data/a", 2, 3), ("data/b", -2, 2), ("data/a", 0, 0), ("data/a", -20, 1)]) == b"234ij0"
+    assert backend.gather([]) == b""
+
+
+def test_gather_opens_each_run_of_one_item_once(backend, monkeypatch):
+    """Consecutive ranges of one item share one open file."""
+    backend.store("data/a", b"0123456789")
+    backend.store("data/b", b"abcdefghij")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(
+        os, "open", lambda path, *args, **kwargs: (opened.append(path), real_open(path, *args, **kwargs))[1]
+    )
+    data = backend.gather([("data/a", 0, 2), ("data/a", 5, 2), ("data/b", 0, 1), ("data/b", 9, 1), ("data/a", 9, 1)])
+    assert data == b"0156aj9"
+    assert [os.path.basename(path) for path in opened] == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize("source", [("data/a", 8, 5), ("data/a", 20, 1), ("data/a", -3, 5), ("data/a", 0, 10**12)])
+def test_gather_short_range_raises_read_range_error(backend, source):
+    """A range that cannot be read in full raises ReadRangeError (a huge one without allocating it)."""
+    from borgstore.backends.errors import ReadRangeError
+
+    backend.store("data/a", b"0123456789")
+    with pytest.raises(ReadRangeError, match="data/a"):
+        backend.gather([("data/b", 0, 0), source])
+
+
+def test_gather_missing_item_or_directory_raises_object_not_found(backend):
+    """A missing item or a directory in the sources raises ObjectNotFound."""
+    backend.store("data/a", b"0123456789")
+    backend.mkdir("data/dir")
+    with pytest.raises(ObjectNotFound, match="data/nope"):
+        backend.gather([("data/a", 0, 1), ("data/nope", 0, 1)])
+    with pytest.raises(ObjectNotFound, match="directory"):
+        backend.gather([("data/dir", 0, 1)])
