@@ -5,6 +5,7 @@ The state machine runs derandomized, so what is found (and shrunk) is the same o
 """
 
 import threading
+import uuid
 import time
 
 import pytest
@@ -298,3 +299,73 @@ def test_correct_memory_backend_passes_the_teeth_runs():
     run_backend_machine(MemoryBackend(), TEETH_SETTINGS)
     for check in BACKEND_CHECKS.values():
         check(MemoryBackend(), "quick")
+
+
+# --- the Store level ---
+
+from borgstore.middleware.softdelete import SoftDeleteMiddleware  # noqa: E402
+from borgstore.middleware.stats import StatsMiddleware  # noqa: E402
+from borgstore.store import Store, build_chain  # noqa: E402
+from borgstore.testing._store_checks import STORE_CHECKS, store_factory  # noqa: E402
+from borgstore.testing._store_machine import run_store_machine  # noqa: E402
+
+
+class LaxNamesStore(Store):
+    """Lowercases names instead of rejecting them, so 'Data/ABCD' silently becomes 'data/abcd'."""
+
+    def _namespace_of(self, name):
+        return super()._namespace_of(name.lower() if isinstance(name, str) else name)
+
+
+class DeletedListKeepsSuffix(SoftDeleteMiddleware):
+    """Lists soft-deleted items with their '.del' suffix still on."""
+
+    def list(self, name, *, deleted=False):
+        if not deleted:
+            return super().list(name)
+        return (info for info in self.inner.list(name) if info.directory or info.name.endswith(".del"))
+
+
+class StatsMissesSoftDelete(StatsMiddleware):
+    """Does not count soft deletions as moves."""
+
+    def soft_delete(self, name):
+        return self.inner.soft_delete(name)
+
+
+def _memory_factory(make_chain):
+    name = f"teeth-{uuid.uuid4().hex}"
+    return lambda: make_chain(MemoryBackend(name))
+
+
+def test_store_check_catches_names_accepted_after_folding():
+    """A Store that folds uppercase names instead of rejecting them is caught by names-invalid-rejected."""
+    make_store = store_factory(f"memory:teeth-{uuid.uuid4().hex}", LaxNamesStore)
+    failure = _failure(lambda: STORE_CHECKS["names-invalid-rejected"](make_store, "quick"))
+    assert failure.rule == "names-invalid-rejected"
+    assert "Data/abcd" in str(failure)
+
+
+STORE_MACHINE_CAUGHT = [
+    ("unsorted backend", lambda: UnsortedList(f"teeth-{uuid.uuid4().hex}"), ["stats", "softdelete"], {"store-list"}),
+    ("deleted list keeps .del", _memory_factory(lambda b: DeletedListKeepsSuffix(build_chain(b))), ["stats"],
+     {"store-list-deleted"}),
+    ("stats misses soft deletions", _memory_factory(lambda b: StatsMissesSoftDelete(SoftDeleteMiddleware(build_chain(b)))),
+     [], {"store-stats"}),
+    ("move not replacing", lambda: MoveNotReplacing(f"teeth-{uuid.uuid4().hex}"), ["stats", "softdelete"],
+     {"store-rename", "store-soft-delete", "store-undelete", "store-change-level", "store-defrag"}),
+]
+
+
+@pytest.mark.parametrize("what, location, middleware, rules", STORE_MACHINE_CAUGHT, ids=[c[0] for c in STORE_MACHINE_CAUGHT])
+def test_store_machine_catches(what, location, middleware, rules):
+    """The Store state machine catches a broken backend or middleware by the rule that names the bug."""
+    # with middleware=[], the chain given as the backend holds the broken link and a Store adds nothing
+    make_store = store_factory(location, middleware=middleware)
+    failure = _failure(lambda: run_store_machine(make_store, TEETH_SETTINGS))
+    assert failure.rule in rules, f"{what}: caught by {failure.rule!r}, expected one of {rules}: {failure}"
+
+
+def test_correct_store_passes_the_teeth_runs():
+    """The correct Store on the memory backend passes the same derandomized Store run."""
+    run_store_machine(store_factory(f"memory:teeth-{uuid.uuid4().hex}"), TEETH_SETTINGS)

@@ -1,0 +1,124 @@
+"""The kit without writing code: `python -m borgstore check URL` and `pytest --pyargs borgstore.testing
+--borgstore-url URL` check a store at scratch locations below URL and leave nothing behind."""
+
+import io
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+from borgstore import _check, _plugins, hookimpl
+from borgstore._plugins import BackendSpec
+from borgstore.backends.errors import BackendURLInvalid, ObjectNotFound
+from borgstore.backends.memory import MemoryBackend
+from borgstore.testing._backend_checks import BACKEND_CHECKS
+from borgstore.testing._settings import PROFILE_VARIABLE, kit_settings
+from borgstore.testing._store_checks import STORE_CHECKS
+
+ALL_CHECKS = ["state-machine", *BACKEND_CHECKS, "store-state-machine", *STORE_CHECKS]
+
+
+def _report(url, *argv):
+    out = io.StringIO()
+    failed = _check.run(url, *argv, out=out)
+    return failed, out.getvalue()
+
+
+def test_check_memory_passes_every_rule():
+    """`check memory:` reports every check of the kit as passed."""
+    failed, report = _report("memory:")
+    assert failed == 0, report
+    for rule in ALL_CHECKS:
+        assert any(line.startswith("PASS") and f" {rule} " in line for line in report.splitlines()), (rule, report)
+    assert f"{len(ALL_CHECKS)} passed, 0 failed, 0 not applicable" in report
+
+
+def test_check_file_url_passes_and_leaves_nothing_behind(tmp_path):
+    """`check file://DIR` passes and removes every scratch location it made below DIR."""
+    if "file" not in _plugins.backends():
+        pytest.fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
+    (tmp_path / "unrelated").write_bytes(b"not ours")
+    assert _check.main(f"file://{tmp_path}", []) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated"]
+    assert (tmp_path / "unrelated").read_bytes() == b"not ours"
+
+
+class DeleteMissingSilent(MemoryBackend):
+    def delete(self, name):
+        try:
+            super().delete(name)
+        except ObjectNotFound:
+            pass
+
+
+@pytest.fixture
+def broken_scheme():
+    """A URL scheme served by a backend whose delete() ignores missing items."""
+    plugin = types.ModuleType("borgstore_test_broken")
+
+    @hookimpl
+    def borgstore_backends():
+        return [BackendSpec(schemes=("brokendelete",), factory=lambda url: DeleteMissingSilent(url.partition(":")[2]),
+                            capabilities=MemoryBackend.capabilities)]
+
+    plugin.borgstore_backends = borgstore_backends
+    _plugins.plugin_manager().register(plugin, name="borgstore-test-broken")
+    yield "brokendelete:"
+    _plugins.plugin_manager().unregister(name="borgstore-test-broken")
+
+
+def test_check_reports_the_broken_rule_with_the_shrunk_sequence(broken_scheme, capsys):
+    """A failing check prints FAIL, the rule it broke and the shrunk failing sequence; the exit status is 1."""
+    status = _check.main(broken_scheme, ["--only", "state-machine", "--only", "open-missing"])
+    report = capsys.readouterr().out
+    assert status == 1
+    assert "FAIL  backend state-machine" in report
+    assert "PASS  backend open-missing" in report
+    assert "broken rule: delete-missing" in report
+    sequence = report[report.index("shrunk failing sequence:"):]
+    assert "state.delete(data=data(...))" in sequence
+    assert "1 passed, 1 failed, 0 not applicable" in report
+
+
+def test_check_bad_url_fails_before_creating_anything():
+    """An unknown scheme raises BackendURLInvalid (the CLI turns it into an error message)."""
+    with pytest.raises(BackendURLInvalid):
+        _check.main("nosuchscheme:/x", [])
+
+
+def test_check_cli_end_to_end(tmp_path):
+    """`python -m borgstore check memory:` prints a passing report and exits with 0."""
+    result = subprocess.run([sys.executable, "-m", "borgstore", "check", "memory:", "--only", "lifecycle"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS  backend lifecycle" in result.stdout
+
+
+def _pytest_live(url, *extra, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "borgstore.testing",
+         "--borgstore-url", url, *extra],
+        capture_output=True, text=True, timeout=300, env=env, cwd=os.path.dirname(__file__),
+    )
+
+
+def test_pytest_option_runs_the_kit_against_a_url(tmp_path):
+    """`pytest --pyargs borgstore.testing --borgstore-url file://DIR` runs every check and leaves DIR as it was."""
+    if "file" not in _plugins.backends():
+        pytest.fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
+    result = _pytest_live(f"file://{tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(ALL_CHECKS)} passed" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deep_profile_from_the_environment(monkeypatch):
+    """BORGSTORE_CONFORMANCE_PROFILE=deep gives the deep budget; an unknown profile is a clear error."""
+    quick = kit_settings("quick")
+    monkeypatch.setenv(PROFILE_VARIABLE, "deep")
+    assert kit_settings().max_examples > quick.max_examples
+    monkeypatch.setenv(PROFILE_VARIABLE, "thorough")
+    with pytest.raises(ValueError, match="thorough"):
+        kit_settings()
