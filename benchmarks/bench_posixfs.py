@@ -11,6 +11,7 @@ beside it (``--disk-dir``, default /var/tmp) is reported for information only, a
 shared machines change speed from one minute to the next.  See docs/performance.md.
 
     python benchmarks/bench_posixfs.py [--dir /dev/shm/...] [--disk-dir /var/tmp/...] [--repeat 3]
+        [--other-python /path/to/venv-with-pypi-borgstore/bin/python]
 """
 
 import argparse
@@ -51,7 +52,9 @@ class Ours:
     label = "borgstore"
 
     def __init__(self, root: str, backend_options=None):
-        self.store = Store(f"file://{root}", config=CONFIG, backend_options=backend_options)
+        # without options, the same code drives the PyPI borgstore too (see Other)
+        extra = {"backend_options": backend_options} if backend_options else {}
+        self.store = Store(f"file://{root}", config=CONFIG, **extra)
         self.store.create()
         self.store.open()
 
@@ -170,6 +173,62 @@ class Bare:
             os.unlink(self.path(name) + ".del")
 
 
+class Other:
+    """The same workload through another borgstore installation (e.g. the PyPI package, which
+    cannot be imported beside ours), in a child process running this file's round functions."""
+
+    external = True
+
+    def __init__(self, python: str, root: str):
+        self.python = python
+        self.root = root
+
+    def finish(self):
+        pass
+
+    def run(self, round_name: str, names, value, ranges=()) -> dict:
+        import inspect
+        import json
+        import subprocess
+        import tempfile
+
+        source = "\n\n".join(inspect.getsource(item) for item in (Ours, timed, small_round, large_round))
+        script = (
+            "import json, os, sys, time\nfrom borgstore.store import Store\n"
+            f"CONFIG = {CONFIG!r}\n{source}\n"
+            "spec = json.load(open(sys.argv[1]))\n"
+            "contender = Ours(spec['root'])\n"
+            "value = os.urandom(spec['size'])\n"
+            "ranges = [tuple(r) for r in spec['ranges']]\n"
+            "args = (spec['names'], value, ranges) if spec['round'] == 'large' else (spec['names'], value)\n"
+            "times = (large_round if spec['round'] == 'large' else small_round)(contender, *args)\n"
+            "contender.finish()\nprint(json.dumps(times))\n"
+        )
+        spec = {"root": self.root, "round": round_name, "names": names, "size": len(value), "ranges": list(ranges)}
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as spec_file:
+            json.dump(spec, spec_file)
+            spec_file.flush()
+            # -I: the child must not import this source tree's borgstore from the working directory
+            result = subprocess.run(
+                [self.python, "-I", "-c", script, spec_file.name], capture_output=True, text=True, cwd="/"
+            )
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.python} failed:\n{result.stderr}")
+        return json.loads(result.stdout.splitlines()[-1])
+
+
+def installed_version(python: str) -> str:
+    import subprocess
+
+    result = subprocess.run(
+        [python, "-I", "-c", "from importlib.metadata import version; print(version('borgstore'))"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    return result.stdout.strip() or "?"
+
+
 # --- measuring ------------------------------------------------------------------------------------
 
 
@@ -180,6 +239,8 @@ def timed(function, *args):
 
 
 def small_round(contender, names, value) -> dict:
+    if getattr(contender, "external", False):
+        return contender.run("small", names, value)
     times = {
         "store": timed(contender.store_all, names, value),
         "load": timed(contender.load_all, names),
@@ -196,6 +257,8 @@ def small_round(contender, names, value) -> dict:
 
 
 def large_round(contender, names, value, ranges) -> dict:
+    if getattr(contender, "external", False):
+        return contender.run("large", names, value, ranges)
     return {
         "store": timed(contender.store_all, names, value),
         "load": timed(contender.load_all, names),
@@ -312,6 +375,9 @@ def benchmark_filesystem(label, base, args):
         for _ in range(args.partial_count)
     ]
     contenders = [("borgstore", Ours), ("bare os", Bare)]
+    if args.other_python:
+        other = f"borgstore {installed_version(args.other_python)}"
+        contenders.append((other, lambda root: Other(args.other_python, root)))
 
     small = run_rounds(base, args.repeat, contenders, small_round, (names_small, value_small))
     n = args.small_count
@@ -374,6 +440,12 @@ def main(argv=None):
     parser.add_argument("--small-count", type=int, default=5000, help="number of 1 KiB items (default %(default)s)")
     parser.add_argument("--large-count", type=int, default=64, help="number of 4 MiB items (default %(default)s)")
     parser.add_argument("--partial-count", type=int, default=2000, help="number of partial loads (default %(default)s)")
+    parser.add_argument(
+        "--other-python",
+        metavar="PYTHON",
+        help="also run the workload with another borgstore installation, e.g. the PyPI package in a venv "
+        "(in a child process, alternating with the others)",
+    )
     parser.add_argument("--no-durability", dest="durability", action="store_false", help="skip the durability modes")
     parser.add_argument(
         "--durability-count", type=int, default=1000, help="stores per durability round (default %(default)s)"
