@@ -26,7 +26,8 @@ from borgstore.constants import TMP_SUFFIX
 from ._daemon import RcDaemon, find_binary
 
 SCHEME = "rclone"
-SERVER_HASH_CHOICES = ("auto", "always", "never")
+AUTO_CHOICES = ("auto", "always", "never")
+OPTIONS = ("server_hash", "verify_uploads")
 # rclone's names of the hashes that hashlib computes the same way
 _HASHLIB_NAMES = {"md5": "md5", "sha1": "sha1", "sha256": "sha256"}
 _PERMISSION_TEXTS = ("permission denied", "operation not permitted", "read-only file system", "access denied")
@@ -80,15 +81,17 @@ class RcloneBackend(BackendBase):
         thread_safe=True,
     )
 
-    def __init__(self, remote: str, *, server_hash: str = "auto"):
+    def __init__(self, remote: str, *, server_hash: str = "auto", verify_uploads: str = "auto"):
         if not remote:
             raise BackendURLInvalid("invalid rclone URL 'rclone:': give rclone:REMOTE:PATH or rclone:/local/path")
-        if server_hash not in SERVER_HASH_CHOICES:
-            raise ValueError(f"server_hash must be one of {', '.join(SERVER_HASH_CHOICES)}, got {server_hash!r}")
+        for option, value in (("server_hash", server_hash), ("verify_uploads", verify_uploads)):
+            if value not in AUTO_CHOICES:
+                raise ValueError(f"{option} must be one of {', '.join(AUTO_CHOICES)}, got {value!r}")
         self.remote = remote
         # rclone addresses items as (fs, remote); keeping one fs string lets rclone cache one Fs
         self.fs = remote if remote.endswith((":", "/")) else remote + "/"
         self.server_hash = server_hash
+        self.verify_uploads = verify_uploads
         self._daemon: Optional[RcDaemon] = None
         self._finalizer = None
         self._open_lock = threading.Lock()
@@ -224,14 +227,24 @@ class RcloneBackend(BackendBase):
             raise BackendDoesNotExist(f"rclone cannot use {self.remote!r}: {failure.message}") from None
         features = info.get("Features") or {}
         self._local = bool(features.get("IsLocal"))
-        # On a local remote rclone would hash each upload twice in the same process to compare
-        # the two: it costs half the throughput of big stores and verifies nothing.
-        self._upload_config = '{"IgnoreChecksum": true}' if self._local else "{}"
-        # Without NoCheckDest rclone deletes an existing target before moving onto it, so readers
-        # would see no item for a moment; with it, the remote's own rename replaces the target.
-        # Remotes that allow two files of the same name (Google Drive) need the delete, though.
-        duplicates = bool(features.get("DuplicateFiles"))
-        self._move_config = {} if duplicates else {"_config": {"NoCheckDest": True}}
+        # After an upload rclone compares the hash it computed on the way with the remote's hash
+        # of the new item.  Where the remote keeps hashes as metadata (S3, B2, Drive ...) that is
+        # free; where it has to read the item back (SlowHash: local, sftp) it is not: a local
+        # remote hashes the same bytes twice in one process (half the throughput of big stores),
+        # sftp runs md5sum over a new ssh session per item (140 ms each).  SSH and TCP checksums
+        # already protect the transfer there.
+        verify = self.verify_uploads == "always" or (
+            self.verify_uploads == "auto" and not features.get("SlowHash")
+        )
+        self._upload_config = "{}" if verify else '{"IgnoreChecksum": true}'
+        # rclone moves onto an existing target by deleting it first, so for a moment readers find
+        # no item.  A local remote's move is a rename(2), which replaces the target in one step:
+        # with NoCheckDest rclone leaves the target to it.  Other remotes' moves cannot be trusted
+        # with that (sftp's plain SFTP rename refuses an existing target; Google Drive would keep
+        # two files of the same name), and remotes without a server-side move copy, which
+        # replaces in one step by itself.
+        self._move_config = {"_config": {"NoCheckDest": True}} if self._local else {}
+        atomic_move = self._local or not features.get("Move")
         hashes = {_HASHLIB_NAMES[h] for h in info.get("Hashes") or () if h in _HASHLIB_NAMES}
         use_server = self.server_hash == "always" or (self.server_hash == "auto" and not self._local)
         if not use_server or _has_inline_parameters(self.remote):
@@ -240,7 +253,10 @@ class RcloneBackend(BackendBase):
         self.capabilities = replace(
             type(self).capabilities,
             hash_algorithms=self._server_hashes,
-            atomic_move=not duplicates,
+            atomic_move=atomic_move,
+            # an overwrite is a move onto the item: if the move deletes the target first, a
+            # reader can find the item missing for a moment (never partly written, though)
+            atomic_store=atomic_move,
             needs_mkdir=bool(features.get("CanHaveEmptyDirectories", True)),
         )
 
@@ -452,7 +468,9 @@ def rclone_backend_from_url(url: str, **options) -> RcloneBackend:
     scheme, sep, remote = url.partition(":")
     if not sep or scheme.lower() != SCHEME:
         raise BackendURLInvalid(f"invalid rclone URL {url!r}: expected rclone:REMOTE:PATH or rclone:/local/path")
-    unknown = set(options) - {"server_hash"}
+    unknown = set(options) - set(OPTIONS)
     if unknown:
-        raise ValueError(f"unknown option(s) for the rclone backend: {', '.join(sorted(unknown))} (known: server_hash)")
+        raise ValueError(
+            f"unknown option(s) for the rclone backend: {', '.join(sorted(unknown))} (known: {', '.join(OPTIONS)})"
+        )
     return RcloneBackend(remote, **options)
