@@ -90,3 +90,15 @@ def backend(location):
     backend.open()
     yield backend
     backend.close()
+
+
+@pytest.fixture
+def absolute_location(sshd):
+    """A fresh store location named by an absolute-path URL."""
+    return Location(sshd, "absolute")
+
+
+@pytest.fixture
+def relative_location(sshd):
+    """A fresh store location named by a path relative to the login directory (host alias URL)."""
+    return Location(sshd, "relative")
