@@ -369,3 +369,39 @@ def test_store_machine_catches(what, location, middleware, rules):
 def test_correct_store_passes_the_teeth_runs():
     """The correct Store on the memory backend passes the same derandomized Store run."""
     run_store_machine(store_factory(f"memory:teeth-{uuid.uuid4().hex}"), TEETH_SETTINGS)
+
+
+# --- capabilities turn checks off, visibly ---
+
+from borgstore.backends._base import Capabilities  # noqa: E402
+from borgstore.testing import NotApplicable  # noqa: E402
+
+
+class ListlessMemory(MemoryBackend):
+    """A store that cannot list (like a write-only drop box), and says so."""
+
+    capabilities = Capabilities(list=False, thread_safe=True)
+
+    def list(self, name):
+        raise NotImplementedError("this backend cannot list")
+
+
+class ReadOnlyMemory(MemoryBackend):
+    capabilities = Capabilities(write=False)
+
+
+def test_list_capability_off_skips_list_rules_only():
+    """A backend declaring list=False passes the state machine without list calls; the list check says not applicable."""
+    run_backend_machine(ListlessMemory(), TEETH_SETTINGS)
+    with pytest.raises(NotApplicable, match="list"):
+        BACKEND_CHECKS["tmp-items-hidden"](ListlessMemory(), "quick")
+    BACKEND_CHECKS["closed-backend-raises"](ListlessMemory(), "quick")
+
+
+def test_write_capability_off_is_reported_not_applicable():
+    """A read-only backend gets 'not applicable' for everything that writes, never a silent pass."""
+    with pytest.raises(NotApplicable, match="write"):
+        run_backend_machine(ReadOnlyMemory(), TEETH_SETTINGS)
+    for rule in ("lifecycle", "create-non-empty", "large-value", "empty-value"):
+        with pytest.raises(NotApplicable):
+            BACKEND_CHECKS[rule](ReadOnlyMemory(), "quick")

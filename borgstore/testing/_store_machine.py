@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from .._names import check_name
 from ..backends.errors import ObjectNotFound, ReadRangeError
-from ._rules import expect, expect_raises, no_error
+from ._rules import capabilities_of, expect, expect_raises, no_error, require
 from ._settings import kit_settings
 from ._strategies import HEX, NAME_CHARS, values
 
@@ -341,6 +341,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _levels_arg(self):
         return {_ns_key(ns): list(levels) for ns, levels in self.levels.items()}
 
+    @precondition(lambda self: self.store is not None and capabilities_of(self.store.backend).list)
     @rule(data=st.data(), deleted=st.booleans())
     def list_namespace(self, data, deleted):
         ns = self._draw_ns(data)
@@ -464,4 +465,7 @@ def _ns_key(ns):
 def run_store_machine(make_store, settings=None) -> None:
     """Run the Store state machine.  *make_store(config)* returns a new, not yet created Store with
     that namespace config at a location that does not exist yet (or is empty)."""
+    probe = make_store({"": {"levels": [0]}})
+    caps = capabilities_of(probe.backend)
+    require(caps.read and caps.write, "the Store state machine reads and writes: the backend declares read or write False")
     run_state_machine_as_test(lambda: StoreMachine(make_store), settings=settings or kit_settings())
