@@ -177,15 +177,17 @@ def _verify_host_key(transport: paramiko.Transport, target: Target, known_for_ho
 
 
 def _candidate_keys(target: Target, use_agent: bool):
-    """Yield (description, key) in the order OpenSSH would try them."""
+    """Return ([(description, key)] in the order OpenSSH would try them, the agent or None).
+
+    The agent connection must stay open until authentication is over: agent keys sign through it."""
     agent = None
     agent_keys = []
     if use_agent and os.environ.get("SSH_AUTH_SOCK"):
         try:
             agent = paramiko.Agent()
             agent_keys = list(agent.get_keys())
-        except paramiko.SSHException:
-            agent_keys = []
+        except (paramiko.SSHException, OSError):
+            agent_keys = []  # a stale SSH_AUTH_SOCK: go on with the key files
     identity_files = target.identity_files or (
         [] if target.identities_only else [os.path.expanduser(p) for p in DEFAULT_IDENTITIES]
     )
@@ -206,12 +208,12 @@ def _candidate_keys(target: Target, use_agent: bool):
             continue
         file_blobs.add(key.get_base64())
         loaded.append((f"key file {path}", key))
-    for key in agent_keys:
-        if not target.identities_only or key.get_base64() in file_blobs:
-            yield f"agent key {fingerprint(key)}", key
-    yield from loaded
-    if agent is not None:
-        agent.close()
+    candidates = [
+        (f"agent key {fingerprint(key)}", key)
+        for key in agent_keys
+        if not target.identities_only or key.get_base64() in file_blobs
+    ]
+    return candidates + loaded, agent
 
 
 def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepalive: float):
@@ -256,16 +258,21 @@ def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepaliv
             )
         _verify_host_key(transport, target, known_for_host)
         tried = []
-        for description, key in _candidate_keys(target, use_agent):
-            tried.append(description)
-            try:
-                transport.auth_publickey(target.user, key)
-            except paramiko.AuthenticationException:
-                continue
-            except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise BackendConnectionError(f"SSH authentication with {target.host} broke off: {exc}") from exc
-            if transport.is_authenticated():
-                break
+        candidates, agent = _candidate_keys(target, use_agent)
+        try:
+            for description, key in candidates:
+                tried.append(description)
+                try:
+                    transport.auth_publickey(target.user, key)
+                except paramiko.AuthenticationException:
+                    continue
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    raise BackendConnectionError(f"SSH authentication with {target.host} broke off: {exc}") from exc
+                if transport.is_authenticated():
+                    break
+        finally:
+            if agent is not None:
+                agent.close()
         if not transport.is_authenticated():
             raise AuthenticationFailed(
                 f"{target.host} port {target.port} refused public key authentication for user "

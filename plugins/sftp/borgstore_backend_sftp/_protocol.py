@@ -152,9 +152,12 @@ class Session:
         self.max_read = DEFAULT_MAX_READ
         self.max_write = DEFAULT_MAX_WRITE
         if "limits@openssh.com" in self.extensions:
-            reader = Reader(self.request(EXTENDED, string("limits@openssh.com"), expect=EXTENDED_REPLY))
+            try:
+                reader = Reader(self.request(EXTENDED, string("limits@openssh.com"), expect=EXTENDED_REPLY))
+            except StatusError:
+                return  # announced but refused: the defaults are safe for OpenSSH
             max_packet, max_read, max_write = reader.u64(), reader.u64(), reader.u64()
-            # a write request carries about 40 bytes of framing besides the data
+            # 0 means "no limit given"; a write request needs some room for its framing
             self.max_read = min(max_read or max_packet - 1024, 1 << 22)
             self.max_write = min(max_write or max_packet - 1024, 1 << 22)
 

@@ -318,3 +318,17 @@ def test_a_server_that_stops_answering_times_out_and_is_replaced(own_sshd, tmp_p
             except ProcessLookupError:
                 pass
     backend.close()
+
+
+@pytest.mark.parametrize("custom_sshd", [{"sftp_options": "-P limits"}], indirect=True)
+def test_a_server_without_limits_extension_gets_safe_request_sizes(custom_sshd, tmp_path):
+    """Without limits@openssh.com the request sizes fall back to what OpenSSH accepts, and large
+    values still round-trip."""
+    root = tmp_path / "store"
+    backend = make_backend(custom_sshd, root)
+    value = os.urandom(3 * 1024 * 1024 + 5)
+    backend.store("big", value)
+    assert backend.load("big") == value
+    (session,) = backend._connection.idle
+    assert session.max_write <= 255 * 1024
+    backend.close()
