@@ -53,12 +53,22 @@ class TestSSHServer:
     :param sftp_options: more options for the server's internal-sftp, e.g. ``-P fsync`` to refuse
         a request.
     :param sshd_options: more sshd_config lines, e.g. ``"MaxSessions 2"``.
+    :param file_size_limit: the largest file the server may write (RLIMIT_FSIZE), to make writes
+        fail on the server as a full disk would.
     """
 
     __test__ = False  # not a pytest test class, despite its name
 
-    def __init__(self, workdir, user: Optional[str] = None, sftp_options: str = "", sshd_options: str = ""):
+    def __init__(
+        self,
+        workdir,
+        user: Optional[str] = None,
+        sftp_options: str = "",
+        sshd_options: str = "",
+        file_size_limit: Optional[int] = None,
+    ):
         self.workdir = Path(workdir)
+        self.file_size_limit = file_size_limit
         self.sftp_options = sftp_options
         self.sshd_options = sshd_options
         self.user = user or pwd.getpwuid(os.getuid()).pw_name
@@ -168,6 +178,7 @@ class TestSSHServer:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=self._limit_file_size if self.file_size_limit is not None else None,
             )
         finally:
             log.close()
@@ -185,6 +196,13 @@ class TestSSHServer:
                 self.stop()
                 raise RuntimeError(f"sshd did not answer on port {self.port}: {self.log.read_text()[-2000:]}")
             time.sleep(0.02)
+
+    def _limit_file_size(self):
+        import resource
+
+        # ignored, SIGXFSZ no longer kills the writer: the write fails with EFBIG instead
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
 
     def _session_pids(self) -> list:
         """The pids of the per-connection sshd processes that the listener forked."""

@@ -332,3 +332,22 @@ def test_a_server_without_limits_extension_gets_safe_request_sizes(custom_sshd, 
     (session,) = backend._connection.idle
     assert session.max_write <= 255 * 1024
     backend.close()
+
+
+@pytest.mark.parametrize("custom_sshd", [{"file_size_limit": 1024 * 1024}], indirect=True)
+def test_a_write_failing_on_the_server_leaves_no_trace(custom_sshd, tmp_path):
+    """The server cannot write the whole value (as with a full disk): store raises a BackendError,
+    the old value stays, no temp file remains, and the backend goes on working."""
+    from borgstore.backends.errors import BackendError
+
+    root = tmp_path / "store"
+    backend = make_backend(custom_sshd, root)
+    backend.store("v", b"the old value")
+    with pytest.raises(BackendError) as excinfo:
+        backend.store("v", os.urandom(3 * 1024 * 1024))
+    assert not isinstance(excinfo.value, BackendConnectionError)  # the server's refusal, reported
+    assert (root / "v").read_bytes() == b"the old value"
+    assert files_under(root) == ["v"]
+    backend.store("w", b"small values still fit")
+    assert backend.load("w") == b"small values still fit"
+    backend.close()
