@@ -272,3 +272,13 @@ def test_host_key_alias_names_the_known_hosts_entry(sshd, tmp_path):
     config.write_text(config.read_text() + "    HostKeyAlias my-nas-alias\n")
     (tmp_path / "s").mkdir()
     open_backend(sshd, config, "//" + str(tmp_path / "s")).close()
+
+
+def test_system_known_hosts_are_used(sshd, tmp_path):
+    """A key only in the GlobalKnownHostsFile (the system-wide list) verifies the server too."""
+    config, _ = private_config(sshd, tmp_path, known_hosts="")
+    system_file = tmp_path / "ssh_known_hosts"
+    system_file.write_text(sshd.host_key_line())
+    config.write_text(config.read_text() + f"    GlobalKnownHostsFile {system_file}\n")
+    (tmp_path / "s").mkdir()
+    open_backend(sshd, config, "//" + str(tmp_path / "s")).close()
