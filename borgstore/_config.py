@@ -32,9 +32,7 @@ class Namespace:
         self.deepest = max(levels)
         self.level_set = frozenset(levels)
         self.nest = strategy.nest
-        write_level = self.write_level
-        nest = strategy.nest
-        self.nest_write = (lambda name: name) if write_level == 0 else (lambda name: nest(name, write_level))
+        self.nest_write = strategy.nester(self.write_level)
 
     def __repr__(self):
         return f"<Namespace {self.name!r} levels={list(self.levels)} nesting={self.strategy.name!r}>"

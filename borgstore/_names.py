@@ -13,6 +13,13 @@ RESERVED_SUFFIXES = (TMP_SUFFIX, DEL_SUFFIX, HID_SUFFIX)
 
 def check_name(name) -> None:
     """Raise ValueError naming *name* unless it is a valid item name."""
+    if type(name) is str and len(name) <= MAX_NAME_LENGTH:
+        # fast path for the common names (hex keys, plain words): lowercase letters and digits
+        # around at most one inner "/" are always valid; anything else takes the full check
+        # (bytes methods: several times faster than their str twins)
+        flat = name.replace("/", "", 1).encode()
+        if flat.isalnum() and flat.lower() == flat and name[0] != "/" and name[-1] != "/":
+            return
     if (
         type(name) is str
         and len(name) <= MAX_NAME_LENGTH

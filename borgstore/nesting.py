@@ -37,6 +37,13 @@ class NestingStrategy:
         namespace, slash, key = name.rpartition("/")
         return f"{namespace}{slash}{self.directories_for(key, level)}/{key}"
 
+    def nester(self, level: int):
+        """Return a function ``name -> backend name`` for *level*; the Store calls it for every
+        operation, so strategies may return something faster than :meth:`nest`."""
+        if level == 0:
+            return _unchanged
+        return lambda name: self.nest(name, level)
+
     def all_directories(self, level: int):
         """Yield every nesting directory of *level* (``"00/00"`` ... ``"ff/ff"``) in sorted order."""
         width = 2 * level
@@ -48,6 +55,19 @@ class NestingStrategy:
 class HexNesting(NestingStrategy):
     name = "hex"
     order_preserving = True
+
+    def nester(self, level: int):
+        if level != 1:
+            return super().nester(level)
+        directories_for = self.directories_for
+
+        def nest_level_1(name):  # the common case, without the generic split and join
+            slash = name.rfind("/") + 1
+            if len(name) - slash < 2:
+                directories_for(name[slash:], 1)  # raises the error naming the key
+            return f"{name[:slash]}{name[slash:slash + 2]}/{name[slash:]}"
+
+        return nest_level_1
 
     def directories_for(self, key: str, level: int) -> str:
         width = 2 * level
@@ -68,6 +88,10 @@ class HashNesting(NestingStrategy):
     def directories_for(self, key: str, level: int) -> str:
         digits = hashlib.sha256(key.encode("ascii")).hexdigest()
         return "/".join(digits[j : j + 2] for j in range(0, 2 * level, 2))
+
+
+def _unchanged(name: str) -> str:
+    return name
 
 
 DEFAULT_NESTING = HexNesting.name

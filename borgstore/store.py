@@ -306,7 +306,8 @@ class Store:
 
     # --- items ---
     def info(self, name: str, *, deleted: bool = False) -> ItemInfo:
-        self._check_open()
+        if not self._opened:
+            raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
         key = name[name.find("/") + 1 :]
         if namespace.single:
@@ -320,7 +321,8 @@ class Store:
         return info if info.name == key else info._replace(name=key)
 
     def load(self, name: str, *, size: Optional[int] = None, offset: int = 0, deleted: bool = False) -> bytes:
-        self._check_open()
+        if not self._opened:  # inlined on the hot paths: a method call costs as much as this check
+            raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
         if size is not None and (type(size) is not int or size < 0):
             raise ValueError(f"invalid size {size!r}: an int >= 0 or None")
@@ -336,7 +338,8 @@ class Store:
         raise ObjectNotFound(name)
 
     def store(self, name: str, value) -> None:
-        self._check_open()
+        if not self._opened:
+            raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
         value_type = type(value)
         if value_type is not bytes:

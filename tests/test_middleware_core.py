@@ -117,3 +117,19 @@ def test_cache_sits_outside_emulation(monkeypatch):
     s = Store("memory:", config={"data/": {"levels": [1], "cache": "writethrough"}}, cache_url="memory:")
     assert s.middleware == ("stats", "softdelete", "cache", "emulate")
     assert "cache_hits" in s.stats
+
+
+def test_stats_list_time_counted_when_abandoned_and_reset():
+    """A listing stopped early still adds its time; reset() starts from zero."""
+    s = Store("memory:", config=CONFIG)
+    s.create()
+    with s:
+        for i in range(3):
+            s.store(f"data/{i:02x}" + KEY[2:], b"x")
+        items = s.list("data")
+        next(items)
+        items.close()
+        stats = s.stats
+        assert stats["list_calls"] >= 2 and stats["list_time"] > 0
+        s.chain.find_layer("stats").reset()
+        assert all(value == 0 for value in s.stats.values())

@@ -545,3 +545,18 @@ def test_errors_are_backend_errors(store):
     """Errors raised on purpose are BackendError subclasses."""
     with pytest.raises(BackendError):
         store.load("config/missing")
+
+
+@pytest.mark.parametrize("nesting", ["hex", "hash"])
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_nester_matches_nest(nesting, level):
+    """The fast nesting function of each strategy gives exactly what nest() gives."""
+    from borgstore._plugins import nesting_strategy
+
+    strategy = nesting_strategy(nesting)
+    fast = strategy.nester(level)
+    for name in ("data/" + KEY, KEY, "ns/abcdef", "x/" + "9" * 6):
+        assert fast(name) == strategy.nest(name, level)
+    if nesting == "hex" and level:
+        with pytest.raises(ValueError, match="'a'"):
+            fast("data/a")

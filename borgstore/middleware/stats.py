@@ -1,8 +1,10 @@
 """The ``stats`` middleware: calls, time and volume per operation, as ``Store.stats`` shows them.
 
 Counted per call that reaches this link, so a listing of a nested namespace counts one ``list``
-call per directory, as in the PyPI borgstore.  ``soft_delete``/``undelete`` count as ``move``.  Times include everything inside this link (so also an
-``emulate`` link further in).
+call per directory, as in the PyPI borgstore.  ``soft_delete``/``undelete`` count as ``move``.
+Times include everything inside this link (so also an ``emulate`` link further in).
+
+Each thread counts into counters of its own, so counting takes no lock; a snapshot adds them up.
 """
 
 import threading
@@ -15,23 +17,47 @@ COUNTED = ("info", "load", "store", "delete", "move", "list", "hash", "gather")
 WITH_VOLUME = ("load", "store", "gather")
 
 
+class _Counters:
+    """One thread's counters; only that thread writes them."""
+
+    __slots__ = ("calls", "ns", "volume")
+
+    def __init__(self):
+        self.calls = dict.fromkeys(COUNTED, 0)
+        self.ns = dict.fromkeys(COUNTED, 0)
+        self.volume = dict.fromkeys(WITH_VOLUME, 0)
+
+
 class StatsMiddleware(Middleware):
     name = "stats"
 
     def __init__(self, inner):
         super().__init__(inner)
-        self._lock = threading.Lock()
-        self._calls = dict.fromkeys(COUNTED, 0)
-        self._ns = dict.fromkeys(COUNTED, 0)
-        self._volume = dict.fromkeys(WITH_VOLUME, 0)
+        self._lock = threading.Lock()  # guards the list of counters, not the counting
+        self._reset()
+
+    def _reset(self):
+        with self._lock:
+            self._local = threading.local()
+            self._all_counters = []
+
+    def _new_counters(self) -> _Counters:
+        counters = _Counters()
+        with self._lock:
+            self._all_counters.append(counters)
+        self._local.counters = counters
+        return counters
 
     def _add(self, op, started, calls=1, volume=0):
         elapsed = perf_counter_ns() - started
-        with self._lock:
-            self._calls[op] += calls
-            self._ns[op] += elapsed
-            if volume:
-                self._volume[op] += volume
+        try:
+            counters = self._local.counters
+        except AttributeError:
+            counters = self._new_counters()
+        counters.calls[op] += calls
+        counters.ns[op] += elapsed
+        if volume:
+            counters.volume[op] += volume
 
     def info(self, name, *, deleted=False):
         t = perf_counter_ns()
@@ -112,24 +138,28 @@ class StatsMiddleware(Middleware):
         return self._timed(items)
 
     def _timed(self, items):
-        while True:
-            t = perf_counter_ns()
-            try:
-                item = next(items)
-            except StopIteration:
-                self._add("list", t, calls=0)
-                return
-            except BaseException:
-                self._add("list", t, calls=0)
-                raise
-            self._add("list", t, calls=0)
-            yield item
+        spent = 0
+        try:
+            while True:
+                t = perf_counter_ns()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+                finally:
+                    spent += perf_counter_ns() - t
+                yield item
+        finally:  # also when the caller stops early
+            self._add("list", perf_counter_ns() - spent, calls=0)
 
     def snapshot(self) -> dict:
         """Return the counters as ``Store.stats`` shows them: times in seconds, volumes in bytes,
         throughputs in bytes per second."""
         with self._lock:
-            calls, ns, volume = dict(self._calls), dict(self._ns), dict(self._volume)
+            all_counters = list(self._all_counters)
+        calls = {op: sum(c.calls[op] for c in all_counters) for op in COUNTED}
+        ns = {op: sum(c.ns[op] for c in all_counters) for op in COUNTED}
+        volume = {op: sum(c.volume[op] for c in all_counters) for op in WITH_VOLUME}
         result = {}
         for op in COUNTED:
             result[f"{op}_calls"] = calls[op]
@@ -140,10 +170,8 @@ class StatsMiddleware(Middleware):
         return result
 
     def reset(self):
-        with self._lock:
-            for table in (self._calls, self._ns, self._volume):
-                for key in table:
-                    table[key] = 0
+        """Start counting from zero (calls under way in other threads may be lost)."""
+        self._reset()
 
 
 @hookimpl
