@@ -37,7 +37,8 @@ def test_wheels_install_and_every_backend_is_found(tmp_path):
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", str(venv))
     python = str(venv / "bin" / "python")
-    run(python, "-m", "pip", "install", "-q", "--find-links", str(wheelhouse), *[name for name, _ in dists])
+    # the wheel files themselves, so that pip cannot prefer the unrelated PyPI release of borgstore
+    run(python, "-m", "pip", "install", "-q", *sorted(str(wheel) for wheel in wheelhouse.glob("*.whl")))
     installed = run(python, "-m", "pip", "list", "--format=freeze")
     for name, _ in dists:
         assert f"{name}==" in installed.replace("_", "-"), name
