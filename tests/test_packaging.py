@@ -1,6 +1,7 @@
 """The built wheels (not editable installs) install into a fresh venv and find every plugin."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,15 @@ def test_wheels_install_and_every_backend_is_found(tmp_path):
     """pip-installed wheels of the core and all plugins list every backend through entry points."""
     wheelhouse = tmp_path / "wheels"
     dists = distributions()
+    # build from copies, so that no build/ or *.egg-info left in the work tree can leak into a wheel
+    sources = []
+    skip = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".*", "plugins", "tests", "benchmarks")
+    for name, path in dists:
+        copy = tmp_path / "src" / name
+        shutil.copytree(path, copy, ignore=skip)
+        sources.append(str(copy))
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheelhouse),
-        *[str(path) for _, path in dists])
+        *sources)
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", str(venv))
     python = str(venv / "bin" / "python")
