@@ -29,8 +29,9 @@ import tempfile
 import time
 import uuid
 
-from borgstore import Store
 from borgstore_backend_sftp.testserver import HOST_ALIAS, TestSSHServer
+
+from borgstore import Store
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -176,11 +177,11 @@ def main():
     args = parser.parse_args()
 
     base = tempfile.mkdtemp(prefix="bench-sftp-", dir=args.dir)
-    fs = subprocess.run(["df", "--output=fstype", base], capture_output=True, text=True).stdout.split()[-1]
+    fs = subprocess.run(["df", "--output=fstype", base], capture_output=True, text=True, check=True).stdout.split()[-1]
     import paramiko
 
     print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, paramiko {paramiko.__version__}, "
-          f"storage {args.dir} ({fs}), {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}")
+          f"storage {args.dir} ({fs}), {subprocess.run(['ssh', '-V'], capture_output=True, text=True, check=True).stderr.strip()}")
     bench = Bench(base, args.large, args.small, args.pypi_python)
     rows = {}
     try:
@@ -189,10 +190,10 @@ def main():
                 ("sftp client", bench.reference),
                 # the cipher ours negotiates, for a like-for-like view (the target uses the default)
                 ("sftp aes-gcm", lambda: bench.reference("aes128-gcm@openssh.com")),
-                ("ours", lambda: bench.ours(round_number)),
+                ("ours", lambda n=round_number: bench.ours(n)),
             ]
             if args.pypi_python:
-                contenders.append(("PyPI 0.7", lambda: bench.pypi(round_number)))
+                contenders.append(("PyPI 0.7", lambda n=round_number: bench.pypi(n)))
             if round_number % 2:
                 contenders.reverse()  # A B A B ...: neither contender always goes first
             for label, run in contenders:

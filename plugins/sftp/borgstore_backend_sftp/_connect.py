@@ -13,9 +13,9 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import paramiko
+
 from borgstore.backends.errors import BackendConnectionError, BackendError
 
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
@@ -72,8 +72,8 @@ class Target:
     identities_only: bool
     user_known_hosts: list
     global_known_hosts: list
-    proxy_command: Optional[str] = None
-    host_key_alias: Optional[str] = None
+    proxy_command: str | None = None
+    host_key_alias: str | None = None
     keepalive: float = 0.0
     config_files: list = field(default_factory=list)
 
@@ -86,7 +86,7 @@ def _split_paths(value) -> list:
     return [os.path.expanduser(v) for v in value if v.lower() != "none"]
 
 
-def resolve(host: str, port: Optional[int], user: Optional[str], ssh_config: Optional[str]) -> Target:
+def resolve(host: str, port: int | None, user: str | None, ssh_config: str | None) -> Target:
     """Merge what the URL says with the ssh config, as OpenSSH does (the URL wins).
 
     *ssh_config*: a config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``

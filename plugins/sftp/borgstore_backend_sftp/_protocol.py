@@ -12,7 +12,6 @@ requests can be in flight before the first reply is read: that is how the backen
 trips.
 """
 
-import socket
 import struct
 
 # packet types
@@ -65,7 +64,7 @@ def string(value) -> bytes:
 
 
 class Attributes:
-    __slots__ = ("size", "permissions", "atime", "mtime")
+    __slots__ = ("atime", "mtime", "permissions", "size")
 
     def __init__(self, size=None, permissions=None, atime=0, mtime=0):
         self.size = size
@@ -179,7 +178,7 @@ class Session:
         while len(buffer) < need:
             try:
                 chunk = self.channel.recv(max(need - len(buffer), 1 << 18))
-            except socket.timeout as exc:
+            except TimeoutError as exc:
                 self.broken = True
                 raise ConnectionLost("the server did not answer within the timeout") from exc
             except (OSError, EOFError) as exc:

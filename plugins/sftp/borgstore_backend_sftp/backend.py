@@ -11,10 +11,11 @@ import re
 import secrets
 import threading
 import time
-from typing import Iterator, Optional
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 import paramiko
+
 from borgstore.backends._base import BackendBase, Capabilities, ItemInfo, is_hidden_from_list
 from borgstore.backends.errors import (
     BackendAlreadyExists,
@@ -159,7 +160,7 @@ class SftpBackend(BackendBase):
         self,
         url: str,
         *,
-        ssh_config: Optional[str] = None,
+        ssh_config: str | None = None,
         use_agent: bool = True,
         durability: str = "none",
         connect_timeout: float = 30.0,
@@ -190,7 +191,7 @@ class SftpBackend(BackendBase):
         if durability != "none":
             self.capabilities = Capabilities(**{**self.capabilities.__dict__, "durable_flush": True})
         self.opened = False
-        self._connection: Optional[_Connection] = None
+        self._connection: _Connection | None = None
         self._connect_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._unflushed = set()  # names stored since the last flush (durability "close")
@@ -304,7 +305,7 @@ class SftpBackend(BackendBase):
             return PermissionDenied(f"{what} {name!r}: the sftp server denied access: {exc.message}")
         return BackendError(f"{what} {name!r} on {self.host} failed: {exc}")
 
-    def _stat(self, session: p.Session, path: str) -> Optional[p.Attributes]:
+    def _stat(self, session: p.Session, path: str) -> p.Attributes | None:
         try:
             return p.Reader(session.request(p.STAT, p.string(path), expect=p.ATTRS)).attrs()
         except p.StatusError as exc:
@@ -686,7 +687,7 @@ class SftpBackend(BackendBase):
         attempt.temp_names.remove(temp)
 
     @staticmethod
-    def _collect(session: p.Session, ids) -> Optional[p.StatusError]:
+    def _collect(session: p.Session, ids) -> p.StatusError | None:
         """Wait for all *ids*; return the first error status (after draining them all)."""
         failure = None
         for request_id in ids:
@@ -703,7 +704,7 @@ class SftpBackend(BackendBase):
         except p.StatusError:
             pass
 
-    def _rename(self, session: p.Session, source: str, target: str, attempt: Optional[_Attempt] = None):
+    def _rename(self, session: p.Session, source: str, target: str, attempt: _Attempt | None = None):
         if "posix-rename@openssh.com" in session.extensions:
             session.request(p.EXTENDED, p.string("posix-rename@openssh.com"), p.string(source), p.string(target))
             return

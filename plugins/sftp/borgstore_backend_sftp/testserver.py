@@ -18,12 +18,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 HOST_ALIAS = "borgstore-test-sshd"
 
 
-def find_sshd() -> Optional[str]:
+def find_sshd() -> str | None:
     """The sshd binary, or None if OpenSSH's server is not installed."""
     for candidate in (shutil.which("sshd"), "/usr/sbin/sshd", "/usr/local/sbin/sshd"):
         if candidate and os.access(candidate, os.X_OK):
@@ -62,10 +61,10 @@ class TestSSHServer:
     def __init__(
         self,
         workdir,
-        user: Optional[str] = None,
+        user: str | None = None,
         sftp_options: str = "",
         sshd_options: str = "",
-        file_size_limit: Optional[int] = None,
+        file_size_limit: int | None = None,
     ):
         self.workdir = Path(workdir)
         self.file_size_limit = file_size_limit
@@ -84,7 +83,7 @@ class TestSSHServer:
         self.log = self.workdir / "sshd.log"
         #: the sftp login directory: relative URL paths start here
         self.home = self.workdir / "home"
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
         self._prepare()
 
     def _prepare(self):
@@ -139,16 +138,16 @@ class TestSSHServer:
             )
         )
 
-    def host_key_line(self, key_file: Optional[Path] = None) -> str:
+    def host_key_line(self, key_file: Path | None = None) -> str:
         """The known_hosts line for this server (with *key_file*'s public key if given)."""
         key_type, key_blob = Path(str(key_file or self.host_key) + ".pub").read_text().split()[:2]
         return f"[127.0.0.1]:{self.port} {key_type} {key_blob}\n"
 
-    def write_known_hosts(self, content: Optional[str] = None):
+    def write_known_hosts(self, content: str | None = None):
         self.known_hosts.write_text(self.host_key_line() if content is None else content)
 
     # --- URLs and options for the client side ---
-    def url(self, path: str, *, alias: bool = True, user: Optional[str] = None) -> str:
+    def url(self, path: str, *, alias: bool = True, user: str | None = None) -> str:
         """An sftp URL for *path* (``"rel/path"`` or ``"//abs/path"``).
 
         alias=True names the host by its ssh config alias (so host, port, user, key and known_hosts

@@ -9,7 +9,6 @@ import itertools
 import os
 
 import pytest
-
 from borgstore_backend_sftp import sftp_backend_from_url
 from borgstore_backend_sftp.testserver import TestSSHServer, find_sshd
 

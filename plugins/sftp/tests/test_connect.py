@@ -8,8 +8,6 @@ import threading
 import time
 
 import pytest
-
-from borgstore.backends.errors import BackendConnectionError, BackendDoesNotExist, BackendURLInvalid
 from borgstore_backend_sftp import (
     AuthenticationFailed,
     HostKeyChanged,
@@ -18,6 +16,8 @@ from borgstore_backend_sftp import (
     sftp_backend_from_url,
 )
 from borgstore_backend_sftp.testserver import HOST_ALIAS
+
+from borgstore.backends.errors import BackendConnectionError, BackendDoesNotExist, BackendURLInvalid
 
 
 def ssh_fingerprint(pub_file) -> str:
@@ -90,8 +90,9 @@ def test_bad_options_are_rejected():
 
 def test_the_sftp_scheme_is_registered_through_the_entry_point(sshd):
     """get_backend() finds this distribution's backend for sftp URLs."""
-    from borgstore.store import get_backend
     from borgstore_backend_sftp import SftpBackend
+
+    from borgstore.store import get_backend
 
     assert isinstance(get_backend("sftp://somehost/some/path"), SftpBackend)
 

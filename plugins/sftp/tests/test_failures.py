@@ -11,9 +11,9 @@ import time
 import weakref
 
 import pytest
+from borgstore_backend_sftp import sftp_backend_from_url
 
 from borgstore.backends.errors import BackendConnectionError
-from borgstore_backend_sftp import sftp_backend_from_url
 
 BIG = 48 * 1024 * 1024
 
