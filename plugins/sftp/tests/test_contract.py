@@ -317,3 +317,26 @@ def test_round_trips_per_operation(backend):
     assert count(lambda: list(backend.list("rt"))) == 2
     backend.delete("rt/big")
     assert count(lambda: backend.delete("rt/b")) == 1
+
+
+def test_gather_many_ranges_in_two_round_trips(backend):
+    """gather() returns the ranges of several items in order, opening and reading them all in two
+    round trips; a range past an item's end raises ReadRangeError; a missing item ObjectNotFound."""
+    from borgstore.backends.errors import ReadRangeError
+
+    values = {f"g/{i}": os.urandom(1000 + 300_000 * (i % 3)) for i in range(6)}
+    for name, value in values.items():
+        backend.store(name, value)
+    sources = [("g/1", 10, 200_000), ("g/0", 0, 1000), ("g/5", 123, 0), ("g/4", 250_000, 50_000), ("g/1", 0, 5)]
+    expected = b"".join(values[name][offset : offset + size] for name, offset, size in sources)
+    (session,) = backend._connection.idle
+    before = session.round_trips
+    assert backend.gather(sources) == expected
+    (session,) = backend._connection.idle
+    assert session.round_trips - before == 2
+    with pytest.raises(ReadRangeError):
+        backend.gather([("g/0", 0, 10), ("g/0", 990, 20)])
+    with pytest.raises(ObjectNotFound):
+        backend.gather([("g/0", 0, 10), ("g/missing", 0, 1)])
+    assert backend.gather([("g/0", -10, 10)]) == values["g/0"][-10:]
+    assert backend.load("g/2") == values["g/2"]  # the backend is fine after the errors
