@@ -96,8 +96,9 @@ class TestSSHServer:
             _keygen(self.client_key, "borgstore test client key")
         (self.workdir / "authorized_keys").write_text(Path(str(self.client_key) + ".pub").read_text())
         self.write_known_hosts()
-        # sshd refuses to start without its privilege separation directory
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        # sshd started by root refuses to run without its privilege separation directory
+        if os.getuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.sshd_config.write_text(
             "\n".join(
                 [
