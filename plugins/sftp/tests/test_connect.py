@@ -283,3 +283,14 @@ def test_system_known_hosts_are_used(sshd, tmp_path):
     config.write_text(config.read_text() + f"    GlobalKnownHostsFile {system_file}\n")
     (tmp_path / "s").mkdir()
     open_backend(sshd, config, "//" + str(tmp_path / "s")).close()
+
+
+def test_percent_encoded_path_reaches_the_right_directory(sshd, tmp_path):
+    """%20 and %25 in the URL path are decoded: the store lands in 'a b%c' on the server."""
+    url = f"sftp://{HOST_ALIAS}/{str(tmp_path).lstrip('/')}/a%20b%25c"
+    backend = sftp_backend_from_url(url.replace(f"{HOST_ALIAS}/", f"{HOST_ALIAS}//"), **sshd.backend_options())
+    backend.create()
+    backend.open()
+    backend.store("x", b"1")
+    backend.close()
+    assert (tmp_path / "a b%c" / "x").read_bytes() == b"1"
