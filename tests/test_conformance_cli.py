@@ -104,14 +104,33 @@ def _pytest_live(url, *extra, env=None):
     )
 
 
-def test_pytest_option_runs_the_kit_against_a_url(tmp_path):
-    """`pytest --pyargs borgstore.testing --borgstore-url file://DIR` runs every check and leaves DIR as it was."""
-    if "file" not in _plugins.backends():
-        pytest.fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
-    result = _pytest_live(f"file://{tmp_path}")
+def test_pytest_option_runs_the_kit_against_a_url():
+    """`pytest --pyargs borgstore.testing --borgstore-url memory:` runs every check of the kit."""
+    result = _pytest_live("memory:")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(ALL_CHECKS)} passed" in result.stdout
-    assert list(tmp_path.iterdir()) == []
+
+
+def test_pytest_option_leaves_nothing_behind(tmp_path):
+    """With --borgstore-url file://DIR, each test works below DIR and removes what it made."""
+    if "file" not in _plugins.backends():
+        pytest.fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
+    (tmp_path / "unrelated").write_bytes(b"not ours")
+    result = _pytest_live(f"file://{tmp_path}", "-k", "lifecycle or create_non_empty or two_instances")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated"]
+
+
+def test_pytest_without_url_skips_the_live_tests():
+    """Without --borgstore-url the live tests are skipped with a reason, not run against anything."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--pyargs", "borgstore.testing"],
+        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(__file__),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(ALL_CHECKS)} skipped" in result.stdout
+    assert "give --borgstore-url URL" in result.stdout
 
 
 def test_deep_profile_from_the_environment(monkeypatch):

@@ -8,7 +8,7 @@ Rule ids used here are listed in :data:`MACHINE_RULES`.
 import hashlib
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
 from ..backends.errors import BackendError, ObjectNotFound, ReadRangeError
 from ..constants import DEL_SUFFIX, TMP_SUFFIX
@@ -78,6 +78,14 @@ class BackendMachine(RuleBasedStateMachine):
             self.is_open = False
         with no_error("destroy", "destroy() at the end of an example"):
             self.backend.destroy()
+
+    @initialize(data=st.data())
+    def populate(self, data):
+        """Start most examples with a few items, so that short runs already read, move and list."""
+        if not self.caps.write:
+            return
+        for _ in range(data.draw(st.integers(0, 4), label="items to start with")):
+            self._store(data, self._names(data, "name"))
 
     # --- what to draw ---
     def _names(self, data, label, existing=True, missing=True, directories=False):
@@ -164,10 +172,18 @@ class BackendMachine(RuleBasedStateMachine):
         if not self.model.implied_dirs:
             self.model.dirs.update(ancestors(name))
 
+    @precondition(lambda self: self.caps.read and self.model.items)
+    @rule(data=st.data())
+    def load_from_end(self, data):
+        self._load(data, self._names(data, "name", missing=False), "negative-offset")
+
     @precondition(lambda self: self.caps.read)
     @rule(data=st.data())
     def load(self, data):
-        name = self._names(data, "name")
+        name = self._names(data, "name", missing=not self.model.items or data.draw(st.booleans(), label="missing"))
+        self._load(data, name)
+
+    def _load(self, data, name, mode=None):
         if name not in self.model.items:
             if not self.model.blocked(name):
                 with expect_raises("load-missing", ObjectNotFound, f"load({name!r}) of a missing item"):
@@ -175,7 +191,7 @@ class BackendMachine(RuleBasedStateMachine):
             return
         value = self.model.items[name]
         n = len(value)
-        mode = data.draw(st.sampled_from(["whole", "range", "negative-offset", "past-end"]), label="mode")
+        mode = mode or data.draw(st.sampled_from(["whole", "range", "negative-offset", "past-end"]), label="mode")
         offset, size = 0, None
         if mode == "range":
             offset = data.draw(st.integers(0, n), label="offset")

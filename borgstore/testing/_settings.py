@@ -8,12 +8,15 @@ project's other Hypothesis tests.
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 PROFILE_VARIABLE = "BORGSTORE_CONFORMANCE_PROFILE"
 
 # deadline=None: a remote backend's call time says nothing about its correctness
+# no "explain" phase: it reruns the failure many times to list code lines, which says little
+# about a backend and slows every failing run down
 _COMMON = dict(
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     deadline=None,
     report_multiple_bugs=False,
     suppress_health_check=list(HealthCheck),
