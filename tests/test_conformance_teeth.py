@@ -270,7 +270,8 @@ def test_name_folding_is_caught_by_a_collision():
     noticing = {"store", "store-overwrite", "store-buffer-types", "move", "move-replaces-target", "delete",
                 "mkdir", "mkdir-parents", "info-missing", "info-directory", "load-missing", "list-entries", "list-tree"}
     assert failure.rule in noticing, failure
-    assert "~" in str(failure), f"the failure should name the folded name: {failure}"
+    story = "\n".join([str(failure), *getattr(failure, "__notes__", [])])
+    assert "~" in story, f"the failing sequence should use a name that folds: {story}"
 
 
 EXAMPLE_CAUGHT = [
