@@ -1,8 +1,10 @@
 """The rclone backend: every rclone remote as a borgstore backend, through a private ``rclone rcd``."""
 
+import random
 import re
 import secrets
 import threading
+import time
 import weakref
 from dataclasses import replace
 from datetime import datetime
@@ -23,13 +25,14 @@ from borgstore.backends.errors import (
 )
 from borgstore.constants import TMP_SUFFIX
 
-from ._daemon import RcDaemon, find_binary
+from ._daemon import RcDaemon, find_binary, rc_request
 
 SCHEME = "rclone"
 AUTO_CHOICES = ("auto", "always", "never")
 OPTIONS = ("server_hash", "verify_uploads")
 # rclone's names of the hashes that hashlib computes the same way
 _HASHLIB_NAMES = {"md5": "md5", "sha1": "sha1", "sha256": "sha256"}
+LOAD_ATTEMPTS = 10
 _PERMISSION_TEXTS = ("permission denied", "operation not permitted", "read-only file system", "access denied")
 _NOT_A_DIRECTORY_TEXTS = ("not a directory", "is a file not a directory")
 
@@ -59,6 +62,10 @@ def _parse_modtime(text) -> float:
     seconds, fraction, zone = match.groups()
     stamp = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone)).timestamp()
     return stamp + (float("0." + fraction) if fraction else 0.0)
+
+
+def _same_version(before: dict, after: dict) -> bool:
+    return before.get("Size") == after.get("Size") and before.get("ModTime") == after.get("ModTime")
 
 
 def _has_inline_parameters(remote: str) -> bool:
@@ -96,6 +103,7 @@ class RcloneBackend(BackendBase):
         self._finalizer = None
         self._open_lock = threading.Lock()
         self._local = True
+        self._verify_loads = True
         self._upload_config = "{}"
         self._move_config: dict = {}
         self._server_hashes: frozenset = frozenset()
@@ -163,15 +171,28 @@ class RcloneBackend(BackendBase):
             return PermissionDenied(f"{self.url}: {what}: {failure.message}")
         return BackendError(f"{self.url}: {what}: rclone {failure.command} failed: {failure.message}")
 
+    def _stat_params(self, name: str) -> dict:
+        return {"fs": self.fs, "remote": name, "opt": {"noMimeType": True, "noModTime": False}}
+
     def _stat(self, name: str, daemon=None) -> Optional[dict]:
         """rclone's item dict for *name*, None if nothing is there."""
-        params = {"fs": self.fs, "remote": name, "opt": {"noMimeType": True, "noModTime": False}}
         try:
-            return self._rc("operations/stat", params, daemon).get("item")
+            return self._rc("operations/stat", self._stat_params(name), daemon).get("item")
         except _RcFailed as failure:
-            if failure.status == 404 or failure.mentions(_NOT_A_DIRECTORY_TEXTS):
-                return None
-            raise self._error(failure, f"stat {name!r}") from None
+            return self._stat_failed(failure, name)
+
+    def _stat_failed(self, failure: "_RcFailed", name: str) -> None:
+        if failure.status == 404 or failure.mentions(_NOT_A_DIRECTORY_TEXTS):
+            return None
+        raise self._error(failure, f"stat {name!r}") from None
+
+    def _stat_response(self, response, name: str) -> Optional[dict]:
+        data = response.json()
+        if response.status == 200:
+            return data.get("item")
+        if response.status in (401, 403):
+            raise BackendConnectionError(f"rclone rcd refused our credentials: {data.get('error')}")
+        return self._stat_failed(_RcFailed("operations/stat", response.status, str(data.get("error")), False), name)
 
     # --- lifecycle ---
     def create(self):
@@ -227,6 +248,7 @@ class RcloneBackend(BackendBase):
             raise BackendDoesNotExist(f"rclone cannot use {self.remote!r}: {failure.message}") from None
         features = info.get("Features") or {}
         self._local = bool(features.get("IsLocal"))
+        self._verify_loads = self._local
         # After an upload rclone compares the hash it computed on the way with the remote's hash
         # of the new item.  Where the remote keeps hashes as metadata (S3, B2, Drive ...) that is
         # free; where it has to read the item back (SlowHash: local, sftp) it is not: a local
@@ -255,8 +277,9 @@ class RcloneBackend(BackendBase):
             hash_algorithms=self._server_hashes,
             atomic_move=atomic_move,
             # an overwrite is a move onto the item: if the move deletes the target first, a
-            # reader can find the item missing for a moment (never partly written, though)
-            atomic_store=atomic_move,
+            # reader can find the item missing for a moment; and only verified loads are sure
+            # never to return a mix of two versions (see load)
+            atomic_store=atomic_move and self._verify_loads,
             needs_mkdir=bool(features.get("CanHaveEmptyDirectories", True)),
         )
 
@@ -305,36 +328,63 @@ class RcloneBackend(BackendBase):
         daemon = self._check_open()
         if size is not None and size < 0:
             raise ValueError(f"size must be None or >= 0, got {size}")
-        if offset < 0:
-            # rclone 1.60 answers a suffix range ("bytes=-N") longer than the item with a wrong
-            # Content-Length and one byte short, so a tail load asks for the size first.
-            offset = max(self._size_of(name) + offset, 0)
-        if size == 0:
-            self._size_of(name)  # a missing item still raises ObjectNotFound
-            return b""
-        if size is None:
-            byte_range = f"bytes={offset}-" if offset else None
-        else:
-            byte_range = f"bytes={offset}-{offset + size - 1}"
-        headers = {"Range": byte_range} if byte_range else None
-        response = daemon.request("GET", self._item_url(name), headers=headers)
-        if response.status == 206:
-            data = response.data
-        elif response.status == 200:
-            # the whole item came back (rclone ignored the range): cut it here
-            data = response.data
-            data = data[offset : None if size is None else offset + size]
-        elif response.status == 416:
-            data = b""  # the range starts past the end
-        elif response.status == 404:
-            raise ObjectNotFound(name)
-        else:
-            failure = _RcFailed("GET", response.status, str(response.json().get("error")), response.after_restart)
-            item = self._stat(name)
-            if item is None or item.get("IsDir"):
+        requested_offset = offset
+        if offset < 0 or size == 0:
+            length = self._size_of(name)  # raises ObjectNotFound
+            if size == 0:
+                return b""
+            offset = max(length + offset, 0)
+        if not self._verify_loads:
+            target, headers = self._get_args(name, offset, size)
+            response = daemon.request("GET", target, headers=headers, idempotent=True)
+            return self._load_response(response, name, offset, size)
+        # rclone serves an item with the length of the version it looked up and the bytes of the
+        # version it then opens: a load that races an overwrite can come back cut short or as
+        # the start of the newer value.  Where a lookup is cheap (a local remote), the item's
+        # version (size and modification time) is looked up right before and after the load, in
+        # one pipelined exchange, and the load is repeated if it changed.
+        stat = rc_request("operations/stat", self._stat_params(name))
+        for attempt in range(LOAD_ATTEMPTS):
+            target, headers = self._get_args(name, offset, size)
+            first, got, last = daemon.pipeline([stat, ("GET", target, headers, ()), stat], idempotent=True)
+            before, after = self._stat_response(first, name), self._stat_response(last, name)
+            if before is None or before.get("IsDir"):
                 raise ObjectNotFound(name)
-            raise self._error(failure, f"load {name!r}")
-        return data
+            data = self._load_response(got, name, offset, size)
+            length = max(int(before.get("Size") or 0), 0)
+            if requested_offset < 0 and max(length + requested_offset, 0) != offset:
+                offset = max(length + requested_offset, 0)  # the tail moved with a new version
+                continue
+            expected = max(min(length - offset, length if size is None else size), 0)
+            if after is not None and _same_version(before, after) and len(data) == expected:
+                return data
+            time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))  # let the writer finish
+        error = BackendError(f"{self.url}: {name!r} was replaced during each of {LOAD_ATTEMPTS} attempts to load it")
+        error.temporary = True  # trying again later may well succeed
+        raise error
+
+    def _get_args(self, name: str, start: int, size) -> tuple:
+        if size is None:
+            byte_range = f"bytes={start}-" if start else None
+        else:
+            byte_range = f"bytes={start}-{start + size - 1}"
+        return self._item_url(name), ({"Range": byte_range} if byte_range else None)
+
+    def _load_response(self, response, name: str, start: int, size) -> bytes:
+        if response.status == 206:
+            return response.data
+        if response.status == 200:
+            # the whole item came back (rclone ignored the range): cut it here
+            return response.data[start : None if size is None else start + size]
+        if response.status == 416:
+            return b""  # the range starts past the end
+        if response.status == 404:
+            raise ObjectNotFound(name)
+        failure = _RcFailed("GET", response.status, str(response.json().get("error")), response.after_restart)
+        item = self._stat(name)
+        if item is None or item.get("IsDir"):
+            raise ObjectNotFound(name)
+        raise self._error(failure, f"load {name!r}")
 
     def _size_of(self, name: str) -> int:
         item = self._stat(name)

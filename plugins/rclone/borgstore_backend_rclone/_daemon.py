@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from borgstore.backends.errors import BackendConnectionError, BackendNotInstalled
 
 from ._http import ConnectionLost, HttpClient
@@ -32,6 +33,8 @@ READ_TIMEOUT = 600.0
 # threads than this still work, with connections that are opened and closed per request.
 POOL_SIZE = 4
 STDERR_TAIL = 2000  # characters of rclone's output quoted in an error message
+# rclone 1.60 logs this for every rc call after its first 1000, whatever the log level
+_OUTPUT_NOISE = "Max number of stats groups reached"
 
 _version_cache: dict = {}
 _version_lock = threading.Lock()
@@ -114,6 +117,32 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class _OutputTail:
+    """Keeps the last lines rclone printed, read from its pipe by a thread that ends with rclone.
+
+    A pipe, not a file: rclone prints a line per request in long sessions, which would fill a
+    file without bound (and a pipe that nobody reads would stop rclone)."""
+
+    def __init__(self, stream):
+        self._lines = deque(maxlen=50)
+        self._thread = threading.Thread(target=self._read, args=(stream,), name="rclone-output", daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        with stream:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip()
+                if line and _OUTPUT_NOISE not in line:
+                    self._lines.append(line)
+
+    def text(self, wait: float = 0.0) -> str:
+        """The tail of the output; *wait* for the rest of it if rclone has exited."""
+        if wait:
+            self._thread.join(wait)
+        text = "\n".join(self._lines)[-STDERR_TAIL:]
+        return text or "(no output)"
+
+
 class RcResponse:
     """An HTTP response from rclone: status, body, and whether rclone was restarted to get it."""
 
@@ -142,7 +171,7 @@ class RcDaemon:
         self._process = None
         self._client = None
         self._secrets_dir = None
-        self._stderr = None
+        self._output = None
         self._generation = 0  # counts starts, so a thread notices that another one restarted rclone
         self._closed = True
 
@@ -172,8 +201,6 @@ class RcDaemon:
         port = _free_port()
         user = "borgstore-" + secrets.token_hex(8)
         password = secrets.token_urlsafe(32)
-        self._close_stderr()
-        self._stderr = tempfile.TemporaryFile()
         args = [
             self.binary,
             "rcd",
@@ -190,8 +217,8 @@ class RcDaemon:
             process = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
-                stdout=self._stderr,
-                stderr=self._stderr,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 env=_child_environment(),
                 close_fds=True,
                 # its own session: the terminal's Ctrl-C goes to the application, which decides
@@ -201,6 +228,7 @@ class RcDaemon:
             self._remove_secrets()
             raise BackendConnectionError(f"cannot start {self.binary} rcd: {exc}") from None
         self._process = process
+        self._output = _OutputTail(process.stdout)
         authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self._client = HttpClient(
             port, authorization, pool_size=POOL_SIZE, connect_timeout=10.0, read_timeout=READ_TIMEOUT
@@ -259,37 +287,34 @@ class RcDaemon:
             terminate(process)
         self._remove_secrets()
 
-    def _close_stderr(self):
-        stderr, self._stderr = self._stderr, None
-        if stderr is not None:
-            stderr.close()
-
     def close(self):
         """Stop rclone and release everything; the daemon can be started again."""
         with self._lock:
             self._closed = True
             self._stop_locked()
-            self._close_stderr()
 
     def _stderr_tail(self) -> str:
-        if self._stderr is None:
-            return ""
-        try:
-            self._stderr.seek(0, os.SEEK_END)
-            end = self._stderr.tell()
-            self._stderr.seek(max(end - STDERR_TAIL, 0))
-            text = self._stderr.read().decode(errors="replace").strip()
-        except (OSError, ValueError):
-            return ""
-        return text or "(no output)"
+        output, process = self._output, self._process
+        if output is None:
+            return "(no output)"
+        exited = process is None or process.poll() is not None
+        return output.text(wait=1.0 if exited else 0.0)
 
     # --- requests ---
-    def request(self, method: str, path: str, *, body_parts=(), headers=None) -> RcResponse:
-        """Send one request to rclone, restarting rclone once if it has died.
+    def request(self, method: str, path: str, *, body_parts=(), headers=None, idempotent=False) -> RcResponse:
+        """Send one request to rclone; see :meth:`pipeline`."""
+        return self.pipeline([(method, path, headers, body_parts)], idempotent=idempotent)[0]
+
+    def pipeline(self, requests, *, idempotent=False) -> list:
+        """Send ``(method, path, headers, body_parts)`` requests at once, restarting rclone once if
+        it has died; return an RcResponse for each.
 
         ``after_restart`` in the result tells the caller that the request may have been carried
-        out already by the rclone that died (a repeated delete then finds nothing to delete)."""
+        out already by the rclone that died (a repeated delete then finds nothing to delete).
+        An *idempotent* request is also repeated when rclone cut its response short (it does
+        when the item it serves is replaced meanwhile)."""
         after_restart = False
+        retries_left = 3
         while True:
             with self._lock:
                 if self._closed:
@@ -302,15 +327,17 @@ class RcDaemon:
                         raise BackendConnectionError(f"rclone rcd is not running and could not be started: {exc}") from None
                 client, generation = self._client, self._generation
             try:
-                response = client.request(method, path, headers=headers, body_parts=body_parts)
+                responses = client.pipeline(requests)
             except ConnectionLost as exc:
                 error = exc
             else:
-                return RcResponse(response.status, response.data, response.headers, after_restart)
-            if error.reused and not error.answered and self._process_alive(generation):
-                # rclone closed a kept-alive connection while it was idle, so it never saw this
-                # request: sending it again on a new connection is safe
-                continue
+                return [RcResponse(r.status, r.data, r.headers, after_restart) for r in responses]
+            if retries_left and self._process_alive(generation):
+                if (error.reused and not error.answered) or idempotent:
+                    # rclone closed a kept-alive connection while it was idle (so it never saw
+                    # this request), or the request may simply be repeated
+                    retries_left -= 1
+                    continue
             with self._lock:
                 if self._generation != generation:
                     continue  # another thread restarted rclone meanwhile
@@ -337,9 +364,12 @@ class RcDaemon:
             return self._generation == generation and process is not None and process.poll() is None
 
     def rc(self, command: str, params: dict) -> RcResponse:
-        return self.request(
-            "POST", "/" + command, body_parts=(json.dumps(params).encode(),), headers={"Content-Type": "application/json"}
-        )
+        return self.pipeline([rc_request(command, params)])[0]
+
+
+def rc_request(command: str, params: dict) -> tuple:
+    """The request (for RcDaemon.pipeline) that calls rc *command* with *params*."""
+    return ("POST", "/" + command, {"Content-Type": "application/json"}, (json.dumps(params).encode(),))
 
 
 def _has_exited(process, grace: float = 0.5) -> bool:

@@ -71,8 +71,7 @@ class _Connection:
             raise EOFError(f"rclone closed the connection {n - len(data)} bytes before the end of the body")
         return data
 
-    def exchange(self, head: bytes, body_parts, method: str) -> tuple:
-        """Send one request and read its response: (Response, keep_alive)."""
+    def send(self, head: bytes, body_parts) -> None:
         self.used = True
         self.answered = False
         if body_parts:
@@ -85,6 +84,9 @@ class _Connection:
                     self.sock.sendall(part)
         else:
             self.sock.sendall(head)
+
+    def receive(self, method: str) -> tuple:
+        """Read one response: (Response, keep_alive)."""
         version, status_text = self._line().decode("latin-1").split(" ", 1)
         status = int(status_text[:3])
         headers = {}
@@ -132,17 +134,26 @@ class HttpClient:
         self._lock = threading.Lock()
         self._closed = False
 
-    def request(self, method: str, target: str, *, headers=None, body_parts=()) -> Response:
-        """Send *method* *target* with the concatenation of *body_parts* as body.
-
-        Raises ConnectionLost if the connection could not be made or broke."""
+    def _head(self, method: str, target: str, headers, body_parts) -> bytes:
         lines = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), self._fixed_headers]
         if headers:
             lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items())
         if body_parts or method in ("POST", "PUT"):
             lines.append(f"Content-Length: {sum(len(p) for p in body_parts)}\r\n".encode())
         lines.append(b"\r\n")
-        head = b"".join(lines)
+        return b"".join(lines)
+
+    def request(self, method: str, target: str, *, headers=None, body_parts=()) -> Response:
+        """Send *method* *target* with the concatenation of *body_parts* as body.
+
+        Raises ConnectionLost if the connection could not be made or broke."""
+        return self.pipeline([(method, target, headers, body_parts)])[0]
+
+    def pipeline(self, requests) -> list:
+        """Send several ``(method, target, headers, body_parts)`` requests at once and read their
+        responses in order.  rclone runs them one after the other without waiting for us in
+        between; use it for requests that do not depend on each other's outcome."""
+        heads = [(self._head(method, target, headers, body), body, method) for method, target, headers, body in requests]
         with self._lock:
             connection = self._idle.pop() if self._idle else None
         if connection is None:
@@ -152,10 +163,21 @@ class HttpClient:
                 raise ConnectionLost(f"cannot connect to rclone on 127.0.0.1:{self.port}: {exc}", reused=False,
                                      answered=False) from None
         reused = connection.used
+        responses = []
+        keep_alive = True
         try:
-            response, keep_alive = connection.exchange(head, body_parts, method)
+            if len(heads) == 1:
+                connection.send(heads[0][0], heads[0][1])
+            else:
+                connection.send(b"".join(head + b"".join(body) for head, body, _method in heads), ())
+            for _head, _body, method in heads:
+                response, keep = connection.receive(method)
+                responses.append(response)
+                keep_alive = keep_alive and keep
+                if not keep and len(responses) < len(heads):
+                    raise EOFError("rclone closed the connection in the middle of pipelined requests")
         except (OSError, EOFError, ValueError) as exc:
-            answered = connection.answered
+            answered = connection.answered or bool(responses)
             connection.close()
             raise ConnectionLost(f"{type(exc).__name__}: {exc}", reused=reused, answered=answered) from None
         except BaseException:
@@ -168,7 +190,7 @@ class HttpClient:
                     connection = None
         if connection is not None:
             connection.close()
-        return response
+        return responses
 
     def close(self):
         with self._lock:

@@ -210,15 +210,16 @@ def test_partial_loads_move_only_the_requested_bytes(backend, monkeypatch):
     value = os.urandom(2 * 1024 * 1024)
     backend.store("data/big", value)
     received = []
-    original = RcDaemon.request
+    original = RcDaemon.pipeline
 
-    def counting(self, method, path, **kw):
-        response = original(self, method, path, **kw)
-        if method == "GET":
-            received.append(len(response.data))
-        return response
+    def counting(self, requests, **kw):
+        responses = original(self, requests, **kw)
+        for (method, *_), response in zip(requests, responses):
+            if method == "GET":
+                received.append(len(response.data))
+        return responses
 
-    monkeypatch.setattr(RcDaemon, "request", counting)
+    monkeypatch.setattr(RcDaemon, "pipeline", counting)
     assert backend.load("data/big", offset=1000, size=16) == value[1000:1016]
     assert backend.load("data/big", offset=-16) == value[-16:]
     assert received == [16, 16]
@@ -381,13 +382,13 @@ def test_server_side_hash_is_declared_and_downloads_nothing(make_backend, monkey
     value = os.urandom(100_000)
     b.store("data/item", value)
     methods = []
-    original = RcDaemon.request
+    original = RcDaemon.pipeline
 
-    def recording(self, method, path, **kw):
-        methods.append(method)
-        return original(self, method, path, **kw)
+    def recording(self, requests, **kw):
+        methods.extend(method for method, *_ in requests)
+        return original(self, requests, **kw)
 
-    monkeypatch.setattr(RcDaemon, "request", recording)
+    monkeypatch.setattr(RcDaemon, "pipeline", recording)
     assert b.hash("data/item", "sha256") == hashlib.sha256(value).hexdigest()
     assert b.hash("data/item", "sha1") == hashlib.sha1(value).hexdigest()
     assert "GET" not in methods

@@ -79,13 +79,13 @@ def test_hashing_happens_on_the_sftp_server(make_backend, sftp_url, monkeypatch)
     value = os.urandom(200_000)
     b.store("data/item", value)
     methods = []
-    original = RcDaemon.request
+    original = RcDaemon.pipeline
 
-    def recording(self, method, path, **kw):
-        methods.append(method)
-        return original(self, method, path, **kw)
+    def recording(self, requests, **kw):
+        methods.extend(method for method, *_ in requests)
+        return original(self, requests, **kw)
 
-    monkeypatch.setattr(RcDaemon, "request", recording)
+    monkeypatch.setattr(RcDaemon, "pipeline", recording)
     assert b.hash("data/item", "md5") == hashlib.md5(value).hexdigest()
     assert b.hash("data/item", "sha1") == hashlib.sha1(value).hexdigest()
     assert "GET" not in methods
