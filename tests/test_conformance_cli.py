@@ -141,3 +141,12 @@ def test_deep_profile_from_the_environment(monkeypatch):
     monkeypatch.setenv(PROFILE_VARIABLE, "thorough")
     with pytest.raises(ValueError, match="thorough"):
         kit_settings()
+
+
+def test_pytest_plugin_loads_without_hypothesis():
+    """The pytest11 plugin loads in every pytest run, so it must not need Hypothesis (an extra)."""
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "import borgstore.testing.pytest_plugin, borgstore.testing\n"
+            "print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

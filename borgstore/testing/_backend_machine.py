@@ -53,6 +53,9 @@ MACHINE_RULES = {
     "gather-short-read": "gather() with a range past the end raises ReadRangeError",
     "reopen": "close() and open() keep every item",
     "tmp-store": "an item may be stored under a .tmp name (as a store in progress leaves it)",
+    "create": "create() of a fresh location works (at the start of every example)",
+    "open": "open() right after create() works",
+    "destroy": "destroy() at the end of every example works",
 }
 
 

@@ -36,6 +36,7 @@ STORE_MACHINE_RULES = {
     "store-stats": "stats count every store/delete/move call and the exact store and load volumes",
     "store-reopen": "close() and open() keep every item",
     "names-invalid-rejected": "an invalid name raises ValueError and changes nothing",
+    "store-lifecycle": "create(), create_levels() and destroy() of every example work",
 }
 
 # namespace -> how its keys look
