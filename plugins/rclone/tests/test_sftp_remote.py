@@ -114,9 +114,9 @@ class TestRcloneSftpConformance(BackendTests):
         return backend
 
     def test_state_machine(self, backend):
-        """The kit's random sequences, with a fifth of the examples: every sftp round trip is
+        """The kit's random sequences, with a few examples: every sftp round trip is
         slow, and the local-directory run covers the backend's own logic at full budget."""
         from borgstore.testing import kit_settings, run_backend_machine
         from borgstore.testing._pytest_classes import run_check
 
-        run_check(run_backend_machine, backend, kit_settings(self.conformance_profile, max_examples=5))
+        run_check(run_backend_machine, backend, kit_settings(self.conformance_profile, max_examples=3))
