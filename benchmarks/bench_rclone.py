@@ -78,9 +78,11 @@ def run_round(root: str, small: int, large: int) -> dict:
 
 def run_contender(python: str, root: str, small: int, large: int, isolated: bool) -> dict:
     shutil.rmtree(root, ignore_errors=True)
-    args = [python] + (["-I"] if isolated else []) + [os.path.abspath(__file__), "--worker", root, str(small), str(large)]
+    args = (
+        [python] + (["-I"] if isolated else []) + [os.path.abspath(__file__), "--worker", root, str(small), str(large)]
+    )
     # -I keeps the PyPI interpreter from importing our borgstore from the working directory
-    done = subprocess.run(args, capture_output=True, text=True, cwd="/", timeout=1800)
+    done = subprocess.run(args, check=False, capture_output=True, text=True, cwd="/", timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"{python} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -108,7 +110,9 @@ def machine_description(directory: str) -> str:
         pass
     rclone = shutil.which(os.environ.get("RCLONE_BINARY") or "rclone") or "rclone"
     try:
-        rclone_version = subprocess.run([rclone, "version"], capture_output=True, text=True).stdout.splitlines()[0]
+        rclone_version = subprocess.run(
+            [rclone, "version"], check=False, capture_output=True, text=True
+        ).stdout.splitlines()[0]
     except (OSError, IndexError):
         rclone_version = "rclone: not found"
     return (
@@ -123,8 +127,11 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--small", type=int, default=1000, help="number of 1 KiB items")
     parser.add_argument("--large", type=int, default=24, help="number of 4 MiB items")
-    parser.add_argument("--pypi-python", default="/tmp/facts/venv/bin/python",
-                        help="a Python with the PyPI borgstore 0.7 and requests ('' to skip it)")
+    parser.add_argument(
+        "--pypi-python",
+        default="/tmp/facts/venv/bin/python",
+        help="a Python with the PyPI borgstore 0.7 and requests ('' to skip it)",
+    )
     parser.add_argument("--worker", nargs=3, metavar=("DIR", "SMALL", "LARGE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -138,7 +145,9 @@ def main():
     else:
         print(f"(PyPI reference skipped: {args.pypi_python!r} not found)")
     print(machine_description(args.dir))
-    print(f"{args.small} x {SMALL_SIZE} B and {args.large} x {LARGE_SIZE // MIB} MiB, {args.repeat} rounds, alternating")
+    print(
+        f"{args.small} x {SMALL_SIZE} B and {args.large} x {LARGE_SIZE // MIB} MiB, {args.repeat} rounds, alternating"
+    )
     results = {label: [] for label, _, _ in contenders}
     versions = {}
     for _ in range(args.repeat):
@@ -150,8 +159,11 @@ def main():
         shutil.rmtree(f"{args.dir}-{label}", ignore_errors=True)
 
     units = {"small_store": "stores/s", "small_load": "loads/s", "large_store": "MB/s", "large_load": "MB/s"}
-    print(f"{'phase':<12} " + " ".join(f"{label + ' ' + versions[label]:>34}" for label, _, _ in contenders)
-          + ("   ours/pypi" if "pypi" in results else ""))
+    print(
+        f"{'phase':<12} "
+        + " ".join(f"{label + ' ' + versions[label]:>34}" for label, _, _ in contenders)
+        + ("   ours/pypi" if "pypi" in results else "")
+    )
     for phase in PHASES:
         cells = []
         medians = {}

@@ -6,9 +6,9 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import Iterator, Optional
 from urllib.parse import quote, urlencode
 
 from borgstore.backends._base import BackendBase, Capabilities, ItemInfo, is_hidden_from_list
@@ -99,7 +99,7 @@ class RcloneBackend(BackendBase):
         self.fs = remote if remote.endswith((":", "/")) else remote + "/"
         self.server_hash = server_hash
         self.verify_uploads = verify_uploads
-        self._daemon: Optional[RcDaemon] = None
+        self._daemon: RcDaemon | None = None
         self._finalizer = None
         self._open_lock = threading.Lock()
         self._local = True
@@ -155,7 +155,7 @@ class RcloneBackend(BackendBase):
             raise BackendMustBeOpen(f"{self.url} is not open")
         return daemon
 
-    def _rc(self, command: str, params: dict, daemon: Optional[RcDaemon] = None) -> dict:
+    def _rc(self, command: str, params: dict, daemon: RcDaemon | None = None) -> dict:
         daemon = daemon or self._check_open()
         response = daemon.rc(command, params)
         data = response.json()
@@ -174,7 +174,7 @@ class RcloneBackend(BackendBase):
     def _stat_params(self, name: str) -> dict:
         return {"fs": self.fs, "remote": name, "opt": {"noMimeType": True, "noModTime": False}}
 
-    def _stat(self, name: str, daemon=None) -> Optional[dict]:
+    def _stat(self, name: str, daemon=None) -> dict | None:
         """rclone's item dict for *name*, None if nothing is there."""
         try:
             return self._rc("operations/stat", self._stat_params(name), daemon).get("item")
@@ -183,10 +183,10 @@ class RcloneBackend(BackendBase):
 
     def _stat_failed(self, failure: "_RcFailed", name: str) -> None:
         if failure.status == 404 or failure.mentions(_NOT_A_DIRECTORY_TEXTS):
-            return None
+            return
         raise self._error(failure, f"stat {name!r}") from None
 
-    def _stat_response(self, response, name: str) -> Optional[dict]:
+    def _stat_response(self, response, name: str) -> dict | None:
         data = response.json()
         if response.status == 200:
             return data.get("item")
@@ -255,9 +255,7 @@ class RcloneBackend(BackendBase):
         # remote hashes the same bytes twice in one process (half the throughput of big stores),
         # sftp runs md5sum over a new ssh session per item (140 ms each).  SSH and TCP checksums
         # already protect the transfer there.
-        verify = self.verify_uploads == "always" or (
-            self.verify_uploads == "auto" and not features.get("SlowHash")
-        )
+        verify = self.verify_uploads == "always" or (self.verify_uploads == "auto" and not features.get("SlowHash"))
         self._upload_config = "{}" if verify else '{"IgnoreChecksum": true}'
         # rclone moves onto an existing target by deleting it first, so for a moment readers find
         # no item.  A local remote's move is a rename(2), which replaces the target in one step:
@@ -319,7 +317,9 @@ class RcloneBackend(BackendBase):
             return ItemInfo(name=name, exists=False, size=0, directory=False)
         directory = bool(item.get("IsDir"))
         size = 0 if directory else max(int(item.get("Size") or 0), 0)
-        return ItemInfo(name=name, exists=True, size=size, directory=directory, mtime=_parse_modtime(item.get("ModTime")))
+        return ItemInfo(
+            name=name, exists=True, size=size, directory=directory, mtime=_parse_modtime(item.get("ModTime"))
+        )
 
     def _item_url(self, name: str) -> str:
         return "/" + quote(f"[{self.fs}]/{name}", safe="/:,=")
@@ -425,7 +425,9 @@ class RcloneBackend(BackendBase):
         )
         if response.status != 200:
             message = str(response.json().get("error") or f"HTTP {response.status}")
-            raise self._error(_RcFailed("operations/uploadfile", response.status, message, False), f"upload {filename!r}")
+            raise self._error(
+                _RcFailed("operations/uploadfile", response.status, message, False), f"upload {filename!r}"
+            )
 
     def _discard(self, temp_name: str):
         """Remove a temporary item left by a failed store, if it is there and rclone still answers."""

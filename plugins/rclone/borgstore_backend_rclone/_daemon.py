@@ -19,7 +19,8 @@ import tempfile
 import threading
 import time
 from collections import deque
-from borgstore.backends.errors import BackendConnectionError, BackendNotInstalled
+
+from borgstore.backends.errors import BackendConnectionError, BackendError, BackendNotInstalled
 
 from ._http import ConnectionLost, HttpClient
 
@@ -77,6 +78,7 @@ def rclone_version(binary: str) -> tuple:
     try:
         done = subprocess.run(
             [binary, "version"],
+            check=False,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=START_TIMEOUT,
@@ -146,7 +148,7 @@ class _OutputTail:
 class RcResponse:
     """An HTTP response from rclone: status, body, and whether rclone was restarted to get it."""
 
-    __slots__ = ("status", "data", "headers", "after_restart")
+    __slots__ = ("after_restart", "data", "headers", "status")
 
     def __init__(self, status, data, headers, after_restart):
         self.status = status
@@ -250,7 +252,9 @@ class RcDaemon:
                     return True
                 text = response.data[:STDERR_TAIL].decode(errors="replace")
                 self._stop_locked()
-                raise BackendConnectionError(f"rclone rcd does not accept our requests (HTTP {response.status}): {text}")
+                raise BackendConnectionError(
+                    f"rclone rcd does not accept our requests (HTTP {response.status}): {text}"
+                )
             if time.monotonic() > deadline:
                 self._stop_locked()
                 raise BackendConnectionError(f"rclone rcd did not answer within {START_TIMEOUT:.0f} s")
@@ -323,8 +327,10 @@ class RcDaemon:
                     # an earlier restart failed; maybe the cause is gone by now
                     try:
                         self._start_locked()
-                    except Exception as exc:
-                        raise BackendConnectionError(f"rclone rcd is not running and could not be started: {exc}") from None
+                    except BackendError as exc:
+                        raise BackendConnectionError(
+                            f"rclone rcd is not running and could not be started: {exc}"
+                        ) from None
                 client, generation = self._client, self._generation
             try:
                 responses = client.pipeline(requests)
@@ -332,18 +338,20 @@ class RcDaemon:
                 error = exc
             else:
                 return [RcResponse(r.status, r.data, r.headers, after_restart) for r in responses]
-            if retries_left and self._process_alive(generation):
-                if (error.reused and not error.answered) or idempotent:
-                    # rclone closed a kept-alive connection while it was idle (so it never saw
-                    # this request), or the request may simply be repeated
-                    retries_left -= 1
-                    continue
+            # rclone closed a kept-alive connection while it was idle (so it never saw this
+            # request), or the request may simply be repeated
+            repeatable = idempotent or (error.reused and not error.answered)
+            if repeatable and retries_left and self._process_alive(generation):
+                retries_left -= 1
+                continue
             with self._lock:
                 if self._generation != generation:
                     continue  # another thread restarted rclone meanwhile
                 process = self._process
                 if self._closed or process is None:
-                    raise BackendConnectionError(f"rclone rcd was stopped while a request was running: {error}") from None
+                    raise BackendConnectionError(
+                        f"rclone rcd was stopped while a request was running: {error}"
+                    ) from None
                 if not _has_exited(process):
                     raise BackendConnectionError(f"lost the connection to rclone rcd: {error}") from None
                 if after_restart:
@@ -354,7 +362,7 @@ class RcDaemon:
                 self._stop_locked()
                 try:
                     self._start_locked()
-                except Exception as exc:
+                except BackendError as exc:
                     raise BackendConnectionError(f"{died}; restarting it failed: {exc}") from None
                 after_restart = True
 

@@ -28,7 +28,7 @@ class ConnectionLost(Exception):
 
 
 class Response:
-    __slots__ = ("status", "headers", "data")
+    __slots__ = ("data", "headers", "status")
 
     def __init__(self, status: int, headers: dict, data: bytes):
         self.status = status
@@ -153,15 +153,18 @@ class HttpClient:
         """Send several ``(method, target, headers, body_parts)`` requests at once and read their
         responses in order.  rclone runs them one after the other without waiting for us in
         between; use it for requests that do not depend on each other's outcome."""
-        heads = [(self._head(method, target, headers, body), body, method) for method, target, headers, body in requests]
+        heads = [
+            (self._head(method, target, headers, body), body, method) for method, target, headers, body in requests
+        ]
         with self._lock:
             connection = self._idle.pop() if self._idle else None
         if connection is None:
             try:
                 connection = _Connection(self.port, self._connect_timeout, self._read_timeout)
             except OSError as exc:
-                raise ConnectionLost(f"cannot connect to rclone on 127.0.0.1:{self.port}: {exc}", reused=False,
-                                     answered=False) from None
+                raise ConnectionLost(
+                    f"cannot connect to rclone on 127.0.0.1:{self.port}: {exc}", reused=False, answered=False
+                ) from None
         reused = connection.used
         responses = []
         keep_alive = True

@@ -10,6 +10,8 @@ import threading
 import time
 
 import pytest
+from borgstore_backend_rclone import RcloneBackend, rclone_backend_from_url
+from borgstore_backend_rclone._daemon import RcDaemon
 
 from borgstore import Store
 from borgstore._plugins import backend_for_url, backends
@@ -22,8 +24,6 @@ from borgstore.backends.errors import (
     BackendURLInvalid,
     ObjectNotFound,
 )
-from borgstore_backend_rclone import RcloneBackend, rclone_backend_from_url
-from borgstore_backend_rclone._daemon import RcDaemon
 
 
 def files_under(path):
@@ -186,8 +186,23 @@ def test_big_values_round_trip(backend, store_path):
 
 @pytest.mark.parametrize(
     "offset, size",
-    [(0, None), (0, 5), (3, 4), (3, None), (11, None), (30, None), (30, 4), (9, 10), (-5, None), (-5, 2),
-     (-11, None), (-100, None), (-100, 3), (0, 0), (-3, 0)],
+    [
+        (0, None),
+        (0, 5),
+        (3, 4),
+        (3, None),
+        (11, None),
+        (30, None),
+        (30, 4),
+        (9, 10),
+        (-5, None),
+        (-5, 2),
+        (-11, None),
+        (-100, None),
+        (-100, 3),
+        (0, 0),
+        (-3, 0),
+    ],
 )
 def test_partial_and_tail_loads(backend, offset, size):
     """Ranges behave like slicing: negative offsets count from the end, ranges past the end are short."""
@@ -422,7 +437,7 @@ def test_one_backend_shared_by_threads(backend):
                 assert backend.load(name) == value
                 assert backend.info(name).size == len(value)
             assert [e.name for e in backend.list(f"data/{t}")] == [f"{i:03d}" for i in range(25)]
-        except Exception as exc:  # reported below, with the thread's number
+        except Exception as exc:  # noqa: BLE001 - reported below, with the thread's number
             errors.append((t, exc))
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]

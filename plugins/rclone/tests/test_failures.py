@@ -7,14 +7,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import urllib3
-
-from borgstore.backends.errors import BackendConnectionError, BackendError, BackendNotInstalled, PermissionDenied
 from borgstore_backend_rclone import rclone_backend_from_url
 
+from borgstore.backends.errors import BackendConnectionError, BackendError, BackendNotInstalled, PermissionDenied
 
 # --- the rclone binary ---
 
@@ -120,7 +118,7 @@ def immutable(tmp_path):
     made = []
 
     def make(path):
-        result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        result = subprocess.run(["chattr", "+i", str(path)], check=False, capture_output=True, text=True)
         if result.returncode != 0:
             pytest.skip(f"this file system cannot make a directory immutable: {result.stderr.strip()}")
         made.append(path)
@@ -200,7 +198,7 @@ def test_rclone_stops_at_interpreter_exit(rclone_binary, store_path, alive):
         sys.exit(3)
         """
     )
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", program], check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 3, done.stderr
     pid = int(done.stdout.split()[0])
     assert not alive(pid)
