@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from urllib.parse import quote, urlencode
@@ -135,19 +136,14 @@ class RcloneBackend(BackendBase):
             raise
         return daemon, finalizer
 
+    @contextmanager
     def _temporary_daemon(self):
-        backend = self
-
-        class _Session:
-            def __enter__(self):
-                self.daemon, self.finalizer = backend._start_daemon()
-                return self.daemon
-
-            def __exit__(self, *exc):
-                self.finalizer()
-                return False
-
-        return _Session()
+        """An rclone for create() and destroy(), which run while the store is closed."""
+        daemon, finalizer = self._start_daemon()
+        try:
+            yield daemon
+        finally:
+            finalizer()
 
     def _check_open(self) -> RcDaemon:
         daemon = self._daemon
