@@ -197,7 +197,8 @@ class Session:
             raise ConnectionLost(f"garbage from the server (packet length {length})")
         self._fill(4 + length)
         kind = self.buffer[4]
-        body = bytes(self.buffer[5 : 4 + length])
+        with memoryview(self.buffer) as view:  # one copy (a bytearray slice would make two)
+            body = bytes(view[5 : 4 + length])
         del self.buffer[: 4 + length]
         return kind, body
 

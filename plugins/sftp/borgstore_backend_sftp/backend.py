@@ -587,7 +587,7 @@ class SftpBackend(BackendBase):
             if first is not None:
                 session.forget(first[2])
             return b""
-        buffer = bytearray(end - start)
+        pieces = []  # (offset, data) of every reply; joined once at the end (one copy)
         pending = []  # (offset, length, request id) in send order
         if first is not None:
             pending.append(first)
@@ -616,18 +616,28 @@ class SftpBackend(BackendBase):
             if kind != p.DATA:
                 raise p.ConnectionLost(f"unexpected reply type {kind} to a read")
             reader = p.Reader(body)
-            n = reader.u32()
-            n = min(n, end - off)
-            if off - start + n > len(buffer):
-                n = len(buffer) - (off - start)
-            buffer[off - start : off - start + n] = body[reader.pos : reader.pos + n]
+            n = min(reader.u32(), end - off)
+            if n == 0:  # no data and no EOF status: take it as the end rather than ask forever
+                eof_at = min(eof_at, off)
+                continue
+            pieces.append((off, body[reader.pos : reader.pos + n]))
             if n < length and off + n < eof_at:
                 # a short read that is not the end of the file: ask for the rest
                 rest = (off + n, length - n)
                 pending.insert(0, (*rest, session.send(p.READ, h, p.u64(rest[0]), p.u32(rest[1]))))
-        got = min(eof_at, end) - start
-        del buffer[max(got, 0) :]
-        return bytes(buffer)
+        pieces.sort(key=lambda piece: piece[0])
+        stop = min(eof_at, end)
+        parts = []
+        expected = start
+        for off, data in pieces:
+            if off >= stop:
+                break
+            if off != expected:
+                raise BackendError(f"reading from {self.host}: the server skipped bytes at offset {expected}")
+            data = data[: stop - off]
+            parts.append(data)
+            expected = off + len(data)
+        return b"".join(parts)
 
     def gather(self, sources) -> bytes:
         """The ranges of *sources* concatenated, in 2 round trips for any number of them: all
@@ -696,6 +706,8 @@ class SftpBackend(BackendBase):
                     raise p.ConnectionLost(f"unexpected reply type {kind} to a read")
                 reader = p.Reader(body)
                 n = min(reader.u32(), length)
+                if n == 0:
+                    raise ReadRangeError(f"{name}: the server sent no data at offset {off}")
                 out[pos : pos + n] = body[reader.pos : reader.pos + n]
                 if n < length:
                     # a short read need not be the end of the file: ask for the rest
