@@ -7,6 +7,7 @@ tests skip, except in CI (env CI set), where a missing server is a failure.
 
 import itertools
 import os
+import shutil
 
 import pytest
 from borgstore_backend_sftp import sftp_backend_from_url
@@ -27,6 +28,17 @@ def _server(path) -> TestSSHServer:
     server = TestSSHServer(path)
     server.start()
     return server
+
+
+@pytest.fixture
+def require_binary():
+    """require_binary(name): skip (fail in CI) unless the program *name* is installed."""
+
+    def require(name: str):
+        if shutil.which(name) is None:
+            skip_or_fail(f"{name} is not installed (apt-get install openssh-client)")
+
+    return require
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """URLs, ssh config, host key verification and authentication, against a real sshd."""
 
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -162,10 +161,10 @@ def test_no_usable_key_fails_authentication(sshd, tmp_path, monkeypatch):
         open_backend(sshd, config, "//" + str(tmp_path))
 
 
-def test_agent_keys_are_used(sshd, tmp_path, monkeypatch):
+def test_agent_keys_are_used(sshd, tmp_path, monkeypatch, require_binary):
     """With no IdentityFile, a key held by a running ssh-agent logs in."""
-    if not shutil.which("ssh-agent"):
-        pytest.skip("ssh-agent is not installed")
+    require_binary("ssh-agent")
+    require_binary("ssh-add")
     monkeypatch.setenv("HOME", str(tmp_path))
     config, _ = private_config(sshd, tmp_path, identity=False)
     sock = tmp_path / "agent.sock"
@@ -242,10 +241,9 @@ def test_connect_timeout_on_a_silent_server(tmp_path, sshd):
         listener.close()
 
 
-def test_proxy_command_from_the_ssh_config(sshd, tmp_path):
+def test_proxy_command_from_the_ssh_config(sshd, tmp_path, require_binary):
     """A ProxyCommand in the ssh config carries the connection (here: ssh -W through the same sshd)."""
-    if not shutil.which("ssh"):
-        pytest.skip("the OpenSSH client is not installed")
+    require_binary("ssh")
     config = tmp_path / "proxy_config"
     config.write_text(
         "Host viaproxy\n"
