@@ -7,12 +7,20 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 import urllib3
 from borgstore_backend_rclone import rclone_backend_from_url
 
-from borgstore.backends.errors import BackendConnectionError, BackendError, BackendNotInstalled, PermissionDenied
+from borgstore.backends.errors import (
+    BackendConnectionError,
+    BackendDoesNotExist,
+    BackendError,
+    BackendNotInstalled,
+    PermissionDenied,
+)
 
 # --- the rclone binary ---
 
@@ -296,3 +304,42 @@ def test_an_inherited_rc_setting_cannot_open_rclone_to_everyone(make_backend, st
     port = rc_port(b.pid)
     response = urllib3.PoolManager().request("POST", f"http://127.0.0.1:{port}/rc/list", retries=False)
     assert response.status == 401
+
+
+def test_threads_carry_on_across_a_killed_rcd(backend):
+    """Four threads storing and loading while rclone is killed: it is restarted once, no thread
+    sees an error, and every value is intact."""
+    errors = []
+    done = []  # one entry per finished store+load pair
+    rounds = 100
+
+    def work(t):
+        try:
+            for i in range(rounds):
+                name, value = f"data/{t}/{i:03d}", os.urandom(500 + i)
+                backend.store(name, value)
+                assert backend.load(name) == value
+                done.append(name)
+        except Exception as exc:  # noqa: BLE001 - reported below, with the thread's number
+            errors.append((t, exc))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    while len(done) < 20 and not errors:
+        time.sleep(0.001)
+    first = backend.pid
+    os.kill(first, signal.SIGKILL)
+    done_at_kill = len(done)
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert done_at_kill < 4 * rounds - 20  # most of the work came after the kill
+    assert backend.pid != first
+    assert sum(1 for t in range(4) for _ in backend.list(f"data/{t}")) == 4 * rounds
+
+
+def test_an_unknown_remote_is_reported_with_rclones_words(make_backend):
+    """A remote name that is not in the rclone config: open() raises BackendDoesNotExist quoting rclone."""
+    with pytest.raises(BackendDoesNotExist, match="no-such-remote.*didn't find section in config file"):
+        make_backend("rclone:no-such-remote:some/path").open()
