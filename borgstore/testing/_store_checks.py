@@ -91,6 +91,23 @@ def check_invalid_names(make_store, profile):
         _destroy(store)
 
 
+@check("store-list-lazy")
+def check_list_is_lazy(make_store, profile):
+    """list() reads nothing from the storage before its first item is asked for."""
+    store = make_store(CONFIG, recorder=True)
+    try:
+        store.create()
+        store.open()
+        store.store("data/0123abcd", b"x")
+        recorder = store.chain.find_layer("recorder")
+        recorder.calls.clear()
+        listing = store.list("data")
+        expect("store-list-lazy", not recorder.calls, f"list('data') called {recorder.calls} before the first item")
+        expect("store-list-lazy", [info.name for info in listing] == ["0123abcd"], "list('data') after starting it")
+    finally:
+        _destroy(store)
+
+
 @check("store-open-missing")
 def check_open_missing(make_store, profile):
     """Opening a store that was never created raises BackendDoesNotExist."""

@@ -45,10 +45,10 @@ ASCII_NAMESPACES = ("", "config")
 LEVELS = (0, 1, 2)
 
 # a root key named like a namespace would be that namespace's directory
-ascii_keys = st.text(NAME_CHARS, min_size=1, max_size=20).filter(
+ascii_keys = st.text(NAME_CHARS, min_size=1, max_size=93).filter(
     lambda key: _valid(key) and _valid("config/" + key) and key not in HEX_NAMESPACES + ASCII_NAMESPACES
 )
-hex_keys = st.text(HEX, min_size=8, max_size=64)
+hex_keys = st.text(HEX, min_size=8, max_size=90)  # "index/" + 90 is still a valid name
 invalid_names = st.one_of(
     st.sampled_from(["Data/abcd", "data/ABCD", "data/ab cd", "data\\abcd", "data/../x", "/data", "data/", "",
                      "data/x.tmp", "data/x.del", "data/x.hid", "a/b/c", "data/" + "a" * 96, "data/\u00e4"]),
