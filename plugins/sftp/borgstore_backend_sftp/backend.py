@@ -6,6 +6,7 @@ to repeat is retried on a new connection after a network failure, within a bound
 and time.  Host key and authentication failures are never retried.
 """
 
+import dataclasses
 import os
 import re
 import secrets
@@ -177,6 +178,8 @@ class SftpBackend(BackendBase):
         for name, value in (("connect_timeout", connect_timeout), ("timeout", timeout), ("retry_time", retry_time)):
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if not isinstance(keepalive, (int, float)) or keepalive < 0:
+            raise ValueError(f"keepalive must be a number of seconds >= 0, not {keepalive!r}")
         if not isinstance(retries, int) or retries < 1:
             raise ValueError(f"retries must be an integer >= 1 (the number of tries), not {retries!r}")
         if ssh_config is not None and not os.path.isfile(os.path.expanduser(ssh_config)):
@@ -190,7 +193,7 @@ class SftpBackend(BackendBase):
         self.retries = retries
         self.retry_time = retry_time
         if durability != "none":
-            self.capabilities = Capabilities(**{**self.capabilities.__dict__, "durable_flush": True})
+            self.capabilities = dataclasses.replace(self.capabilities, durable_flush=True)
         self.opened = False
         self._connection: _Connection | None = None
         self._connect_lock = threading.Lock()
