@@ -13,6 +13,12 @@ def skip_or_fail(reason: str):
 
 
 @pytest.fixture(scope="session")
+def skip_or_fail_ci():
+    """skip_or_fail, for test modules (conftest is not importable under --import-mode=importlib)."""
+    return skip_or_fail
+
+
+@pytest.fixture(scope="session")
 def rclone_binary():
     from borgstore_backend_rclone._daemon import check_version, find_binary
 

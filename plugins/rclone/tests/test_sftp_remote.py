@@ -11,18 +11,16 @@ import pytest
 
 from borgstore.testing import BackendTests
 
-from .conftest import skip_or_fail
-
 
 @pytest.fixture(scope="module")
-def sftp_remote(tmp_path_factory, rclone_binary):
+def sftp_remote(tmp_path_factory, rclone_binary, skip_or_fail_ci):
     """The name of an rclone remote (in a private rclone.conf) that reaches a running test sshd."""
     try:
         from borgstore_backend_sftp.testserver import TestSSHServer, find_sshd
     except ImportError:
-        skip_or_fail("the sftp plugin's test server (borgstore-backend-sftp) is not installed")
+        skip_or_fail_ci("the sftp plugin's test server (borgstore-backend-sftp) is not installed")
     if find_sshd() is None:
-        skip_or_fail("OpenSSH sshd is not installed (apt-get install openssh-server)")
+        skip_or_fail_ci("OpenSSH sshd is not installed (apt-get install openssh-server)")
     workdir = tmp_path_factory.mktemp("rclone-sftp")
     server = TestSSHServer(workdir / "sshd")
     server.start()
