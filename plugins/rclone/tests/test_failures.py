@@ -1,7 +1,9 @@
 """Failure paths, caused for real: a missing or wrong rclone, a killed rcd, an unwritable remote,
 and the rclone child process never outliving its store."""
 
+import base64
 import gc
+import http.client
 import os
 import signal
 import subprocess
@@ -11,7 +13,6 @@ import threading
 import time
 
 import pytest
-import urllib3
 from borgstore_backend_rclone import rclone_backend_from_url
 
 from borgstore.backends.errors import (
@@ -259,11 +260,21 @@ def rc_port(pid) -> int:
     return int(port)
 
 
+def http_status(port: int, method: str, path: str, credentials: str = "") -> int:
+    """The status of one plain request to rclone, with or without basic-auth credentials."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()} if credentials else {}
+    try:
+        connection.request(method, path, body=b"" if method == "POST" else None, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def test_credentials_never_appear_on_the_command_line_or_in_the_environment(backend):
     """rclone checks a random password against a hash in a file only we can read; ps and
     /proc/PID/environ show no secret, rclone refuses requests without the password, and the
     file is gone when the store is closed."""
-    import base64
     import stat
 
     pid = backend.pid
@@ -282,12 +293,14 @@ def test_credentials_never_appear_on_the_command_line_or_in_the_environment(back
     assert stat.S_IMODE(os.stat(htpasswd).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(htpasswd)).st_mode) == 0o700
     port = rc_port(pid)
-    http = urllib3.PoolManager()
-    assert http.request("POST", f"http://127.0.0.1:{port}/rc/noop", retries=False).status == 401
-    wrong = urllib3.make_headers(basic_auth=f"{user.decode()}:not-the-password")
-    assert http.request("POST", f"http://127.0.0.1:{port}/rc/noop", headers=wrong, retries=False).status == 401
-    right = urllib3.make_headers(basic_auth=f"{user.decode()}:{password.decode()}")
-    assert http.request("POST", f"http://127.0.0.1:{port}/rc/noop", headers=right, retries=False).status == 200
+    backend.store("data/secret", b"only for us")
+    item = backend._item_url("data/secret")
+    assert http_status(port, "POST", "/rc/noop") == 401
+    assert http_status(port, "GET", item) == 401
+    assert http_status(port, "POST", "/rc/noop", f"{user.decode()}:not-the-password") == 401
+    assert http_status(port, "GET", item, f"{user.decode()}:not-the-password") == 401
+    assert http_status(port, "POST", "/rc/noop", f"{user.decode()}:{password.decode()}") == 200
+    assert http_status(port, "GET", item, f"{user.decode()}:{password.decode()}") == 200
     backend.close()
     assert not os.path.exists(os.path.dirname(htpasswd))
 
@@ -302,8 +315,7 @@ def test_an_inherited_rc_setting_cannot_open_rclone_to_everyone(make_backend, st
     with open(f"/proc/{b.pid}/environ", "rb") as f:
         assert b"RCLONE_RC_NO_AUTH" not in f.read()
     port = rc_port(b.pid)
-    response = urllib3.PoolManager().request("POST", f"http://127.0.0.1:{port}/rc/list", retries=False)
-    assert response.status == 401
+    assert http_status(port, "POST", "/rc/list") == 401
 
 
 def test_threads_carry_on_across_a_killed_rcd(backend):
