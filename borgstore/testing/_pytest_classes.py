@@ -5,7 +5,14 @@ import pytest
 from ._backend_checks import BACKEND_CHECKS
 from ._backend_machine import run_backend_machine
 from ._rules import NotApplicable
-from ._settings import kit_settings
+from ._settings import kit_settings, profile_name
+
+
+def _settings_for(test_class):
+    # quick_overrides trims a secondary run (the same middleware again on a slower backend);
+    # a deep run keeps its full budget
+    profile = profile_name(test_class.conformance_profile)
+    return kit_settings(profile, **(test_class.quick_overrides if profile == "quick" else {}))
 from ._store_checks import STORE_CHECKS, store_factory
 from ._store_machine import run_store_machine
 
@@ -28,9 +35,12 @@ class BackendTests:
 
     Set ``conformance_profile`` to ``"quick"`` or ``"deep"`` to pin the budget; by default the
     environment variable ``BORGSTORE_CONFORMANCE_PROFILE`` (or ``--borgstore-profile``) decides.
+    ``quick_overrides`` (Hypothesis settings, e.g. ``{"max_examples": 15}``) trims the quick
+    profile for a secondary run; the deep profile ignores it.
     """
 
     conformance_profile = None
+    quick_overrides: dict = {}
 
     @pytest.fixture
     def backend(self):
@@ -38,7 +48,7 @@ class BackendTests:
 
     def test_state_machine(self, backend):
         """Random sequences of store, load, info, delete, move, mkdir, rmdir, list, hash and gather match a plain model."""
-        run_check(run_backend_machine, backend, kit_settings(self.conformance_profile))
+        run_check(run_backend_machine, backend, _settings_for(self))
 
 
 def _backend_test(check):
@@ -58,10 +68,12 @@ class StoreTests:
     unopened backend object for one such location on every call (two calls: two objects on the
     same location).  ``store_options`` are further Store arguments (``{"middleware": [...]}``);
     override the ``store_kwargs`` fixture instead when they depend on other fixtures.
-    ``store_class`` lets a Store subclass be checked.
+    ``store_class`` lets a Store subclass be checked.  ``conformance_profile`` and
+    ``quick_overrides`` work as in :class:`BackendTests`.
     """
 
     conformance_profile = None
+    quick_overrides: dict = {}
     store_options: dict = {}
     store_class = None
 
@@ -79,7 +91,7 @@ class StoreTests:
     def test_store_state_machine(self, store_location, store_kwargs):
         """Random sequences of Store calls over several namespaces and levels match a plain model."""
         factory = self.make_store_factory(store_location, store_kwargs)
-        run_check(run_store_machine, factory, kit_settings(self.conformance_profile))
+        run_check(run_store_machine, factory, _settings_for(self))
 
 
 def _store_test(check):

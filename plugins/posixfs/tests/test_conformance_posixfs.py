@@ -29,12 +29,17 @@ class TestPosixFSStore(StoreTests):
 
 
 class TestMiddlewareOnPosixFSBackend(BackendTests):
+    # the full budget runs on memory (tests/test_conformance_memory.py); this is the second backend
+    quick_overrides = {"max_examples": 15}
+
     @pytest.fixture
     def backend(self, tmp_path, middleware):
         return build_chain(PosixFSBackend(str(tmp_path / "store")), [middleware])
 
 
 class TestMiddlewareOnPosixFSStore(StoreTests):
+    quick_overrides = {"max_examples": 15}
+
     @pytest.fixture
     def store_location(self, tmp_path):
         return f"file://{tmp_path}/store"
