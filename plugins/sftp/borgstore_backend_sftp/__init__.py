@@ -6,7 +6,7 @@ Registers the ``sftp`` URL scheme with borgstore through the ``borgstore`` entry
 from borgstore import BackendSpec, hookimpl
 
 from ._connect import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
-from .backend import SftpBackend, parse_url
+from ._backend import SftpBackend, parse_url
 
 __version__ = "1.0.0.dev0"
 

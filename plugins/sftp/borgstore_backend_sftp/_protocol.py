@@ -4,7 +4,7 @@ paramiko's SFTPClient is not used: it throws away the extensions the server anno
 is no way to know whether ``fsync@openssh.com`` or ``limits@openssh.com`` exist), it cannot keep
 requests for several handles in flight at once, and it splits reads and writes into 32 KiB
 requests.  This module only frames requests and replies; what the operations mean for a store is
-in :mod:`borgstore_backend_sftp.backend`.
+in :mod:`borgstore_backend_sftp._backend`.
 
 A session is used by one thread at a time (the backend keeps a pool of them).  Requests are sent
 with :meth:`Session.send` and their replies collected with :meth:`Session.wait`, so several
