@@ -292,3 +292,29 @@ def test_percent_encoded_path_reaches_the_right_directory(sshd, tmp_path):
     backend.store("x", b"1")
     backend.close()
     assert (tmp_path / "a b%c" / "x").read_bytes() == b"1"
+
+
+@pytest.mark.parametrize("problem", ["unknown key", "changed key", "wrong user"])
+def test_permanent_connect_failures_are_never_retried(sshd, tmp_path, monkeypatch, problem):
+    """Host key and authentication failures end at the first try, whatever `retries` allows."""
+    from borgstore_backend_sftp import _backend, _connect
+
+    tries = []
+    real_connect = _connect.connect
+
+    def counting_connect(*args, **kwargs):
+        tries.append(1)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(_backend._connect, "connect", counting_connect)
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known = {"unknown key": "", "changed key": sshd.host_key_line(other), "wrong user": None}[problem]
+    config, _ = private_config(sshd, tmp_path, known_hosts=known)
+    user = "nosuchuser" if problem == "wrong user" else sshd.user
+    backend = sftp_backend_from_url(
+        f"sftp://{user}@127.0.0.1:{sshd.port}//{tmp_path}", ssh_config=str(config), use_agent=False, retries=5
+    )
+    with pytest.raises((UnknownHostKey, HostKeyChanged, AuthenticationFailed)):
+        backend.open()
+    assert len(tries) == 1
