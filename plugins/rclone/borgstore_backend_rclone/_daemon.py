@@ -176,6 +176,7 @@ class RcDaemon:
         self._output = None
         self._generation = 0  # counts starts, so a thread notices that another one restarted rclone
         self._closed = True
+        self._owner = os.getpid()
 
     # --- process lifecycle ---
     @property
@@ -293,6 +294,9 @@ class RcDaemon:
 
     def close(self):
         """Stop rclone and release everything; the daemon can be started again."""
+        if os.getpid() != self._owner:
+            # a forked child exiting must not stop the rclone of the process that started it
+            return
         with self._lock:
             self._closed = True
             self._stop_locked()

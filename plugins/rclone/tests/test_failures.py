@@ -355,3 +355,19 @@ def test_an_unknown_remote_is_reported_with_rclones_words(make_backend):
     """A remote name that is not in the rclone config: open() raises BackendDoesNotExist quoting rclone."""
     with pytest.raises(BackendDoesNotExist, match="no-such-remote.*didn't find section in config file"):
         make_backend("rclone:no-such-remote:some/path").open()
+
+
+def test_a_forked_child_leaves_the_parents_rclone_alone(backend, alive):
+    """A child forked while the store is open runs the store's finalizer (as its normal exit would)
+    without stopping the parent's rclone."""
+    pid = backend.pid
+    child = os.fork()
+    if child == 0:
+        try:
+            backend._finalizer()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert alive(pid)
+    backend.store("data/after-fork", b"still served")
+    assert backend.pid == pid
