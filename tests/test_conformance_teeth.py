@@ -244,6 +244,13 @@ class HashOfWrongData(MemoryBackend):
         return hashlib.new(algorithm, name.encode()).hexdigest()
 
 
+class QuotaAsStrings(MemoryBackend):
+    """quota() reports its numbers as strings, as parsed from a text file."""
+
+    def quota(self):
+        return {"limit": "-1", "usage": "-1"}
+
+
 def _failure(run):
     with pytest.raises(ConformanceFailure) as caught:
         run()
@@ -265,6 +272,7 @@ MACHINE_CAUGHT = [
     (MoveCopies, {"move", "move-replaces-target"}),
     (GatherSilentlyShort, {"gather-short-read"}),
     (HashOfWrongData, {"hash"}),
+    (QuotaAsStrings, {"quota"}),
 ]
 
 
@@ -283,9 +291,29 @@ def test_name_sanitizing_is_caught():
     assert failure.rule in noticing, failure
 
 
+class CreateWipes(MemoryBackend):
+    """create() starts over on an existing location, wiping what was there (mkdir -p; rm -rf *)."""
+
+    def create(self):
+        if self.opened:
+            super().create()
+        self._location.root = {}
+
+
+class OpenCreatesMissing(MemoryBackend):
+    """open() of a missing location quietly creates it, hiding a mistyped URL."""
+
+    def open(self):
+        if self._location.root is None:
+            self._location.root = {}
+        super().open()
+
+
 EXAMPLE_CAUGHT = [
     (StoreNotAtomic, "store-atomic"),
     (ClosedStillWorks, "closed-backend-raises"),
+    (CreateWipes, "create-non-empty"),
+    (OpenCreatesMissing, "open-missing"),
 ]
 
 

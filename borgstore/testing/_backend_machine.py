@@ -52,6 +52,7 @@ MACHINE_RULES = {
     "gather": "gather() returns the concatenated ranges",
     "gather-short-read": "gather() with a range past the end raises ReadRangeError",
     "reopen": "close() and open() keep every item",
+    "quota": "quota() returns {'limit': int, 'usage': int} (-1 where not tracked)",
     "tmp-store": "an item may be stored under a .tmp name (as a store in progress leaves it)",
     "create": "create() of a fresh location works (at the start of every example)",
     "open": "open() right after create() works",
@@ -425,6 +426,13 @@ class BackendMachine(RuleBasedStateMachine):
         with no_error("gather", f"gather({sources!r})"):
             got = self.backend.gather(sources)
         expect("gather", got == expected, f"gather({sources!r}) gave {_show(got)}, expected {_show(expected)}")
+
+    @rule()
+    def quota(self):
+        with no_error("quota", "quota()"):
+            quota = self.backend.quota()
+        expect("quota", isinstance(quota, dict) and all(type(quota.get(k)) is int for k in ("limit", "usage")),
+               f"quota() = {quota!r}, expected {{'limit': int, 'usage': int}}")
 
     @rule()
     def reopen(self):
