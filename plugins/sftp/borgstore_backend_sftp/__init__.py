@@ -5,8 +5,8 @@ Registers the ``sftp`` URL scheme with borgstore through the ``borgstore`` entry
 
 from borgstore import BackendSpec, hookimpl
 
-from ._connect import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
 from ._backend import SftpBackend, parse_url
+from ._connect import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
 
 __version__ = "1.0.0.dev0"
 

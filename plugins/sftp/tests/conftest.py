@@ -30,6 +30,12 @@ def _server(path) -> TestSSHServer:
     return server
 
 
+@pytest.fixture(name="skip_or_fail")
+def skip_or_fail_fixture():
+    """skip_or_fail(reason): a skip, or a failure when CI is set."""
+    return skip_or_fail
+
+
 @pytest.fixture
 def require_binary():
     """require_binary(name): skip (fail in CI) unless the program *name* is installed."""

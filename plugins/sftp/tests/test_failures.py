@@ -351,3 +351,52 @@ def test_a_write_failing_on_the_server_leaves_no_trace(custom_sshd, tmp_path):
     backend.store("w", b"small values still fit")
     assert backend.load("w") == b"small values still fit"
     backend.close()
+
+
+def test_durability_modes_fsync_on_the_server(own_sshd, tmp_path, require_binary, skip_or_fail):
+    """Watched with strace on the server: 'always' fsyncs each item before its rename, 'close'
+    fsyncs the stored items at close(), 'none' never fsyncs."""
+    import re
+    import subprocess
+
+    require_binary("strace")
+    trace = tmp_path / "trace"
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-e", "trace=fsync,rename", "-o", str(trace), "-p", str(own_sshd.process.pid)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = tracer.stderr.readline()
+        if "attached" not in first:
+            skip_or_fail(f"strace cannot trace sshd here: {first.strip()}")
+        root = tmp_path / "store"
+        make_backend(own_sshd, root).close()
+        for durability in ("always", "close", "none"):
+            backend = sftp_backend_from_url(
+                own_sshd.url("//" + str(root), alias=False), **own_sshd.backend_options(durability=durability)
+            )
+            backend.open()
+            backend.store(f"a-{durability}", b"1")
+            backend.store(f"b-{durability}", b"2")
+            backend.close()
+        time.sleep(0.2)
+    finally:
+        tracer.terminate()
+        tracer.wait()
+    events = []  # ("fsync", pid) or ("rename", pid, target name)
+    for line in trace.read_text().splitlines():
+        pid = line.split()[0]
+        if " fsync(" in line and line.rstrip().endswith("= 0"):
+            events.append(("fsync", pid))
+        elif " rename(" in line:
+            events.append(("rename", pid, re.findall(r'"([^"]+)"', line)[1].rsplit("/", 1)[1]))
+    by_mode = {}
+    for event in events:
+        if event[0] == "rename" and event[2].startswith(("a-", "b-")):
+            by_mode.setdefault(event[2].split("-", 1)[1], set()).add(event[1])
+    sequence = {mode: [e[0] if e[0] == "fsync" else e[2] for e in events if e[1] in pids]
+                for mode, pids in by_mode.items()}
+    assert sequence["always"] == ["fsync", "a-always", "fsync", "b-always"]
+    assert sequence["close"] == ["a-close", "b-close", "fsync", "fsync"]
+    assert sequence["none"] == ["a-none", "b-none"]
