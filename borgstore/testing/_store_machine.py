@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
 from .._names import check_name
+from ..nesting import HashNesting, HexNesting
 from ..backends.errors import ObjectNotFound, ReadRangeError
 from ._rules import capabilities_of, expect, expect_raises, no_error, require
 from ._settings import kit_settings
@@ -31,6 +32,7 @@ STORE_MACHINE_RULES = {
     "store-change-level": "move(change_level=True) moves an item to the last configured level, keeping its value",
     "store-set-levels": "set_levels() with the old level still listed keeps every item readable",
     "store-hash": "hash() is the hex digest of the value",
+    "store-layout": "an item at level n lies under n directories of 2 hex digits of its key (hex) or its SHA-256 (hash)",
     "store-gather": "gather() returns the concatenated ranges; a short range raises ReadRangeError",
     "store-defrag": "defrag() stores the concatenated ranges under the target or their digest",
     "store-stats": "stats count every store/delete/move call and the exact store and load volumes",
@@ -363,6 +365,23 @@ class StoreMachine(RuleBasedStateMachine):
         expect(rule_id, names == sorted(names), f"list({ns!r}, deleted={deleted}) is not sorted: {names}")
         got = sorted((info.name, info.size) for info in listed)
         expect(rule_id, got == expected, f"list({ns!r}, deleted={deleted}) = {got}, expected {expected}")
+
+    @precondition(lambda self: self.store is not None and any(self.live.values()))
+    @rule(data=st.data())
+    def layout(self, data):
+        ns = data.draw(st.sampled_from(sorted(ns for ns in self.levels if self.live[ns])), label="namespace")
+        key = self._draw_key(data, ns, "key", existing_only=True)
+        name = _name(ns, key)
+        level = self._find(ns, key, False)
+        strategy = HashNesting() if ns == "data" and self.nesting == "hash" else HexNesting()
+        expected = strategy.nest(name, level)
+        with no_error("store-layout", f"find({name!r})"):
+            found = self.store.find(name)
+        expect("store-layout", found == expected, f"find({name!r}) = {found!r}, expected {expected!r} (level {level})")
+        info = self.store.chain.info(expected)
+        value = self._value(ns, key)
+        expect("store-layout", info.exists and info.size == len(value),
+               f"{name!r} is not stored as {expected!r} in the backend: info() = {info}")
 
     @rule(data=st.data())
     def hash_item(self, data):
