@@ -65,12 +65,26 @@ class TestMiddlewareOnMemoryStore(StoreTests):
         return {"middleware": ["stats", (name, options), "softdelete"]}
 
 
+@pytest.mark.parametrize("mode", ["mirror", "writethrough"])
+class TestCacheOnMemoryStore(StoreTests):
+    """A store whose every namespace is cached in a second memory store keeps the Store contract."""
+
+    @pytest.fixture
+    def store_location(self):
+        return _memory_url()
+
+    @pytest.fixture
+    def store_kwargs(self, mode):
+        return {"namespace_options": {"cache": mode}, "cache_url": _memory_url()}
+
+
 def test_all_shipped_middleware_is_checked():
-    """Every middleware the core registers is in the transparency run (cache needs a second store: see its tests)."""
+    """Every middleware the core registers is in a transparency run (cache: TestCacheOnMemoryStore)."""
     from borgstore import _plugins
 
     shipped = {name for name, provided in _plugins.middlewares().items() if provided.distribution == "borgstore"}
     assert shipped - {"cache"} == set(TRANSPARENT)
+    assert "cache" in shipped
 
 
 # --- middleware that changes behaviour on purpose ---
@@ -123,6 +137,18 @@ def test_emulate_adds_at_least_the_latency_to_each_call():
         assert store.stats["store_time"] >= 5 * latency
     finally:
         store.close()
+
+
+def test_writethrough_cache_serves_repeated_loads():
+    """A writethrough cache answers a repeated load itself: the hit is counted, the value is the same."""
+    store = Store(_memory_url(), config={"data/": {"levels": [1], "cache": "writethrough"}}, cache_url=_memory_url())
+    store.create()
+    with store:
+        store.store("data/00dddd", b"cached value")
+        assert store.load("data/00dddd") == b"cached value"
+        hits = store.stats["cache_hits"]
+        assert store.load("data/00dddd", offset=7) == b"value"
+        assert store.stats["cache_hits"] == hits + 1
 
 
 def test_emulate_limits_bandwidth():

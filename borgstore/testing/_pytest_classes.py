@@ -67,7 +67,8 @@ class StoreTests:
     not exist yet (``memory:scratch-1``, ``file:///tmp/x/store``), or a callable that returns a new,
     unopened backend object for one such location on every call (two calls: two objects on the
     same location).  ``store_options`` are further Store arguments (``{"middleware": [...]}``);
-    override the ``store_kwargs`` fixture instead when they depend on other fixtures.
+    override the ``store_kwargs`` fixture instead when they depend on other fixtures.  The key
+    ``namespace_options`` adds keys to every namespace's config (``{"cache": "mirror"}``).
     ``store_class`` lets a Store subclass be checked.  ``conformance_profile`` and
     ``quick_overrides`` work as in :class:`BackendTests`.
     """

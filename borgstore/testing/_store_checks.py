@@ -240,9 +240,11 @@ def check_threads(make_store, profile):
         _destroy(store)
 
 
-def store_factory(location, store_class=None, **store_options):
+def store_factory(location, store_class=None, namespace_options=None, **store_options):
     """Return ``make_store(config, recorder=False)`` for *location*: a URL, or a callable returning
     a fresh backend object for one location (a new object on each call).
+
+    *namespace_options* are added to every namespace's config (e.g. ``{"cache": "mirror"}``).
 
     With *recorder*, a link that records every call sits right above the backend, so a check can
     tell whether an operation reached the storage.
@@ -258,6 +260,8 @@ def store_factory(location, store_class=None, **store_options):
         return location()
 
     def make_store(config, recorder=False):
+        if namespace_options:
+            config = {namespace: {**entry, **namespace_options} for namespace, entry in config.items()}
         backend = new_backend()
         if recorder:
             backend = _CallRecorder(build_chain(backend))
