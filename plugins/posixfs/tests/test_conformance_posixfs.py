@@ -50,3 +50,18 @@ class TestMiddlewareOnPosixFSStore(StoreTests):
         if name in ("stats", "softdelete"):
             return {"middleware": ["stats", "softdelete"]}
         return {"middleware": ["stats", (name, options), "softdelete"]}
+
+
+@pytest.mark.parametrize("mode", ["mirror", "writethrough"])
+class TestCacheOnPosixFSStore(StoreTests):
+    """Every namespace cached in a second posixfs store: the cache middleware keeps the Store contract."""
+
+    quick_overrides = {"max_examples": 15}
+
+    @pytest.fixture
+    def store_location(self, tmp_path):
+        return f"file://{tmp_path}/store"
+
+    @pytest.fixture
+    def store_kwargs(self, tmp_path, mode):
+        return {"namespace_options": {"cache": mode}, "cache_url": f"file://{tmp_path}/cache"}
