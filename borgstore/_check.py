@@ -10,8 +10,6 @@ import sys
 import time
 import traceback
 
-from hypothesis import Verbosity
-
 
 def _checks():
     """(section, rule id, what it promises, run(scratch_url, profile)) for every check of the kit."""
@@ -109,11 +107,16 @@ def run(url: str, profile: str = None, only=None, out=None) -> int:
 
 def main(url: str, argv=()) -> int:
     """Entry of ``python -m borgstore check URL [--profile quick|deep] [--only RULE ...]``; returns
-    the exit status: 0 all passed, 1 something failed."""
+    the exit status: 0 all passed, 1 something failed, 2 the kit cannot run (Hypothesis missing)."""
     parser = argparse.ArgumentParser(prog="python -m borgstore check URL")
     parser.add_argument("--profile", choices=("quick", "deep"), default=None,
                         help="Hypothesis budget (default: $BORGSTORE_CONFORMANCE_PROFILE or quick)")
     parser.add_argument("--only", action="append", metavar="RULE", help="run only this check (repeatable)")
     args = parser.parse_args(list(argv))
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        print("error: the conformance kit needs Hypothesis: pip install 'borgstore[testing]'", file=sys.stderr)
+        return 2
     failed = run(url, args.profile, set(args.only) if args.only else None)
     return 1 if failed else 0

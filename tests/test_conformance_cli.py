@@ -150,3 +150,13 @@ def test_pytest_plugin_loads_without_hypothesis():
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_check_without_hypothesis_says_what_to_install():
+    """Without Hypothesis, `check` exits with 2 and names the extra to install."""
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "from borgstore import __main__\n"
+            "sys.exit(__main__.main(['check', 'memory:']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "borgstore[testing]" in result.stderr
