@@ -221,11 +221,19 @@ class TestSSHServer:
                         ppid = int(f.read().rsplit(")", 1)[1].split()[1])
                 except (OSError, IndexError, ValueError):
                     continue
-                if ppid in parents:
+                if ppid in parents or self._works_in_home(entry):
                     parents.add(int(entry))
                     children.append(int(entry))
                     found = True
         return children
+
+    def _works_in_home(self, pid: str) -> bool:
+        """True for an sftp session process of this server whose parent died (it runs in home)."""
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return False
+        return cwd == str(self.home) or cwd.startswith(str(self.home) + "/")
 
     def kill(self):
         """Kill the listener and every connection it serves, as a crashed or rebooted server would."""
