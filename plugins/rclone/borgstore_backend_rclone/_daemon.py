@@ -384,8 +384,8 @@ def rc_request(command: str, params: dict) -> tuple:
     return ("POST", "/" + command, {"Content-Type": "application/json"}, (json.dumps(params).encode(),))
 
 
-def _has_exited(process, grace: float = 0.5) -> bool:
-    # A killed process closes its sockets a moment before it can be reaped.
+def _has_exited(process, grace: float = 2.0) -> bool:
+    # A killed process closes its sockets a moment before it can be reaped (longer on a busy machine).
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
