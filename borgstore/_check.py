@@ -24,20 +24,35 @@ def _checks():
         # no example database in the user's directory; the failure is reported below, not printed
         return kit_settings(profile, database=None)
 
-    checks = [(
-        "backend", "state-machine",
-        f"random operation sequences match a model ({len(MACHINE_RULES)} rules)",
-        lambda url, profile: run_backend_machine(backend_for_url(url), quiet(profile)),
-    )]
+    checks = [
+        (
+            "backend",
+            "state-machine",
+            f"random operation sequences match a model ({len(MACHINE_RULES)} rules)",
+            lambda url, profile: run_backend_machine(backend_for_url(url), quiet(profile)),
+        )
+    ]
     for rule_id, check in BACKEND_CHECKS.items():
-        checks.append(("backend", rule_id, _summary(check), lambda url, profile, check=check: check(backend_for_url(url), profile)))
-    checks.append((
-        "store", "store-state-machine",
-        f"random Store call sequences match a model ({len(STORE_MACHINE_RULES)} rules)",
-        lambda url, profile: run_store_machine(store_factory(url), quiet(profile)),
-    ))
+        checks.append(
+            (
+                "backend",
+                rule_id,
+                _summary(check),
+                lambda url, profile, check=check: check(backend_for_url(url), profile),
+            )
+        )
+    checks.append(
+        (
+            "store",
+            "store-state-machine",
+            f"random Store call sequences match a model ({len(STORE_MACHINE_RULES)} rules)",
+            lambda url, profile: run_store_machine(store_factory(url), quiet(profile)),
+        )
+    )
     for rule_id, check in STORE_CHECKS.items():
-        checks.append(("store", rule_id, _summary(check), lambda url, profile, check=check: check(store_factory(url), profile)))
+        checks.append(
+            ("store", rule_id, _summary(check), lambda url, profile, check=check: check(store_factory(url), profile))
+        )
     return checks
 
 
@@ -54,7 +69,9 @@ def _failure_text(exc) -> list:
         lines = [f"unexpected {type(exc).__name__}: {exc}"]
         lines += traceback.format_exception(exc)[-4:-1]
     notes = [line for note in getattr(exc, "__notes__", []) for line in str(note).splitlines()]
-    steps = [line for line in notes if line.strip() and not line.startswith(("You can reproduce", "Explanation", "    "))]
+    steps = [
+        line for line in notes if line.strip() and not line.startswith(("You can reproduce", "Explanation", "    "))
+    ]
     if steps:
         lines.append("shrunk failing sequence:")
         lines += [f"  {line}" for line in steps]
@@ -101,7 +118,9 @@ def run(url: str, profile: str = None, only=None, out=None) -> int:
         print(f"{label}  {section:7} {rule_id:26} {promise}  ({time.monotonic() - started:.1f} s)", file=out)
         for line in details:
             print(f"        {line}", file=out)
-    print(f"\n{counts['passed']} passed, {counts['failed']} failed, {counts['not applicable']} not applicable", file=out)
+    print(
+        f"\n{counts['passed']} passed, {counts['failed']} failed, {counts['not applicable']} not applicable", file=out
+    )
     return counts["failed"]
 
 
@@ -109,8 +128,12 @@ def main(url: str, argv=()) -> int:
     """Entry of ``python -m borgstore check URL [--profile quick|deep] [--only RULE ...]``; returns
     the exit status: 0 all passed, 1 something failed, 2 the kit cannot run (Hypothesis missing)."""
     parser = argparse.ArgumentParser(prog="python -m borgstore check URL")
-    parser.add_argument("--profile", choices=("quick", "deep"), default=None,
-                        help="Hypothesis budget (default: $BORGSTORE_CONFORMANCE_PROFILE or quick)")
+    parser.add_argument(
+        "--profile",
+        choices=("quick", "deep"),
+        default=None,
+        help="Hypothesis budget (default: $BORGSTORE_CONFORMANCE_PROFILE or quick)",
+    )
     parser.add_argument("--only", action="append", metavar="RULE", help="run only this check (repeatable)")
     args = parser.parse_args(list(argv))
     try:

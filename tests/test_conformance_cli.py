@@ -60,8 +60,13 @@ def broken_scheme():
 
     @hookimpl
     def borgstore_backends():
-        return [BackendSpec(schemes=("brokendelete",), factory=lambda url: DeleteMissingSilent(url.partition(":")[2]),
-                            capabilities=MemoryBackend.capabilities)]
+        return [
+            BackendSpec(
+                schemes=("brokendelete",),
+                factory=lambda url: DeleteMissingSilent(url.partition(":")[2]),
+                capabilities=MemoryBackend.capabilities,
+            )
+        ]
 
     plugin.borgstore_backends = borgstore_backends
     _plugins.plugin_manager().register(plugin, name="borgstore-test-broken")
@@ -77,7 +82,7 @@ def test_check_reports_the_broken_rule_with_the_shrunk_sequence(broken_scheme, c
     assert "FAIL  backend state-machine" in report
     assert "PASS  backend open-missing" in report
     assert "broken rule: delete-missing" in report
-    sequence = report[report.index("shrunk failing sequence:"):]
+    sequence = report[report.index("shrunk failing sequence:") :]
     assert "state.delete(data=data(...))" in sequence
     assert "1 passed, 1 failed, 0 not applicable" in report
 
@@ -90,17 +95,36 @@ def test_check_bad_url_fails_before_creating_anything():
 
 def test_check_cli_end_to_end(tmp_path):
     """`python -m borgstore check memory:` prints a passing report and exits with 0."""
-    result = subprocess.run([sys.executable, "-m", "borgstore", "check", "memory:", "--only", "lifecycle"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "borgstore", "check", "memory:", "--only", "lifecycle"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASS  backend lifecycle" in result.stdout
 
 
 def _pytest_live(url, *extra, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "borgstore.testing",
-         "--borgstore-url", url, *extra],
-        capture_output=True, text=True, timeout=300, env=env, cwd=os.path.dirname(__file__),
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--pyargs",
+            "borgstore.testing",
+            "--borgstore-url",
+            url,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=os.path.dirname(__file__),
     )
 
 
@@ -126,7 +150,10 @@ def test_pytest_without_url_skips_the_live_tests():
     """Without --borgstore-url the live tests are skipped with a reason, not run against anything."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--pyargs", "borgstore.testing"],
-        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(__file__),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(__file__),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(ALL_CHECKS)} skipped" in result.stdout
@@ -145,18 +172,22 @@ def test_deep_profile_from_the_environment(monkeypatch):
 
 def test_pytest_plugin_loads_without_hypothesis():
     """The pytest11 plugin loads in every pytest run, so it must not need Hypothesis (an extra)."""
-    code = ("import sys; sys.modules['hypothesis'] = None\n"
-            "import borgstore.testing.pytest_plugin, borgstore.testing\n"
-            "print('ok')")
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "import borgstore.testing.pytest_plugin, borgstore.testing\n"
+        "print('ok')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_check_without_hypothesis_says_what_to_install():
     """Without Hypothesis, `check` exits with 2 and names the extra to install."""
-    code = ("import sys; sys.modules['hypothesis'] = None\n"
-            "from borgstore import __main__\n"
-            "sys.exit(__main__.main(['check', 'memory:']))")
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "from borgstore import __main__\n"
+        "sys.exit(__main__.main(['check', 'memory:']))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "borgstore[testing]" in result.stderr

@@ -26,9 +26,22 @@ def installed(tmp_path_factory):
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     site = work / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
@@ -42,9 +55,15 @@ def _run(args, env, cwd):
 def test_example_is_found_through_its_entry_point(installed):
     """The installed example registers the sqlitefile: scheme through the `borgstore` entry-point group."""
     work, _, env = installed
-    result = _run(["-c", "from borgstore import _plugins; p = _plugins.backends()['sqlitefile']; "
-                         "print(p.distribution, p.version, type(_plugins.backend_for_url('sqlitefile:///x/s')).__name__)"],
-                  env, work)
+    result = _run(
+        [
+            "-c",
+            "from borgstore import _plugins; p = _plugins.backends()['sqlitefile']; "
+            "print(p.distribution, p.version, type(_plugins.backend_for_url('sqlitefile:///x/s')).__name__)",
+        ],
+        env,
+        work,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["borgstore-backend-sqlitefile", "0.1.0", "SQLiteFileBackend"]
 
@@ -59,7 +78,7 @@ def test_example_passes_its_own_conformance_test(installed):
 
 
 def test_example_passes_the_check_command(installed, tmp_path):
-    """`python -m borgstore check sqlitefile:///DIR` passes (the not applicable checks are named) and leaves DIR empty."""
+    """`python -m borgstore check sqlitefile:///DIR` passes (naming the not applicable checks), leaving DIR empty."""
     work, _, env = installed
     result = _run(["-m", "borgstore", "check", f"sqlitefile://{tmp_path}"], env, work)
     assert result.returncode == 0, result.stdout + result.stderr

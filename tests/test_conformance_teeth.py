@@ -5,19 +5,23 @@ The state machine runs derandomized, so what is found (and shrunk) is the same o
 """
 
 import re
-import threading
-import uuid
 import time
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from borgstore.backends._base import ItemInfo, is_hidden_from_list
+from borgstore.backends._base import Capabilities, ItemInfo, is_hidden_from_list
 from borgstore.backends.errors import BackendError, ObjectNotFound
 from borgstore.backends.memory import MemoryBackend, _Item
-from borgstore.testing import ConformanceFailure
+from borgstore.middleware.softdelete import SoftDeleteMiddleware
+from borgstore.middleware.stats import StatsMiddleware
+from borgstore.store import Store, build_chain
+from borgstore.testing import ConformanceFailure, NotApplicable
 from borgstore.testing._backend_checks import BACKEND_CHECKS
 from borgstore.testing._backend_machine import run_backend_machine
+from borgstore.testing._store_checks import STORE_CHECKS, store_factory
+from borgstore.testing._store_machine import run_store_machine
 
 # enough to find every bug below, derandomized so that a run is reproducible; without shrinking,
 # which takes most of the time and changes the sequence, not the rule that fails
@@ -48,6 +52,13 @@ class UnsortedList(MemoryBackend):
                 yield ItemInfo(name=key, exists=True, size=0, directory=True)
             else:
                 yield ItemInfo(name=key, exists=True, size=len(child.data), directory=False)
+
+
+class ListNewestFirst(MemoryBackend):
+    """Lists in descending order, like a server API that returns the newest names first."""
+
+    def list(self, name):
+        return iter(sorted(super().list(name), key=lambda info: info.name, reverse=True))
 
 
 class TmpListed(MemoryBackend):
@@ -280,14 +291,28 @@ MACHINE_CAUGHT = [
 def test_state_machine_catches(broken, rules):
     """The state machine catches the broken backend, and the rule it reports names the bug."""
     failure = _failure(lambda: run_backend_machine(broken(), TEETH_SETTINGS))
-    assert failure.rule in rules, f"{broken.__name__} was caught by {failure.rule!r}, expected one of {rules}: {failure}"
+    assert failure.rule in rules, (
+        f"{broken.__name__} was caught by {failure.rule!r}, expected one of {rules}: {failure}"
+    )
 
 
 def test_name_sanitizing_is_caught():
     """A backend that rewrites valid names is caught: listings show names nobody stored, or two names collide."""
     failure = _failure(lambda: run_backend_machine(NameSanitizing(), TEETH_SETTINGS))
-    noticing = {"list-entries", "list-tree", "store", "store-overwrite", "store-buffer-types", "move",
-                "move-replaces-target", "delete", "info-missing", "load-missing", "delete-missing", "hash-missing"}
+    noticing = {
+        "list-entries",
+        "list-tree",
+        "store",
+        "store-overwrite",
+        "store-buffer-types",
+        "move",
+        "move-replaces-target",
+        "delete",
+        "info-missing",
+        "load-missing",
+        "delete-missing",
+        "hash-missing",
+    }
     assert failure.rule in noticing, failure
 
 
@@ -333,12 +358,6 @@ def test_correct_memory_backend_passes_the_teeth_runs():
 
 # --- the Store level ---
 
-from borgstore.middleware.softdelete import SoftDeleteMiddleware  # noqa: E402
-from borgstore.middleware.stats import StatsMiddleware  # noqa: E402
-from borgstore.store import Store, build_chain  # noqa: E402
-from borgstore.testing._store_checks import STORE_CHECKS, store_factory  # noqa: E402
-from borgstore.testing._store_machine import run_store_machine  # noqa: E402
-
 
 class LaxNamesStore(Store):
     """Lowercases names instead of rejecting them, so 'Data/ABCD' silently becomes 'data/abcd'."""
@@ -377,17 +396,36 @@ def test_store_check_catches_names_accepted_after_folding():
 
 
 STORE_MACHINE_CAUGHT = [
-    ("unsorted backend", lambda: UnsortedList(f"teeth-{uuid.uuid4().hex}"), ["stats", "softdelete"], {"store-list"}),
-    ("deleted list keeps .del", _memory_factory(lambda b: DeletedListKeepsSuffix(build_chain(b))), ["stats"],
-     {"store-list-deleted"}),
-    ("stats misses soft deletions", _memory_factory(lambda b: StatsMissesSoftDelete(SoftDeleteMiddleware(build_chain(b)))),
-     [], {"store-stats"}),
-    ("move not replacing", lambda: MoveNotReplacing(f"teeth-{uuid.uuid4().hex}"), ["stats", "softdelete"],
-     {"store-rename", "store-soft-delete", "store-undelete", "store-change-level", "store-defrag"}),
+    (
+        "backend listing newest first",
+        lambda: ListNewestFirst(f"teeth-{uuid.uuid4().hex}"),
+        ["stats", "softdelete"],
+        {"store-list"},
+    ),
+    (
+        "deleted list keeps .del",
+        _memory_factory(lambda b: DeletedListKeepsSuffix(build_chain(b))),
+        ["stats"],
+        {"store-list-deleted"},
+    ),
+    (
+        "stats misses soft deletions",
+        _memory_factory(lambda b: StatsMissesSoftDelete(SoftDeleteMiddleware(build_chain(b)))),
+        [],
+        {"store-stats"},
+    ),
+    (
+        "move not replacing",
+        lambda: MoveNotReplacing(f"teeth-{uuid.uuid4().hex}"),
+        ["stats", "softdelete"],
+        {"store-rename", "store-soft-delete", "store-undelete", "store-change-level", "store-defrag"},
+    ),
 ]
 
 
-@pytest.mark.parametrize("what, location, middleware, rules", STORE_MACHINE_CAUGHT, ids=[c[0] for c in STORE_MACHINE_CAUGHT])
+@pytest.mark.parametrize(
+    "what, location, middleware, rules", STORE_MACHINE_CAUGHT, ids=[c[0] for c in STORE_MACHINE_CAUGHT]
+)
 def test_store_machine_catches(what, location, middleware, rules):
     """The Store state machine catches a broken backend or middleware by the rule that names the bug."""
     # with middleware=[], the chain given as the backend holds the broken link and a Store adds nothing
@@ -402,9 +440,6 @@ def test_correct_store_passes_the_teeth_runs():
 
 
 # --- capabilities turn checks off, visibly ---
-
-from borgstore.backends._base import Capabilities  # noqa: E402
-from borgstore.testing import NotApplicable  # noqa: E402
 
 
 class ListlessMemory(MemoryBackend):
@@ -421,7 +456,7 @@ class ReadOnlyMemory(MemoryBackend):
 
 
 def test_list_capability_off_skips_list_rules_only():
-    """A backend declaring list=False passes the state machine without list calls; the list check says not applicable."""
+    """A backend declaring list=False passes the state machine without list calls; list checks are not applicable."""
     run_backend_machine(ListlessMemory(), settings(TEETH_SETTINGS, max_examples=40))
     with pytest.raises(NotApplicable, match="list"):
         BACKEND_CHECKS["tmp-items-hidden"](ListlessMemory(), "quick")

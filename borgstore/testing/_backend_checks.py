@@ -179,7 +179,11 @@ def check_closed_backend(backend, profile):
         backend.open()
         if caps.write and caps.read:
             value = backend.load("x")
-            expect("closed-backend-raises", value == b"kept", f"an operation on the closed backend changed 'x' to {value!r}")
+            expect(
+                "closed-backend-raises",
+                value == b"kept",
+                f"an operation on the closed backend changed 'x' to {value!r}",
+            )
             expect("closed-backend-raises", not backend.info("y").exists, "move() on the closed backend created 'y'")
     finally:
         _cleanup(backend)
@@ -217,8 +221,11 @@ def check_large_value(backend, profile):
         expect("large-value", info.exists and info.size == size, f"info() = {info}, expected size {size}")
         expect("large-value", backend.load("data/large") == value, f"load() of {size} bytes differs")
         middle = size // 2
-        expect("large-value", backend.load("data/large", offset=middle, size=1000) == value[middle : middle + 1000],
-               "a range in the middle differs")
+        expect(
+            "large-value",
+            backend.load("data/large", offset=middle, size=1000) == value[middle : middle + 1000],
+            "a range in the middle differs",
+        )
         expect("large-value", backend.load("data/large", offset=-1000) == value[-1000:], "the last 1000 bytes differ")
     finally:
         _cleanup(backend)
@@ -282,7 +289,11 @@ def check_threads(backend, profile):
                         expect("threads", not backend.info(name).exists, f"thread {number}: {name!r} still there")
                 listed = sorted(info.name for info in backend.list(f"data/{number:02x}"))
                 wanted = sorted(f"{number:02x}{i:06x}" for i in range(rounds) if i % 3)
-                expect("threads", listed == wanted, f"thread {number}: list() shows {len(listed)} items, expected {len(wanted)}")
+                expect(
+                    "threads",
+                    listed == wanted,
+                    f"thread {number}: list() shows {len(listed)} items, expected {len(wanted)}",
+                )
 
             return work
 
@@ -297,7 +308,7 @@ def check_threads(backend, profile):
 
 @check("store-atomic")
 def check_store_atomic(backend, profile):
-    """A reader never sees a partial value: while an item is overwritten it loads the old or the new value, never a mix or nothing."""
+    """A reader never sees a partial value: during an overwrite it loads the old or the new value, never a mix."""
     caps = capabilities_of(backend)
     require(caps.thread_safe, "a concurrent reader needs thread_safe=True")
     require(caps.atomic_store, "the backend declares atomic_store=False")

@@ -131,7 +131,11 @@ class BackendMachine(RuleBasedStateMachine):
             with no_error("info-size", f"info({name!r}) after {what}"):
                 info = self.backend.info(name)
             expect("info-item", info.exists and not info.directory, f"after {what}, info({name!r}) = {info}")
-            expect("info-size", info.size == len(value), f"after {what}, info({name!r}).size = {info.size}, expected {len(value)}")
+            expect(
+                "info-size",
+                info.size == len(value),
+                f"after {what}, info({name!r}).size = {info.size}, expected {len(value)}",
+            )
 
     def _check_missing(self, name, rule, what):
         if self.caps.read:
@@ -167,7 +171,10 @@ class BackendMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def store_tmp_item(self, data):
         parent = data.draw(st.sampled_from(sorted(self.model.all_dirs())), label="directory")
-        name = join(parent, data.draw(st.one_of(st.text(HEX, min_size=2, max_size=8), ascii_components), label="leaf") + TMP_SUFFIX)
+        name = join(
+            parent,
+            data.draw(st.one_of(st.text(HEX, min_size=2, max_size=8), ascii_components), label="leaf") + TMP_SUFFIX,
+        )
         if self.model.blocked(name) or name in self.model.items:
             return
         with no_error("tmp-store", f"store({name!r})"):
@@ -212,8 +219,11 @@ class BackendMachine(RuleBasedStateMachine):
         with no_error(rule_id, f"load({name!r}, size={size}, offset={offset})"):
             got = self.backend.load(name, size=size, offset=offset)
         expect("load-returns-bytes", isinstance(got, bytes), f"load() returned {type(got).__name__}")
-        expect(rule_id, got == expected,
-               f"load({name!r}, size={size}, offset={offset}) of {n} bytes gave {_show(got)}, expected {_show(expected)}")
+        expect(
+            rule_id,
+            got == expected,
+            f"load({name!r}, size={size}, offset={offset}) of {n} bytes gave {_show(got)}, expected {_show(expected)}",
+        )
 
     @precondition(lambda self: self.caps.read)
     @rule(data=st.data())
@@ -328,8 +338,10 @@ class BackendMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def list(self, data):
         existing = sorted(self.model.all_dirs())
-        name = data.draw(st.one_of(st.sampled_from(existing), st.builds(join, st.sampled_from(existing), directory_paths)),
-                         label="directory")
+        name = data.draw(
+            st.one_of(st.sampled_from(existing), st.builds(join, st.sampled_from(existing), directory_paths)),
+            label="directory",
+        )
         if not self.model.is_dir(name):
             if self.model.blocked(name) or any(a in self.model.items for a in ancestors(name)):
                 return
@@ -357,11 +369,17 @@ class BackendMachine(RuleBasedStateMachine):
         for info in listed:
             entry = expected.get(info.name)
             expect(rule_id, entry is not None, f"list({name!r}) yielded {info.name!r}, which is not there")
-            expect(rule_id, bool(info.directory) == entry.directory,
-                   f"list({name!r}): {info.name!r} has directory={info.directory}, expected {entry.directory}")
+            expect(
+                rule_id,
+                bool(info.directory) == entry.directory,
+                f"list({name!r}): {info.name!r} has directory={info.directory}, expected {entry.directory}",
+            )
             if not entry.directory and not entry.optional:
-                expect(rule_id, info.exists and info.size == entry.size,
-                       f"list({name!r}): {info.name!r} has size {info.size}, expected {entry.size}")
+                expect(
+                    rule_id,
+                    info.exists and info.size == entry.size,
+                    f"list({name!r}): {info.name!r} has size {info.size}, expected {entry.size}",
+                )
         missing = sorted(n for n, entry in expected.items() if not entry.optional and n not in names)
         expect(rule_id, not missing, f"list({name!r}) left out {missing}")
         expect(rule_id, len(set(names)) == len(names), f"list({name!r}) yielded a name twice: {names}")
@@ -387,7 +405,9 @@ class BackendMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def hash(self, data):
         name = self._names(data, "name", missing=False)
-        algorithm = data.draw(st.sampled_from(sorted(set(self.caps.hash_algorithms) | {"sha256", "md5"})), label="algorithm")
+        algorithm = data.draw(
+            st.sampled_from(sorted(set(self.caps.hash_algorithms) | {"sha256", "md5"})), label="algorithm"
+        )
         with no_error("hash", f"hash({name!r}, {algorithm!r})"):
             got = self.backend.hash(name, algorithm)
         expected = hashlib.new(algorithm, self.model.items[name]).hexdigest()
@@ -431,8 +451,11 @@ class BackendMachine(RuleBasedStateMachine):
     def quota(self):
         with no_error("quota", "quota()"):
             quota = self.backend.quota()
-        expect("quota", isinstance(quota, dict) and all(type(quota.get(k)) is int for k in ("limit", "usage")),
-               f"quota() = {quota!r}, expected {{'limit': int, 'usage': int}}")
+        expect(
+            "quota",
+            isinstance(quota, dict) and all(type(quota.get(k)) is int for k in ("limit", "usage")),
+            f"quota() = {quota!r}, expected {{'limit': int, 'usage': int}}",
+        )
 
     @rule()
     def reopen(self):

@@ -6,6 +6,8 @@ from ._backend_checks import BACKEND_CHECKS
 from ._backend_machine import run_backend_machine
 from ._rules import NotApplicable
 from ._settings import kit_settings, profile_name
+from ._store_checks import STORE_CHECKS, store_factory
+from ._store_machine import run_store_machine
 
 
 def _settings_for(test_class):
@@ -13,8 +15,6 @@ def _settings_for(test_class):
     # a deep run keeps its full budget
     profile = profile_name(test_class.conformance_profile)
     return kit_settings(profile, **(test_class.quick_overrides if profile == "quick" else {}))
-from ._store_checks import STORE_CHECKS, store_factory
-from ._store_machine import run_store_machine
 
 
 def run_check(check, *args):
@@ -47,7 +47,7 @@ class BackendTests:
         pytest.fail(f"{type(self).__name__} must define a `backend` fixture returning a fresh, unopened backend")
 
     def test_state_machine(self, backend):
-        """Random sequences of store, load, info, delete, move, mkdir, rmdir, list, hash and gather match a plain model."""
+        """Random sequences of store, load, info, delete, move, mkdir, rmdir, list, hash, gather match a model."""
         run_check(run_backend_machine, backend, _settings_for(self))
 
 

@@ -54,9 +54,25 @@ class _CallRecorder(Middleware):
 
 
 INVALID_NAMES = [
-    "Data/abcd", "data/ABCD", "data/ab cd", "data\tx", "data\\abcd", "data/../config", "../x", "/data/x",
-    "data/x/", "data//x", "", "data/x.tmp", "data/x.del", "x.hid", "a/b/c", "data/" + "0" * 96, "data/\u00e4",
-    ".", "./x",
+    "Data/abcd",
+    "data/ABCD",
+    "data/ab cd",
+    "data\tx",
+    "data\\abcd",
+    "data/../config",
+    "../x",
+    "/data/x",
+    "data/x/",
+    "data//x",
+    "",
+    "data/x.tmp",
+    "data/x.del",
+    "x.hid",
+    "a/b/c",
+    "data/" + "0" * 96,
+    "data/\u00e4",
+    ".",
+    "./x",
 ]
 
 
@@ -71,21 +87,24 @@ def check_invalid_names(make_store, profile):
         recorder = store.chain.find_layer("recorder")
         recorder.calls.clear()
         for name in INVALID_NAMES:
-            for what, op in (
-                ("store", lambda: store.store(name, b"bad")),
-                ("load", lambda: store.load(name)),
-                ("info", lambda: store.info(name)),
-                ("delete", lambda: store.delete(name)),
-                ("move from", lambda: store.move(name, "config/x")),
-                ("move onto", lambda: store.move("config/x", name)),
-                ("soft delete", lambda: store.move(name, delete=True)),
-                ("hash", lambda: store.hash(name)),
-                ("find", lambda: store.find(name)),
+            for what, op, args, kwargs in (
+                ("store", store.store, (name, b"bad"), {}),
+                ("load", store.load, (name,), {}),
+                ("info", store.info, (name,), {}),
+                ("delete", store.delete, (name,), {}),
+                ("move from", store.move, (name, "config/x"), {}),
+                ("move onto", store.move, ("config/x", name), {}),
+                ("soft delete", store.move, (name,), {"delete": True}),
+                ("hash", store.hash, (name,), {}),
+                ("find", store.find, (name,), {}),
             ):
                 with expect_raises("names-invalid-rejected", ValueError, f"{what} {name!r}"):
-                    op()
-                expect("names-invalid-rejected", not recorder.calls,
-                       f"{what} {name!r} reached the storage ({recorder.calls}) before it was rejected")
+                    op(*args, **kwargs)
+                expect(
+                    "names-invalid-rejected",
+                    not recorder.calls,
+                    f"{what} {name!r} reached the storage ({recorder.calls}) before it was rejected",
+                )
         expect("names-invalid-rejected", store.load("config/x") == b"kept", "an invalid name changed config/x")
     finally:
         _destroy(store)
@@ -152,7 +171,9 @@ def check_create_non_empty(make_store, profile):
         with expect_raises("store-create-non-empty", BackendAlreadyExists, "a second Store.create()"):
             make_store(CONFIG).create()
         with store:
-            expect("store-create-non-empty", store.load("config/x") == b"precious", "the refused create() changed config/x")
+            expect(
+                "store-create-non-empty", store.load("config/x") == b"precious", "the refused create() changed config/x"
+            )
     finally:
         _destroy(store)
 
@@ -186,13 +207,22 @@ def check_two_instances(make_store, profile):
         require(second is not first, "no second Store on the same location")
         with first, second:
             first.store("data/0123abcd", b"from the first")
-            expect("store-two-instances", second.load("data/0123abcd") == b"from the first",
-                   "the second Store does not see the first one's item")
+            expect(
+                "store-two-instances",
+                second.load("data/0123abcd") == b"from the first",
+                "the second Store does not see the first one's item",
+            )
             second.move("data/0123abcd", delete=True)
-            expect("store-two-instances", not first.info("data/0123abcd").exists,
-                   "the first Store still sees an item the second one soft-deleted")
-            expect("store-two-instances", [i.name for i in first.list("data", deleted=True)] == ["0123abcd"],
-                   "the first Store does not list the second one's soft-deleted item")
+            expect(
+                "store-two-instances",
+                not first.info("data/0123abcd").exists,
+                "the first Store still sees an item the second one soft-deleted",
+            )
+            expect(
+                "store-two-instances",
+                [i.name for i in first.list("data", deleted=True)] == ["0123abcd"],
+                "the first Store does not list the second one's soft-deleted item",
+            )
             second.store("config/c", b"2")
             first.store("config/c", b"1")
             expect("store-two-instances", second.load("config/c") == b"1", "the last write did not win")

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
 from .._names import check_name
-from ..nesting import HashNesting, HexNesting
 from ..backends.errors import ObjectNotFound, ReadRangeError
+from ..nesting import HashNesting, HexNesting
 from ._rules import capabilities_of, expect, expect_raises, no_error, require
 from ._settings import kit_settings
 from ._strategies import HEX, NAME_CHARS, values
@@ -32,7 +32,7 @@ STORE_MACHINE_RULES = {
     "store-change-level": "move(change_level=True) moves an item to the last configured level, keeping its value",
     "store-set-levels": "set_levels() with the old level still listed keeps every item readable",
     "store-hash": "hash() is the hex digest of the value",
-    "store-layout": "an item at level n lies under n directories of 2 hex digits of its key (hex) or its SHA-256 (hash)",
+    "store-layout": "an item at level n lies under n directories of 2 hex digits of its key (hex) or SHA-256 (hash)",
     "store-gather": "gather() returns the concatenated ranges; a short range raises ReadRangeError",
     "store-defrag": "defrag() stores the concatenated ranges under the target or their digest",
     "store-stats": "stats count every store/delete/move call and the exact store and load volumes",
@@ -52,8 +52,24 @@ ascii_keys = st.text(NAME_CHARS, min_size=1, max_size=93).filter(
 )
 hex_keys = st.text(HEX, min_size=8, max_size=90)  # "index/" + 90 is still a valid name
 invalid_names = st.one_of(
-    st.sampled_from(["Data/abcd", "data/ABCD", "data/ab cd", "data\\abcd", "data/../x", "/data", "data/", "",
-                     "data/x.tmp", "data/x.del", "data/x.hid", "a/b/c", "data/" + "a" * 96, "data/\u00e4"]),
+    st.sampled_from(
+        [
+            "Data/abcd",
+            "data/ABCD",
+            "data/ab cd",
+            "data\\abcd",
+            "data/../x",
+            "/data",
+            "data/",
+            "",
+            "data/x.tmp",
+            "data/x.del",
+            "data/x.hid",
+            "a/b/c",
+            "data/" + "a" * 96,
+            "data/\u00e4",
+        ]
+    ),
     st.text(min_size=1, max_size=12).filter(lambda s: not _valid(s)),
 )
 
@@ -77,10 +93,21 @@ class StoreMachine(RuleBasedStateMachine):
         self.store = None
         self.is_open = False
 
-    @initialize(data_level=st.sampled_from([0, 1]), index_levels=st.sampled_from([[0], [1], [0, 1], [1, 0]]),
-                nesting=st.sampled_from(["hex", "hex", "hash"]), precreate=st.sampled_from([False, False, True]),
-                items=st.lists(st.tuples(st.sampled_from(["", "config", "data", "index"]), st.integers(0, 999),
-                                         st.integers(0, 300)), max_size=12))
+    @initialize(
+        data_level=st.sampled_from([0, 1]),
+        index_levels=st.sampled_from([[0], [1], [0, 1], [1, 0]]),
+        nesting=st.sampled_from(["hex", "hex", "hash"]),
+        precreate=st.sampled_from([False, False, True]),
+        items=st.lists(
+            st.tuples(
+                st.sampled_from(["", "config", "data", "index"]),
+                st.integers(0, 999),
+                st.integers(0, 300),
+                st.sampled_from([False, False, True]),  # soft-deleted at once
+            ),
+            max_size=12,
+        ),
+    )
     def create_store(self, data_level, index_levels, nesting, precreate, items):
         self.nesting = nesting
         self.levels = {"": [0], "config": [0], "data": [data_level], "index": list(index_levels)}
@@ -102,16 +129,21 @@ class StoreMachine(RuleBasedStateMachine):
             self.touched.update(self.levels)
         self._open()
         # a few items to start with, so that short runs read, move and delete something real
-        for ns, seed, size in items:
+        for ns, seed, size, soft_deleted in items:
             key = hashlib.sha256(str(seed).encode()).hexdigest()[: 8 + seed % 50]
             if ns not in HEX_NAMESPACES:
                 key = f"item-{seed}"
-            value = hashlib.sha256(key.encode()).digest() * (size // 32) + bytes(size % 32)
+            value = (hashlib.sha256(key.encode()).digest() * (size // 32 + 1))[:size]
             self.store.store(_name(ns, key), value)
             self.touched.add(ns)
             self._put(ns, key, self._find(ns, key, False), value)
             self.expected_calls["store"] += 1
             self.expected_volume["store"] += len(value)
+            if soft_deleted:
+                level = self._find(ns, key, False)
+                self.store.move(_name(ns, key), delete=True)
+                self._put(ns, key, level, self._take(ns, key, level), deleted=True)
+                self.expected_calls["move"] += 1
 
     def _open(self):
         with no_error("store-reopen", "Store.open()"):
@@ -207,9 +239,12 @@ class StoreMachine(RuleBasedStateMachine):
         with no_error("store-load", f"load({name!r}, size={size}, offset={offset}, deleted={deleted})"):
             got = self.store.load(name, size=size, offset=offset, deleted=deleted)
         self.expected_volume["load"] += len(got)
-        expect("store-load", got == expected,
-               f"load({name!r}, size={size}, offset={offset}, deleted={deleted}) gave {len(got)} bytes, "
-               f"expected {len(expected)}{' (different content)' if len(got) == len(expected) else ''}")
+        expect(
+            "store-load",
+            got == expected,
+            f"load({name!r}, size={size}, offset={offset}, deleted={deleted}) gave {len(got)} bytes, "
+            f"expected {len(expected)}{' (different content)' if len(got) == len(expected) else ''}",
+        )
 
     @rule(data=st.data(), deleted=st.booleans())
     def info_item(self, data, deleted):
@@ -221,8 +256,11 @@ class StoreMachine(RuleBasedStateMachine):
         if value is None:
             expect("store-missing", not info.exists, f"info({_name(ns, key)!r}, deleted={deleted}) = {info}")
         else:
-            expect("store-info", info.exists and info.size == len(value) and not info.directory,
-                   f"info({_name(ns, key)!r}, deleted={deleted}) = {info}, expected size {len(value)}")
+            expect(
+                "store-info",
+                info.exists and info.size == len(value) and not info.directory,
+                f"info({_name(ns, key)!r}, deleted={deleted}) = {info}, expected size {len(value)}",
+            )
 
     @rule(data=st.data(), deleted=st.booleans())
     def delete_item(self, data, deleted):
@@ -231,14 +269,19 @@ class StoreMachine(RuleBasedStateMachine):
         name = _name(ns, key)
         self.expected_calls["delete"] += 1
         if self._value(ns, key, deleted) is None:
-            with expect_raises("store-missing", ObjectNotFound, f"delete({name!r}, deleted={deleted}) of a missing item"):
+            with expect_raises(
+                "store-missing", ObjectNotFound, f"delete({name!r}, deleted={deleted}) of a missing item"
+            ):
                 self.store.delete(name, deleted=deleted)
             return
         with no_error("store-delete", f"delete({name!r}, deleted={deleted})"):
             self.store.delete(name, deleted=deleted)
         self._take(ns, key, self._find(ns, key, deleted), deleted)
-        expect("store-delete", not self.store.info(name, deleted=deleted).exists or self._value(ns, key, deleted) is not None,
-               f"after delete({name!r}, deleted={deleted}) info() still shows it")
+        expect(
+            "store-delete",
+            not self.store.info(name, deleted=deleted).exists or self._value(ns, key, deleted) is not None,
+            f"after delete({name!r}, deleted={deleted}) info() still shows it",
+        )
 
     @rule(data=st.data())
     def soft_delete(self, data):
@@ -286,6 +329,19 @@ class StoreMachine(RuleBasedStateMachine):
         key = self._draw_key(data, ns, "source", deleted)
         new_ns = ns if data.draw(st.booleans(), label="same namespace") else self._draw_ns(data, "target namespace")
         new_key = self._draw_key(data, new_ns, "target", deleted)
+        self._rename(ns, key, new_ns, new_key, deleted)
+
+    @precondition(lambda self: self.store is not None and any(len(keys) >= 2 for keys in self.live.values()))
+    @rule(data=st.data())
+    def rename_onto_existing(self, data):
+        ns = data.draw(
+            st.sampled_from(sorted(ns for ns, keys in self.live.items() if len(keys) >= 2)), label="namespace"
+        )
+        key = data.draw(st.sampled_from(sorted(self.live[ns])), label="source")
+        new_key = data.draw(st.sampled_from(sorted(set(self.live[ns]) - {key})), label="target")
+        self._rename(ns, key, ns, new_key, False)
+
+    def _rename(self, ns, key, new_ns, new_key, deleted):
         if (ns, key) == (new_ns, new_key):
             return
         name, new_name = _name(ns, key), _name(new_ns, new_key)
@@ -330,12 +386,16 @@ class StoreMachine(RuleBasedStateMachine):
     def set_levels(self, data):
         ns = data.draw(st.sampled_from(HEX_NAMESPACES), label="namespace")
         occupied = {level for table in (self.live, self.deleted) for held in table[ns].values() for level in held}
-        choices = [list(c) for c in ([0], [1], [2], [0, 1], [1, 0], [0, 2], [2, 0], [1, 2], [2, 1]) if occupied <= set(c)]
+        choices = [
+            list(c) for c in ([0], [1], [2], [0, 1], [1, 0], [0, 2], [2, 0], [1, 2], [2, 1]) if occupied <= set(c)
+        ]
         if not choices:
             return
         new_levels = data.draw(st.sampled_from(choices), label="levels")
         self.levels[ns] = new_levels
-        create = max(new_levels[-1] for new_levels in self.levels.values()) <= 1 and data.draw(st.booleans(), label="create")
+        create = max(new_levels[-1] for new_levels in self.levels.values()) <= 1 and data.draw(
+            st.booleans(), label="create"
+        )
         with no_error("store-set-levels", f"set_levels({self._levels_arg()}, create={create})"):
             self.store.set_levels(self._levels_arg(), create=create)
         if create:
@@ -347,7 +407,16 @@ class StoreMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.store is not None and capabilities_of(self.store.backend).list)
     @rule(data=st.data(), deleted=st.booleans())
     def list_namespace(self, data, deleted):
-        ns = self._draw_ns(data)
+        self._check_listing(self._draw_ns(data), deleted)
+
+    @precondition(lambda self: self.store is not None and capabilities_of(self.store.backend).list)
+    @rule()
+    def list_everything(self):
+        for ns in sorted(self.levels):
+            for deleted in (False, True):
+                self._check_listing(ns, deleted)
+
+    def _check_listing(self, ns, deleted):
         rule_id = "store-list-deleted" if deleted else "store-list"
         with no_error(rule_id, f"list({ns!r}, deleted={deleted})"):
             try:
@@ -358,8 +427,11 @@ class StoreMachine(RuleBasedStateMachine):
         expected = self._visible(ns, deleted)
         if listed is None:
             vanished = not expected and not self.store.backend.capabilities.needs_mkdir
-            expect(rule_id, ns not in self.touched or vanished,
-                   f"list({ns!r}) raised ObjectNotFound for an existing namespace")
+            expect(
+                rule_id,
+                ns not in self.touched or vanished,
+                f"list({ns!r}) raised ObjectNotFound for an existing namespace",
+            )
             return
         names = [info.name for info in listed]
         expect(rule_id, names == sorted(names), f"list({ns!r}, deleted={deleted}) is not sorted: {names}")
@@ -380,8 +452,11 @@ class StoreMachine(RuleBasedStateMachine):
         expect("store-layout", found == expected, f"find({name!r}) = {found!r}, expected {expected!r} (level {level})")
         info = self.store.chain.info(expected)
         value = self._value(ns, key)
-        expect("store-layout", info.exists and info.size == len(value),
-               f"{name!r} is not stored as {expected!r} in the backend: info() = {info}")
+        expect(
+            "store-layout",
+            info.exists and info.size == len(value),
+            f"{name!r} is not stored as {expected!r} in the backend: info() = {info}",
+        )
 
     @rule(data=st.data())
     def hash_item(self, data):
@@ -465,10 +540,17 @@ class StoreMachine(RuleBasedStateMachine):
             return
         stats = self.store.stats
         for op, count in self.expected_calls.items():
-            expect("store-stats", stats[f"{op}_calls"] == count, f"stats {op}_calls = {stats[f'{op}_calls']}, expected {count}")
+            expect(
+                "store-stats",
+                stats[f"{op}_calls"] == count,
+                f"stats {op}_calls = {stats[f'{op}_calls']}, expected {count}",
+            )
         for op, volume in self.expected_volume.items():
-            expect("store-stats", stats[f"{op}_volume"] == volume,
-                   f"stats {op}_volume = {stats[f'{op}_volume']}, expected {volume}")
+            expect(
+                "store-stats",
+                stats[f"{op}_volume"] == volume,
+                f"stats {op}_volume = {stats[f'{op}_volume']}, expected {volume}",
+            )
 
     @rule()
     def reopen(self):
@@ -487,5 +569,7 @@ def run_store_machine(make_store, settings=None) -> None:
     that namespace config at a location that does not exist yet (or is empty)."""
     probe = make_store({"": {"levels": [0]}})
     caps = capabilities_of(probe.backend)
-    require(caps.read and caps.write, "the Store state machine reads and writes: the backend declares read or write False")
+    require(
+        caps.read and caps.write, "the Store state machine reads and writes: the backend declares read or write False"
+    )
     run_state_machine_as_test(lambda: StoreMachine(make_store), settings=settings or kit_settings())

@@ -14,10 +14,20 @@ from ._settings import PROFILE_VARIABLE, PROFILES
 
 def pytest_addoption(parser):
     group = parser.getgroup("borgstore", "borgstore conformance kit")
-    group.addoption("--borgstore-url", action="store", default=None, metavar="URL",
-                    help="run the kit's live tests (pytest --pyargs borgstore.testing) against scratch locations below URL")
-    group.addoption("--borgstore-profile", action="store", default=None, choices=sorted(PROFILES),
-                    help=f"Hypothesis budget of the conformance kit (default: ${PROFILE_VARIABLE} or quick)")
+    group.addoption(
+        "--borgstore-url",
+        action="store",
+        default=None,
+        metavar="URL",
+        help="run the kit's live tests (pytest --pyargs borgstore.testing) against scratch locations below URL",
+    )
+    group.addoption(
+        "--borgstore-profile",
+        action="store",
+        default=None,
+        choices=sorted(PROFILES),
+        help=f"Hypothesis budget of the conformance kit (default: ${PROFILE_VARIABLE} or quick)",
+    )
 
 
 def pytest_configure(config):

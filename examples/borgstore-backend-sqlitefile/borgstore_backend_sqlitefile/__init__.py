@@ -20,9 +20,9 @@ def backend_from_url(url: str, **options) -> SQLiteFileBackend:
     if options:
         raise ValueError(f"the sqlitefile backend takes no options, got: {', '.join(sorted(options))}")
     prefix = SCHEME + "://"
-    if not url.startswith(prefix) or not url[len(prefix):].startswith("/"):
+    if not url.startswith(prefix) or not url[len(prefix) :].startswith("/"):
         raise BackendURLInvalid(f"invalid sqlitefile URL {url!r}: use sqlitefile:///absolute/path/store.sqlite")
-    path = url[len(prefix):]
+    path = url[len(prefix) :]
     if path.endswith("/"):
         raise BackendURLInvalid(f"invalid sqlitefile URL {url!r}: it must name a file, not a directory")
     return SQLiteFileBackend(path)

@@ -99,9 +99,11 @@ class SQLiteFileBackend(BackendBase):
         if row is not None:
             return ItemInfo(name=name.rpartition("/")[2], exists=True, size=row[0], directory=False, mtime=row[1])
         low, high = _below(name)
-        is_dir = not name or self._db.execute(
-            "SELECT 1 FROM items WHERE name >= ? AND name < ? LIMIT 1", (low, high)
-        ).fetchone() is not None
+        is_dir = (
+            not name
+            or self._db.execute("SELECT 1 FROM items WHERE name >= ? AND name < ? LIMIT 1", (low, high)).fetchone()
+            is not None
+        )
         return ItemInfo(name=name.rpartition("/")[2], exists=is_dir, size=0, directory=is_dir)
 
     def load(self, name, *, size=None, offset=0):
@@ -115,13 +117,16 @@ class SQLiteFileBackend(BackendBase):
         if count == 0:
             return b""
         # substr() on a BLOB counts bytes, from 1: only the requested range leaves the database
-        row = self._db.execute("SELECT substr(data, ?, ?) FROM items WHERE name = ?", (start + 1, count, name)).fetchone()
+        row = self._db.execute(
+            "SELECT substr(data, ?, ?) FROM items WHERE name = ?", (start + 1, count, name)
+        ).fetchone()
         return bytes(row[0])
 
     def store(self, name, value):
         self._check_open()
-        self._db.execute("INSERT OR REPLACE INTO items (name, data, mtime) VALUES (?, ?, ?)",
-                         (name, bytes(value), time.time()))
+        self._db.execute(
+            "INSERT OR REPLACE INTO items (name, data, mtime) VALUES (?, ?, ?)", (name, bytes(value), time.time())
+        )
 
     def delete(self, name):
         self._check_open()
@@ -146,7 +151,7 @@ class SQLiteFileBackend(BackendBase):
             raise ObjectNotFound(f"directory {name!r} does not exist")
         entries = {}
         for full_name, size, mtime in rows:
-            head, slash, _ = full_name[len(low):].partition("/")
+            head, slash, _ = full_name[len(low) :].partition("/")
             if slash:
                 entries[head] = ItemInfo(name=head, exists=True, size=0, directory=True)
             elif not is_hidden_from_list(head):

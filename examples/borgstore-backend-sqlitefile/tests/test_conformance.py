@@ -1,8 +1,8 @@
 """The whole conformance test of the example backend: the kit does the rest."""
 
 import pytest
-
 from borgstore.testing import BackendTests, StoreTests
+
 from borgstore_backend_sqlitefile import SQLiteFileBackend
 
 

@@ -2,9 +2,9 @@
 (the plain backend-level run is in test_conformance.py)."""
 
 import pytest
-
 from borgstore.store import build_chain
 from borgstore.testing import BackendTests, StoreTests
+
 from borgstore_backend_posixfs import PosixFSBackend
 
 # every shipped middleware, configured so that it must be invisible to the contract
