@@ -135,11 +135,29 @@ def main(url: str, argv=()) -> int:
         help="Hypothesis budget (default: $BORGSTORE_CONFORMANCE_PROFILE or quick)",
     )
     parser.add_argument("--only", action="append", metavar="RULE", help="run only this check (repeatable)")
+    parser.add_argument("--rules", action="store_true", help="list every rule the kit checks, then exit")
     args = parser.parse_args(list(argv))
     try:
         import hypothesis  # noqa: F401
     except ImportError:
         print("error: the conformance kit needs Hypothesis: pip install 'borgstore[testing]'", file=sys.stderr)
         return 2
+    if args.rules:
+        print_rules(sys.stdout)
+        return 0
     failed = run(url, args.profile, set(args.only) if args.only else None)
     return 1 if failed else 0
+
+
+def print_rules(out) -> None:
+    """Every rule id with its promise: the checks, and the rules the state machines check inside."""
+    from .testing._backend_machine import MACHINE_RULES
+    from .testing._store_machine import STORE_MACHINE_RULES
+
+    print("checks (each is one line of the report; --only CHECK runs it alone):", file=out)
+    for section, rule_id, promise, _ in _checks():
+        print(f"  {section:7} {rule_id:26} {promise}", file=out)
+    for title, rules in (("backend state-machine", MACHINE_RULES), ("store-state-machine", STORE_MACHINE_RULES)):
+        print(f"rules the {title} checks (named in its failures):", file=out)
+        for rule_id, promise in rules.items():
+            print(f"  {rule_id:26} {promise}", file=out)

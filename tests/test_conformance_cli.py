@@ -191,3 +191,17 @@ def test_check_without_hypothesis_says_what_to_install():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "borgstore[testing]" in result.stderr
+
+
+def test_check_lists_every_rule(capsys):
+    """`check URL --rules` lists each check and each rule the state machines name in their failures."""
+    from borgstore.testing._backend_machine import MACHINE_RULES
+    from borgstore.testing._store_machine import STORE_MACHINE_RULES
+
+    assert _check.main("memory:", ["--rules"]) == 0
+    listed = {
+        line.split()[1] if line.startswith("  backend") or line.startswith("  store ") else line.split()[0]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("  ")
+    }
+    assert set(ALL_CHECKS) | set(MACHINE_RULES) | set(STORE_MACHINE_RULES) <= listed
