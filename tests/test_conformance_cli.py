@@ -200,8 +200,6 @@ def test_check_lists_every_rule(capsys):
 
     assert _check.main("memory:", ["--rules"]) == 0
     listed = {
-        line.split()[1] if line.startswith("  backend") or line.startswith("  store ") else line.split()[0]
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("  ")
+        word for line in capsys.readouterr().out.splitlines() if line.startswith("  ") for word in line.split()[:2]
     }
     assert set(ALL_CHECKS) | set(MACHINE_RULES) | set(STORE_MACHINE_RULES) <= listed
