@@ -36,7 +36,8 @@ STORE_MACHINE_RULES = {
     "store-gather": "gather() returns the concatenated ranges; a short range raises ReadRangeError",
     "store-defrag": "defrag() stores the concatenated ranges under the target or their digest",
     "store-stats": "stats count every store/delete/move call and the exact store and load volumes",
-    "store-reopen": "close() and open() keep every item",
+    "store-reopen": "flush(), close() and open() keep every item",
+    "store-quota": "quota() returns {'limit': int, 'usage': int}",
     "names-invalid-rejected": "an invalid name raises ValueError and changes nothing",
     "store-lifecycle": "create(), create_levels() and destroy() of every example work",
 }
@@ -480,10 +481,12 @@ class StoreMachine(RuleBasedStateMachine):
         for _ in range(data.draw(st.integers(1, 3), label="ranges")):
             key = data.draw(st.sampled_from(keys), label="source")
             value = self._value(ns, key)
-            offset = data.draw(st.integers(0, len(value)), label="offset")
-            size = data.draw(st.integers(0, len(value) - offset), label="size")
+            # a negative offset counts from the end, as in load()
+            offset = data.draw(st.integers(-len(value), len(value)), label="offset")
+            start = len(value) + offset if offset < 0 else offset
+            size = data.draw(st.integers(0, len(value) - start), label="size")
             sources.append((key, offset, size))
-            expected += value[offset : offset + size]
+            expected += value[start : start + size]
         return sources, expected
 
     @rule(data=st.data(), short=st.booleans())
@@ -553,8 +556,19 @@ class StoreMachine(RuleBasedStateMachine):
             )
 
     @rule()
+    def quota(self):
+        with no_error("store-quota", "Store.quota()"):
+            quota = self.store.quota()
+        expect(
+            "store-quota",
+            isinstance(quota, dict) and all(type(quota.get(k)) is int for k in ("limit", "usage")),
+            f"quota() = {quota!r}, expected {{'limit': int, 'usage': int}}",
+        )
+
+    @rule()
     def reopen(self):
-        with no_error("store-reopen", "Store.close()"):
+        with no_error("store-reopen", "Store.flush() and Store.close()"):
+            self.store.flush()
             self.store.close()
         self.is_open = False
         self._open()
