@@ -61,6 +61,35 @@ class ListNewestFirst(MemoryBackend):
         return iter(sorted(super().list(name), key=lambda info: info.name, reverse=True))
 
 
+class ListingCachedPerConnection(MemoryBackend):
+    """Caches directory listings per backend object and forgets them only on its own writes, so a
+    second client's changes stay invisible (fine alone, wrong with two Store objects)."""
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self._listings = {}
+
+    def list(self, name):
+        if name not in self._listings:
+            self._listings[name] = list(super().list(name))
+        return iter(self._listings[name])
+
+    def _forget(self):
+        self._listings.clear()
+
+    def store(self, name, value):
+        self._forget()
+        return super().store(name, value)
+
+    def delete(self, name):
+        self._forget()
+        return super().delete(name)
+
+    def move(self, curr_name, new_name):
+        self._forget()
+        return super().move(curr_name, new_name)
+
+
 class TmpListed(MemoryBackend):
     """Forgets to leave out the .tmp items of stores in progress."""
 
@@ -382,9 +411,10 @@ class StatsMissesSoftDelete(StatsMiddleware):
         return self.inner.soft_delete(name)
 
 
-def _memory_factory(make_chain):
+def _memory_factory(make_chain=lambda backend: backend, backend_class=MemoryBackend):
+    """A location for StoreTests: each call gives a new backend object on one named memory store."""
     name = f"teeth-{uuid.uuid4().hex}"
-    return lambda: make_chain(MemoryBackend(name))
+    return lambda: make_chain(backend_class(name))
 
 
 def test_store_check_catches_names_accepted_after_folding():
@@ -398,7 +428,7 @@ def test_store_check_catches_names_accepted_after_folding():
 STORE_MACHINE_CAUGHT = [
     (
         "backend listing newest first",
-        lambda: ListNewestFirst(f"teeth-{uuid.uuid4().hex}"),
+        _memory_factory(backend_class=ListNewestFirst),
         ["stats", "softdelete"],
         {"store-list"},
     ),
@@ -415,8 +445,14 @@ STORE_MACHINE_CAUGHT = [
         {"store-stats"},
     ),
     (
+        "listing cached per connection",
+        _memory_factory(backend_class=ListingCachedPerConnection),
+        ["stats", "softdelete"],
+        {"store-list", "store-list-deleted"},
+    ),
+    (
         "move not replacing",
-        lambda: MoveNotReplacing(f"teeth-{uuid.uuid4().hex}"),
+        _memory_factory(backend_class=MoveNotReplacing),
         ["stats", "softdelete"],
         {"store-rename", "store-soft-delete", "store-undelete", "store-change-level", "store-defrag"},
     ),

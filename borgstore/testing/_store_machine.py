@@ -92,13 +92,13 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.make_store = make_store
         self.store = None
-        self.is_open = False
 
     @initialize(
         data_level=st.sampled_from([0, 1]),
         index_levels=st.sampled_from([[0], [1], [0, 1], [1, 0]]),
         nesting=st.sampled_from(["hex", "hex", "hash"]),
         precreate=st.sampled_from([False, False, True]),
+        two_stores=st.booleans(),
         items=st.lists(
             st.tuples(
                 st.sampled_from(["", "config", "data", "index"]),
@@ -109,17 +109,22 @@ class StoreMachine(RuleBasedStateMachine):
             max_size=12,
         ),
     )
-    def create_store(self, data_level, index_levels, nesting, precreate, items):
+    def create_store(self, data_level, index_levels, nesting, precreate, two_stores, items):
         self.nesting = nesting
         self.levels = {"": [0], "config": [0], "data": [data_level], "index": list(index_levels)}
         config = {_ns_key(ns): {"levels": list(levels)} for ns, levels in self.levels.items()}
         config["data/"]["nesting"] = nesting
-        self.store = self.make_store(config)
+        # with two_stores, a second Store object on the same location takes turns with the first
+        # (rule switch_store): each must see every change the other made
+        self.stores = [self.make_store(config) for _ in range(2 if two_stores else 1)]
+        self.current = 0
+        self.store = self.stores[0]
+        self.opened = [False] * len(self.stores)
         # live/deleted: namespace -> key -> {level: value}
         self.live = {ns: {} for ns in self.levels}
         self.deleted = {ns: {} for ns in self.levels}
-        self.expected_calls = {"store": 0, "delete": 0, "move": 0}
-        self.expected_volume = {"store": 0, "load": 0}
+        # what each Store's stats must show
+        self.expected = [({"store": 0, "delete": 0, "move": 0}, {"store": 0, "load": 0}) for _ in self.stores]
         with no_error("store-lifecycle", "Store.create()"):
             self.store.create()
         # namespaces whose directory exists: listing one that does not raises ObjectNotFound
@@ -128,7 +133,9 @@ class StoreMachine(RuleBasedStateMachine):
             with no_error("store-lifecycle", "Store.create_levels()"):
                 self.store.create_levels()
             self.touched.update(self.levels)
-        self._open()
+        for index in reversed(range(len(self.stores))):
+            self.current, self.store = index, self.stores[index]
+            self._open()
         # a few items to start with, so that short runs read, move and delete something real
         for ns, seed, size, soft_deleted in items:
             key = hashlib.sha256(str(seed).encode()).hexdigest()[: 8 + seed % 50]
@@ -146,18 +153,33 @@ class StoreMachine(RuleBasedStateMachine):
                 self._put(ns, key, level, self._take(ns, key, level), deleted=True)
                 self.expected_calls["move"] += 1
 
+    @property
+    def expected_calls(self):
+        return self.expected[self.current][0]
+
+    @property
+    def expected_volume(self):
+        return self.expected[self.current][1]
+
     def _open(self):
         with no_error("store-reopen", "Store.open()"):
             self.store.open()
-        self.is_open = True
+        self.opened[self.current] = True
 
     def teardown(self):
         if self.store is None:
             return
-        if self.is_open:
-            self.store.close()
+        for store, opened in zip(self.stores, self.opened):
+            if opened:
+                store.close()
         with no_error("store-lifecycle", "Store.destroy() at the end of an example"):
-            self.store.destroy()
+            self.stores[0].destroy()
+
+    @precondition(lambda self: self.store is not None and len(self.stores) > 1)
+    @rule()
+    def switch_store(self):
+        self.current = 1 - self.current
+        self.store = self.stores[self.current]
 
     # --- model helpers ---
     def _table(self, deleted):
@@ -398,7 +420,8 @@ class StoreMachine(RuleBasedStateMachine):
             st.booleans(), label="create"
         )
         with no_error("store-set-levels", f"set_levels({self._levels_arg()}, create={create})"):
-            self.store.set_levels(self._levels_arg(), create=create)
+            for store in self.stores:
+                store.set_levels(self._levels_arg(), create=create and store is self.store)
         if create:
             self.touched.update(self.levels)
 
@@ -413,9 +436,14 @@ class StoreMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.store is not None and capabilities_of(self.store.backend).list)
     @rule()
     def list_everything(self):
-        for ns in sorted(self.levels):
-            for deleted in (False, True):
-                self._check_listing(ns, deleted)
+        # through every Store object: a second one must see what the first one changed
+        current = self.current
+        for index in range(len(self.stores)):
+            self.current, self.store = index, self.stores[index]
+            for ns in sorted(self.levels):
+                for deleted in (False, True):
+                    self._check_listing(ns, deleted)
+        self.current, self.store = current, self.stores[current]
 
     def _check_listing(self, ns, deleted):
         rule_id = "store-list-deleted" if deleted else "store-list"
@@ -570,7 +598,7 @@ class StoreMachine(RuleBasedStateMachine):
         with no_error("store-reopen", "Store.flush() and Store.close()"):
             self.store.flush()
             self.store.close()
-        self.is_open = False
+        self.opened[self.current] = False
         self._open()
 
 
