@@ -169,7 +169,7 @@ class StoreMachine(RuleBasedStateMachine):
     def teardown(self):
         if self.store is None:
             return
-        for store, opened in zip(self.stores, self.opened):
+        for store, opened in zip(self.stores, self.opened, strict=True):
             if opened:
                 store.close()
         with no_error("store-lifecycle", "Store.destroy() at the end of an example"):
