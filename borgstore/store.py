@@ -251,10 +251,17 @@ class Store:
 
     # --- levels ---
     def set_levels(self, levels: dict, create: bool = False) -> None:
-        """Replace the nesting levels: ``{"namespace/": [levels]}``; *create* pre-creates them."""
+        """Replace the nesting levels: ``{"namespace/": [levels]}``; *create* pre-creates them.
+
+        A namespace that was configured before keeps its nesting strategy."""
         if not levels or not isinstance(levels, dict):
             raise ValueError(f"no or invalid levels configuration given: {levels!r}")
-        namespaces, _ = parse_config(parse_levels(levels))
+        config = parse_levels(levels)
+        for key, entry in config.items():
+            known = self._namespaces.get(key[:-1] if key.endswith("/") else key)
+            if known is not None:
+                entry["nesting"] = known.strategy.name
+        namespaces, _ = parse_config(config)
         self._namespaces = namespaces
         if create:
             self.create_levels()
@@ -281,7 +288,13 @@ class Store:
     def _namespace_of(self, name: str):
         check_name(name)
         slash = name.find("/")
-        namespace = self._namespaces.get(name[:slash] if slash >= 0 else "")
+        if slash < 0:
+            namespace = self._namespaces.get("")
+            if name in self._namespaces:
+                # the root item would be the very directory that holds that namespace
+                raise ValueError(f"invalid name {name!r}: it is the name of the namespace {name + '/'!r}")
+        else:
+            namespace = self._namespaces.get(name[:slash])
         if namespace is None:
             raise ValueError(f"no nesting levels configured for the namespace of {name!r}")
         return namespace

@@ -560,3 +560,23 @@ def test_nester_matches_nest(nesting, level):
     if nesting == "hex" and level:
         with pytest.raises(ValueError, match="'a'"):
             fast("data/a")
+
+
+def test_set_levels_keeps_the_nesting_strategy(url):
+    """set_levels changes the levels of a namespace but not its nesting strategy."""
+    s = Store(url, config={"archives/": {"levels": [1], "nesting": "hash"}})
+    s.create()
+    with s:
+        s.store("archives/config", b"x")
+        where = s.find("archives/config")
+        s.set_levels({"archives/": [1]})
+        assert s.find("archives/config") == where
+        assert s.load("archives/config") == b"x"
+
+
+def test_root_key_cannot_shadow_a_namespace(store):
+    """A root item named like a namespace is refused: it would be that namespace's directory."""
+    with pytest.raises(ValueError, match="'data'"):
+        store.store("data", b"x")
+    store.store("datum", b"x")
+    assert store.load("datum") == b"x"
