@@ -404,7 +404,6 @@ class StoreMachine(RuleBasedStateMachine):
         self.expected_volume["load"] += len(got)
         expect("store-change-level", got == expected, f"after move({name!r}, change_level=True) the value differs")
 
-    @precondition(lambda self: self.nesting == "hex")
     @rule(data=st.data())
     def set_levels(self, data):
         ns = data.draw(st.sampled_from(HEX_NAMESPACES), label="namespace")
