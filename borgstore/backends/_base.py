@@ -156,15 +156,7 @@ class BackendBase(ABC):
         """Return the concatenated byte ranges ``(name, offset, size)`` of *sources*.
 
         A range that cannot be read in full raises ReadRangeError."""
-        parts = []
-        for name, offset, size in sources:
-            if size == 0:
-                continue
-            data = self.load(name, size=size, offset=offset)
-            if len(data) != size:
-                raise ReadRangeError(f"{name}: wanted {size} bytes at offset {offset}, got {len(data)}")
-            parts.append(data)
-        return b"".join(parts)
+        return gather_by_loads(self.load, sources)
 
     def defrag(self, sources, *, target=None, algorithm=None, namespace=None, levels=0) -> str:
         """Store the concatenated ranges of *sources* as one item and return its name.
@@ -190,9 +182,24 @@ class BackendBase(ABC):
         return {"limit": -1, "usage": -1}
 
 
+def gather_by_loads(load, sources) -> bytes:
+    """Concatenate the ranges ``(name, offset, size)`` of *sources*, one ``load`` call each.
+
+    A range that cannot be read in full raises ReadRangeError."""
+    parts = []
+    for name, offset, size in sources:
+        if size == 0:
+            continue
+        data = load(name, size=size, offset=offset)
+        if len(data) != size:
+            raise ReadRangeError(f"{name}: wanted {size} bytes at offset {offset}, got {len(data)}")
+        parts.append(data)
+    return b"".join(parts)
+
+
 def is_hidden_from_list(name: str) -> bool:
     """True for the names a backend's list() must never yield."""
     return name.endswith(TMP_SUFFIX)
 
 
-__all__ = ["BackendBase", "Capabilities", "ItemInfo", "ObjectNotFound", "is_hidden_from_list"]
+__all__ = ["BackendBase", "Capabilities", "ItemInfo", "ObjectNotFound", "gather_by_loads", "is_hidden_from_list"]

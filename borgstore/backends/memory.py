@@ -200,11 +200,14 @@ class MemoryBackend(BackendBase):
             del old_node[old_base]
             node[base] = item
 
+    def _ordered(self, directory: dict) -> list:
+        """A directory's (name, child) pairs in listing order."""
+        return sorted(directory.items())
+
     def list(self, name) -> Iterator[ItemInfo]:
         self._check_open()
         with self._location.lock:
-            node = self._dir(name)
-            entries = sorted(node.items())
+            entries = self._ordered(self._dir(name))
         for key, child in entries:
             if is_hidden_from_list(key):
                 continue

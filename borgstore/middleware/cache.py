@@ -36,7 +36,8 @@ import threading
 import time
 from collections import OrderedDict
 
-from ..backends.errors import BackendError, ObjectNotFound, ReadRangeError
+from ..backends._base import gather_by_loads
+from ..backends.errors import BackendError, ObjectNotFound
 from ..constants import HID_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
 from ._base import BackendAdapter, Link, Middleware
@@ -328,17 +329,7 @@ class CacheMiddleware(Middleware):
         sources = list(sources)
         if deleted or not any(self._index_of(name) is not None for name, _, _ in sources):
             return self.inner.gather(sources, deleted=deleted)
-        parts = []
-        for name, offset, size in sources:
-            if size == 0:
-                continue
-            data = self.load(name, size=size, offset=offset)
-            if len(data) != size:
-                raise ReadRangeError(
-                    f"read range error from {name!r}: requested {size} bytes at offset {offset}, got {len(data)}"
-                )
-            parts.append(data)
-        return b"".join(parts)
+        return gather_by_loads(self.load, sources)
 
     # --- changes ---
     def store(self, name, value):
