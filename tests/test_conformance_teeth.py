@@ -11,7 +11,7 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from borgstore.backends._base import Capabilities, ItemInfo, is_hidden_from_list
+from borgstore.backends._base import Capabilities, ItemInfo
 from borgstore.backends.errors import BackendError, ObjectNotFound
 from borgstore.backends.memory import MemoryBackend, _Item
 from borgstore.middleware.softdelete import SoftDeleteMiddleware

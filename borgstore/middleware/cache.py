@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 
 from ..backends._base import gather_by_loads
-from ..backends.errors import BackendError, ObjectNotFound
+from ..backends.errors import ObjectNotFound
 from ..constants import HID_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
 from ._base import BackendAdapter, Link, Middleware
