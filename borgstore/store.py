@@ -20,10 +20,9 @@ from .backends.errors import (
     PermissionDenied,
     ReadRangeError,
 )
-from .constants import HID_SUFFIX
+from .constants import QUOTA_STORE_NAME
 from .middleware._base import BackendAdapter, Link
 
-QUOTA_ITEM = "quota" + HID_SUFFIX
 
 __all__ = ["Store", "ItemInfo", "ObjectNotFound", "ReadRangeError", "get_backend", "BackendURLInvalid", "NoBackendGiven"]
 
@@ -222,7 +221,7 @@ class Store:
         innermost = list(self._chain.layers())[-1]
         try:
             if innermost.capabilities.write:
-                innermost.delete(QUOTA_ITEM)
+                innermost.delete(QUOTA_STORE_NAME)
         except (ObjectNotFound, PermissionDenied):
             pass
 

@@ -7,7 +7,8 @@ import pytest
 
 from borgstore.backends.errors import QuotaExceeded
 from borgstore.backends.memory import MemoryBackend
-from borgstore.middleware.quota import QUOTA_ITEM, QuotaMiddleware
+from borgstore.constants import QUOTA_STORE_NAME
+from borgstore.middleware.quota import QuotaMiddleware
 from borgstore.store import Store, build_chain
 
 CONFIG = {"config/": {"levels": [0]}, "data/": {"levels": [1]}}
@@ -190,7 +191,7 @@ def test_quota_file_is_written_as_the_pypi_posixfs_writes_it():
     store = new_store(url, quota=1000)
     with store:
         store.store("data/aa", b"x" * 40)
-    assert raw(url).load(QUOTA_ITEM) == b"40"
+    assert raw(url).load(QUOTA_STORE_NAME) == b"40"
 
 
 def test_quota_file_is_read_not_recomputed():
@@ -198,7 +199,7 @@ def test_quota_file_is_read_not_recomputed():
     url = memory_url()
     with new_store(url) as store:
         store.store("data/aa", b"x" * 10)
-    raw(url).store(QUOTA_ITEM, b"777")
+    raw(url).store(QUOTA_STORE_NAME, b"777")
     with Store(url, config=CONFIG, quota=10**6) as store:
         assert store.quota()["usage"] == 777
 
@@ -213,10 +214,10 @@ def test_missing_or_invalid_quota_file_triggers_a_rescan(content):
         store.move("data/bb", delete=True)
         store.store("config/c", b"x" * 3)
     if content is not None:
-        raw(url).store(QUOTA_ITEM, content)
+        raw(url).store(QUOTA_STORE_NAME, content)
     with Store(url, config=CONFIG, quota=10**6) as store:
         assert store.quota()["usage"] == 33
-    assert raw(url).load(QUOTA_ITEM) == b"33"
+    assert raw(url).load(QUOTA_STORE_NAME) == b"33"
 
 
 def test_rescan_without_soft_deletion_in_the_chain():
@@ -237,10 +238,10 @@ def test_store_without_quota_removes_a_stale_quota_file():
     url = memory_url()
     with new_store(url, quota=1000) as store:
         store.store("data/aa", b"x" * 10)
-    assert raw(url).info(QUOTA_ITEM).exists
+    assert raw(url).info(QUOTA_STORE_NAME).exists
     with Store(url, config=CONFIG) as store:
         store.store("data/bb", b"x" * 20)
-    assert not raw(url).info(QUOTA_ITEM).exists
+    assert not raw(url).info(QUOTA_STORE_NAME).exists
     with Store(url, config=CONFIG, quota=1000) as store:
         assert store.quota()["usage"] == 30  # rescanned, so the untracked 20 bytes count
 
@@ -249,11 +250,11 @@ def test_changes_are_persisted_at_flush_and_close_not_on_every_write():
     url = memory_url()
     with new_store(url, quota=10**6) as store:
         store.store("data/aa", b"x" * 10)
-        assert raw(url).load(QUOTA_ITEM) == b"0"  # written at open, not after each store
+        assert raw(url).load(QUOTA_STORE_NAME) == b"0"  # written at open, not after each store
         store.flush()
-        assert raw(url).load(QUOTA_ITEM) == b"10"
+        assert raw(url).load(QUOTA_STORE_NAME) == b"10"
         store.store("data/bb", b"x" * 5)
-    assert raw(url).load(QUOTA_ITEM) == b"15"
+    assert raw(url).load(QUOTA_STORE_NAME) == b"15"
 
 
 def test_changes_are_persisted_when_the_delta_threshold_is_reached():
@@ -261,12 +262,12 @@ def test_changes_are_persisted_when_the_delta_threshold_is_reached():
     store = new_store(url, middleware=["stats", ("quota", {"limit": 10**6, "persist_delta": 100}), "softdelete"])
     with store:
         store.store("data/aa", b"x" * 60)
-        assert raw(url).load(QUOTA_ITEM) == b"0"
+        assert raw(url).load(QUOTA_STORE_NAME) == b"0"
         store.store("data/bb", b"x" * 40)
-        assert raw(url).load(QUOTA_ITEM) == b"100"
+        assert raw(url).load(QUOTA_STORE_NAME) == b"100"
         store.delete("data/aa")
         store.delete("data/bb")
-        assert raw(url).load(QUOTA_ITEM) == b"0"  # a large decrease counts as well
+        assert raw(url).load(QUOTA_STORE_NAME) == b"0"  # a large decrease counts as well
 
 
 def test_changes_are_persisted_when_the_interval_passed(monkeypatch):
@@ -277,13 +278,13 @@ def test_changes_are_persisted_when_the_interval_passed(monkeypatch):
     url = memory_url()
     with new_store(url, quota=10**6) as store:
         store.store("data/aa", b"x" * 10)
-        assert raw(url).load(QUOTA_ITEM) == b"0"
+        assert raw(url).load(QUOTA_STORE_NAME) == b"0"
         now[0] += 299
         store.store("data/bb", b"x" * 10)
-        assert raw(url).load(QUOTA_ITEM) == b"0"
+        assert raw(url).load(QUOTA_STORE_NAME) == b"0"
         now[0] += 1
         store.store("data/cc", b"x" * 10)
-        assert raw(url).load(QUOTA_ITEM) == b"30"
+        assert raw(url).load(QUOTA_STORE_NAME) == b"30"
 
 
 def test_sessions_sharing_a_store_add_up_their_changes():
@@ -298,7 +299,7 @@ def test_sessions_sharing_a_store_add_up_their_changes():
         first.flush()
         second.flush()
         assert second.quota()["usage"] == 30
-    assert raw(url).load(QUOTA_ITEM) == b"30"
+    assert raw(url).load(QUOTA_STORE_NAME) == b"30"
 
 
 def test_quota_file_is_invisible_to_listings():

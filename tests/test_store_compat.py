@@ -51,6 +51,9 @@ def test_import_paths():
     assert store_module.ObjectNotFound is errors.ObjectNotFound
     assert store_module.ItemInfo is BaseItemInfo
     assert (ROOTNS, DEL_SUFFIX, TMP_SUFFIX, HID_SUFFIX, MAX_NAME_LENGTH) == ("", ".del", ".tmp", ".hid", 100)
+    from borgstore.constants import QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME
+
+    assert (QUOTA_STORE_NAME, QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL) == ("quota.hid", 10_000_000, 300)
     for name in (
         "BackendConnectionError BackendURLInvalid NoBackendGiven BackendAlreadyExists BackendDoesNotExist "
         "BackendMustBeOpen BackendMustNotBeOpen ObjectNotFound PermissionDenied QuotaExceeded ReadRangeError"

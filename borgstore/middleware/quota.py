@@ -22,16 +22,14 @@ import threading
 import time
 
 from ..backends.errors import BackendError, ObjectNotFound, QuotaExceeded
-from ..constants import HID_SUFFIX
+from ..constants import QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME
 from .._plugins import MiddlewareSpec, hookimpl
 from ._base import Middleware
 
 logger = logging.getLogger(__name__)
 
-QUOTA_ITEM = "quota" + HID_SUFFIX
-# the PyPI borgstore's thresholds for writing the usage back
-PERSIST_DELTA = 10_000_000
-PERSIST_INTERVAL = 300.0
+PERSIST_DELTA = QUOTA_PERSIST_DELTA
+PERSIST_INTERVAL = float(QUOTA_PERSIST_INTERVAL)
 
 
 def _check_number(option, value, kind):
@@ -63,7 +61,7 @@ class QuotaMiddleware(Middleware):
         self.persist_interval = float(_check_number("persist_interval", persist_interval, (int, float)))
         self._lock = threading.RLock()
         self._usage = 0
-        self._unpersisted = 0  # the change since the usage was last written to QUOTA_ITEM
+        self._unpersisted = 0  # the change since the usage was last written to QUOTA_STORE_NAME
         self._reserved = 0  # bytes of stores under way
         self._persisted_at = 0.0
         self._opened = False
@@ -71,7 +69,7 @@ class QuotaMiddleware(Middleware):
     # --- the quota file ---
     def _read_persisted(self):
         try:
-            return parse_usage(self.inner.load(QUOTA_ITEM))
+            return parse_usage(self.inner.load(QUOTA_STORE_NAME))
         except ObjectNotFound:
             return None
 
@@ -82,7 +80,7 @@ class QuotaMiddleware(Middleware):
             path = f"{directory}/{info.name}" if directory else info.name
             if info.directory:
                 total += self._scan(path)
-            elif path != QUOTA_ITEM:
+            elif path != QUOTA_STORE_NAME:
                 total += info.size
         try:
             deleted = self.inner.list(directory, deleted=True)
@@ -96,7 +94,7 @@ class QuotaMiddleware(Middleware):
         with the lock held."""
         on_disk = self._read_persisted()
         usage = self._scan() if on_disk is None else max(on_disk + self._unpersisted, 0)
-        self.inner.store(QUOTA_ITEM, str(usage).encode("ascii"))
+        self.inner.store(QUOTA_STORE_NAME, str(usage).encode("ascii"))
         self._usage = usage
         self._unpersisted = 0
         self._persisted_at = time.monotonic()
@@ -116,7 +114,7 @@ class QuotaMiddleware(Middleware):
                     self._persist()
                 except BackendError as exc:
                     # the change itself is done; the count stays unwritten and is retried
-                    logger.warning("quota: could not write the usage to %s: %s", QUOTA_ITEM, exc)
+                    logger.warning("quota: could not write the usage to %s: %s", QUOTA_STORE_NAME, exc)
 
     def _reserve(self, name: str, delta: int) -> int:
         """Reserve the bytes a store of *name* adds, or raise QuotaExceeded.  Returns the bytes
