@@ -102,3 +102,19 @@ def children():
 def alive():
     """The function that tells whether a process id is a live process."""
     return process_exists
+
+
+@pytest.fixture
+def rc_methods(monkeypatch):
+    """The HTTP methods of every request sent to rclone from now on, in order."""
+    from borgstore_backend_rclone._daemon import RcDaemon
+
+    methods = []
+    original = RcDaemon.pipeline
+
+    def recording(self, requests, **kw):
+        methods.extend(method for method, *_ in requests)
+        return original(self, requests, **kw)
+
+    monkeypatch.setattr(RcDaemon, "pipeline", recording)
+    return methods

@@ -388,7 +388,7 @@ def test_hash_of_a_local_remote_matches_hashlib(backend):
         backend.hash("data/missing")
 
 
-def test_server_side_hash_is_declared_and_downloads_nothing(make_backend, monkeypatch):
+def test_server_side_hash_is_declared_and_downloads_nothing(make_backend, request):
     """With server hashing, rclone hashes where the data is: the right digest, no GET of the item."""
     b = make_backend(server_hash="always")
     b.create()
@@ -396,14 +396,7 @@ def test_server_side_hash_is_declared_and_downloads_nothing(make_backend, monkey
     assert {"md5", "sha1", "sha256"} <= b.capabilities.hash_algorithms
     value = os.urandom(100_000)
     b.store("data/item", value)
-    methods = []
-    original = RcDaemon.pipeline
-
-    def recording(self, requests, **kw):
-        methods.extend(method for method, *_ in requests)
-        return original(self, requests, **kw)
-
-    monkeypatch.setattr(RcDaemon, "pipeline", recording)
+    methods = request.getfixturevalue("rc_methods")  # only what comes after the store above
     assert b.hash("data/item", "sha256") == hashlib.sha256(value).hexdigest()
     assert b.hash("data/item", "sha1") == hashlib.sha1(value).hexdigest()
     assert "GET" not in methods

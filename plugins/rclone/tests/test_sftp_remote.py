@@ -66,24 +66,15 @@ def test_items_round_trip_through_sftp(make_backend, sftp_url, tmp_path):
     assert not [f for f in os.listdir(tmp_path / "store/data/01") if f.endswith(".tmp")]
 
 
-def test_hashing_happens_on_the_sftp_server(make_backend, sftp_url, monkeypatch):
+def test_hashing_happens_on_the_sftp_server(make_backend, sftp_url, request):
     """On a remote remote, hash() uses rclone's server-side hashing (declared), downloading nothing."""
-    from borgstore_backend_rclone._daemon import RcDaemon
-
     b = make_backend(sftp_url)
     b.create()
     b.open()
     assert {"md5", "sha1"} <= b.capabilities.hash_algorithms
     value = os.urandom(200_000)
     b.store("data/item", value)
-    methods = []
-    original = RcDaemon.pipeline
-
-    def recording(self, requests, **kw):
-        methods.extend(method for method, *_ in requests)
-        return original(self, requests, **kw)
-
-    monkeypatch.setattr(RcDaemon, "pipeline", recording)
+    methods = request.getfixturevalue("rc_methods")  # only what comes after the store above
     assert b.hash("data/item", "md5") == hashlib.md5(value).hexdigest()
     assert b.hash("data/item", "sha1") == hashlib.sha1(value).hexdigest()
     assert "GET" not in methods
