@@ -8,16 +8,8 @@ import pytest
 
 from borgstore.backends.memory import MemoryBackend
 from borgstore.store import Store, build_chain
-from borgstore.testing import BackendTests, StoreTests
+from borgstore.testing import TRANSPARENT_MIDDLEWARE, BackendTests, StoreTests, store_chain_with
 
-# every shipped middleware, configured so that it must be invisible to the contract
-TRANSPARENT = {
-    "stats": {},
-    "softdelete": {},
-    "emulate": {"latency": 0, "bandwidth": 0},
-    "permissions": {"permissions": {"": "lrwWD"}},
-    "quota": {"limit": 10**15},
-}
 
 
 def _memory_url():
@@ -36,9 +28,9 @@ class TestMemoryStore(StoreTests):
         return _memory_url()
 
 
-@pytest.fixture(params=sorted(TRANSPARENT))
+@pytest.fixture(params=sorted(TRANSPARENT_MIDDLEWARE))
 def middleware(request):
-    return request.param, TRANSPARENT[request.param]
+    return request.param, TRANSPARENT_MIDDLEWARE[request.param]
 
 
 class TestMiddlewareOnMemoryBackend(BackendTests):
@@ -59,10 +51,7 @@ class TestMiddlewareOnMemoryStore(StoreTests):
 
     @pytest.fixture
     def store_kwargs(self, middleware):
-        name, options = middleware
-        if name in ("stats", "softdelete"):
-            return {"middleware": ["stats", "softdelete"]}
-        return {"middleware": ["stats", (name, options), "softdelete"]}
+        return {"middleware": store_chain_with(*middleware)}
 
 
 @pytest.mark.parametrize("mode", ["mirror", "writethrough"])
@@ -83,7 +72,7 @@ def test_all_shipped_middleware_is_checked():
     from borgstore import _plugins
 
     shipped = {name for name, provided in _plugins.middlewares().items() if provided.distribution == "borgstore"}
-    assert shipped - {"cache"} == set(TRANSPARENT)
+    assert shipped - {"cache"} == set(TRANSPARENT_MIDDLEWARE)
     assert "cache" in shipped
 
 

@@ -15,6 +15,7 @@ or ``python -m borgstore check URL``.  See docs/writing-a-backend.md.
 The test classes need pytest; everything else needs only Hypothesis (``pip install borgstore[testing]``).
 """
 
+from ._middleware import TRANSPARENT_MIDDLEWARE, store_chain_with
 from ._rules import ConformanceFailure, NotApplicable
 from ._settings import PROFILES, kit_settings
 
@@ -24,7 +25,9 @@ __all__ = [
     "ConformanceFailure",
     "NotApplicable",
     "PROFILES",
+    "TRANSPARENT_MIDDLEWARE",
     "kit_settings",
+    "store_chain_with",
     "run_backend_machine",
     "run_store_machine",
 ]

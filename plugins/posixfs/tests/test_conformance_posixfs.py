@@ -3,23 +3,15 @@
 
 import pytest
 from borgstore.store import build_chain
-from borgstore.testing import BackendTests, StoreTests
+from borgstore.testing import TRANSPARENT_MIDDLEWARE, BackendTests, StoreTests, store_chain_with
 
 from borgstore_backend_posixfs import PosixFSBackend
 
-# every shipped middleware, configured so that it must be invisible to the contract
-TRANSPARENT = {
-    "stats": {},
-    "softdelete": {},
-    "emulate": {"latency": 0, "bandwidth": 0},
-    "permissions": {"permissions": {"": "lrwWD"}},
-    "quota": {"limit": 10**15},
-}
 
 
-@pytest.fixture(params=sorted(TRANSPARENT))
+@pytest.fixture(params=sorted(TRANSPARENT_MIDDLEWARE))
 def middleware(request):
-    return request.param, TRANSPARENT[request.param]
+    return request.param, TRANSPARENT_MIDDLEWARE[request.param]
 
 
 class TestPosixFSStore(StoreTests):
@@ -46,10 +38,7 @@ class TestMiddlewareOnPosixFSStore(StoreTests):
 
     @pytest.fixture
     def store_kwargs(self, middleware):
-        name, options = middleware
-        if name in ("stats", "softdelete"):
-            return {"middleware": ["stats", "softdelete"]}
-        return {"middleware": ["stats", (name, options), "softdelete"]}
+        return {"middleware": store_chain_with(*middleware)}
 
 
 @pytest.mark.parametrize("mode", ["mirror", "writethrough"])
