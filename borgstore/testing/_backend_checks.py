@@ -5,6 +5,7 @@ and leaves the location destroyed.  Its docstring's first line states the rule.
 """
 
 import threading
+from contextlib import contextmanager
 
 from ..backends.errors import (
     BackendAlreadyExists,
@@ -39,11 +40,17 @@ def _cleanup(backend):
             pass
 
 
+@contextmanager
 def _created_and_open(backend):
-    with no_error("create", "create() of a fresh location"):
-        backend.create()
-    with no_error("open", "open() right after create()"):
-        backend.open()
+    """Create and open *backend* for one check; clean up afterwards, however the check ended."""
+    try:
+        with no_error("create", "create() of a fresh location"):
+            backend.create()
+        with no_error("open", "open() right after create()"):
+            backend.open()
+        yield
+    finally:
+        _cleanup(backend)
 
 
 def _pattern(size: int, seed: int) -> bytes:
@@ -73,8 +80,7 @@ def check_lifecycle(backend, profile):
     """create, open, store, close, open, load, close, destroy work; afterwards open() raises BackendDoesNotExist."""
     caps = capabilities_of(backend)
     require(caps.write, "needs write=True")
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
         with no_error("lifecycle", "store() in a new store"):
             backend.store("config", b"lifecycle")
         with no_error("lifecycle", "close() and open() again"):
@@ -89,8 +95,6 @@ def check_lifecycle(backend, profile):
             backend.destroy()
         with expect_raises("lifecycle", BackendDoesNotExist, "open() after destroy()"):
             backend.open()
-    finally:
-        _cleanup(backend)
 
 
 @check("create-empty-ok")
@@ -110,8 +114,7 @@ def check_create_on_non_empty_location(backend, profile):
     """create() on a non-empty location raises BackendAlreadyExists and loses nothing."""
     caps = capabilities_of(backend)
     require(caps.write, "needs write=True")
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
         backend.store("data/0123", b"precious")
         backend.close()
         with expect_raises("create-non-empty", BackendAlreadyExists, "create() on a location holding an item"):
@@ -121,15 +124,12 @@ def check_create_on_non_empty_location(backend, profile):
             with no_error("create-non-empty", "load() after the refused create()"):
                 value = backend.load("data/0123")
             expect("create-non-empty", value == b"precious", f"the refused create() changed the item to {value!r}")
-    finally:
-        _cleanup(backend)
 
 
 @check("must-not-be-open")
 def check_lifecycle_while_open(backend, profile):
     """open(), create() and destroy() on an open backend raise BackendMustNotBeOpen."""
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
         for what, op in (("open()", backend.open), ("create()", backend.create), ("destroy()", backend.destroy)):
             with expect_raises("must-not-be-open", BackendMustNotBeOpen, f"{what} while open"):
                 op()
@@ -137,8 +137,6 @@ def check_lifecycle_while_open(backend, profile):
             backend.close()
         with no_error("must-not-be-open", "destroy() after close()"):
             backend.destroy()
-    finally:
-        _cleanup(backend)
 
 
 def _item_operations(backend):
@@ -194,16 +192,13 @@ def check_empty_value(backend, profile):
     """An empty value stores, loads back as b'', and info() shows size 0."""
     caps = capabilities_of(backend)
     require(caps.write and caps.read, "needs write=True and read=True")
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
         with no_error("empty-value", "store('data/empty', b'')"):
             backend.store("data/empty", b"")
         expect("empty-value", backend.load("data/empty") == b"", "load() of an empty value")
         expect("empty-value", backend.load("data/empty", offset=-5, size=3) == b"", "a ranged load() of an empty value")
         info = backend.info("data/empty")
         expect("empty-value", info.exists and info.size == 0 and not info.directory, f"info() = {info}")
-    finally:
-        _cleanup(backend)
 
 
 @check("large-value")
@@ -213,8 +208,7 @@ def check_large_value(backend, profile):
     require(caps.write and caps.read, "needs write=True and read=True")
     size = LARGE_VALUE[profile_name(profile)] + 12345  # not a multiple of any usual chunk size
     value = _pattern(size, 7)
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
         with no_error("large-value", f"store() of {size} bytes"):
             backend.store("data/large", value)
         info = backend.info("data/large")
@@ -227,8 +221,6 @@ def check_large_value(backend, profile):
             "a range in the middle differs",
         )
         expect("large-value", backend.load("data/large", offset=-1000) == value[-1000:], "the last 1000 bytes differ")
-    finally:
-        _cleanup(backend)
 
 
 @check("tmp-items-hidden")
@@ -236,8 +228,7 @@ def check_tmp_items_hidden(backend, profile):
     """Items whose names end in .tmp (stores in progress) never appear in a listing."""
     caps = capabilities_of(backend)
     require(caps.write and caps.list, "needs write=True and list=True")
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
         backend.store("data/ab/abcd", b"visible")
         backend.store("data/ab/abcd.tmp", b"in progress")
         backend.store("top.tmp", b"in progress")
@@ -245,8 +236,6 @@ def check_tmp_items_hidden(backend, profile):
         expect("tmp-items-hidden", listed == ["abcd"], f"list('data/ab') = {listed}, expected ['abcd']")
         listed = [info.name for info in backend.list("") if info.name not in INTERNAL_ROOT_ITEMS]
         expect("tmp-items-hidden", listed == ["data"], f"list('') = {listed}, expected ['data']")
-    finally:
-        _cleanup(backend)
 
 
 def _run_threads(workers):
@@ -273,8 +262,7 @@ def check_threads(backend, profile):
     require(caps.thread_safe, "the backend declares thread_safe=False (the Store serializes its calls)")
     require(caps.write and caps.read and caps.list, "needs write, read and list")
     rounds = 40 if profile_name(profile) == "quick" else 400
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
 
         def worker(number):
             def work():
@@ -302,8 +290,6 @@ def check_threads(backend, profile):
             if isinstance(error, AssertionError):
                 raise error
             raise AssertionError(f"[threads] a thread raised {type(error).__name__}: {error}") from error
-    finally:
-        _cleanup(backend)
 
 
 @check("store-atomic")
@@ -318,8 +304,7 @@ def check_store_atomic(backend, profile):
     rounds = 30 if profile_name(profile) == "quick" else 300
     stop = threading.Event()
     seen = []
-    try:
-        _created_and_open(backend)
+    with _created_and_open(backend):
         backend.store("data/item", old)
 
         def writer():
@@ -348,5 +333,3 @@ def check_store_atomic(backend, profile):
         expect("store-atomic", not seen, seen[0] if seen else "")
         for error in errors:
             raise AssertionError(f"[store-atomic] a thread raised {type(error).__name__}: {error}") from error
-    finally:
-        _cleanup(backend)
