@@ -156,7 +156,6 @@ class Store:
                 middleware.insert(0, ("permissions", {"permissions": permissions}))
         if cached:
             # the cache sits just outside any emulation, so that cache hits are not slowed down
-            middleware = list(middleware)
             names = [_middleware_entry(entry)[0] for entry in middleware]
             position = names.index("emulate") if "emulate" in names else len(middleware)
             middleware.insert(position, ("cache", {"cache": cache_backend, "policies": cached}))
