@@ -110,7 +110,10 @@ class _Connection:
             except BaseException as exc:
                 with self.ready:
                     self.count -= 1
-                    refused = isinstance(exc, paramiko.ChannelException) and self.transport.is_active()
+                    # paramiko keeps one pending open failure per transport, so of several opens the
+                    # server refuses at once, some see ChannelException and others only "Unable to
+                    # open channel." or "Channel closed.": any SSHException on a live transport is a refusal
+                    refused = isinstance(exc, paramiko.SSHException) and self.transport.is_active()
                     if refused and self.count > 0:
                         # the server allows fewer sessions (MaxSessions): share the ones we have
                         self.limit = self.count
