@@ -2,9 +2,10 @@
 
 import importlib
 import importlib.metadata
+import re
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
 import pluggy
 
@@ -16,13 +17,11 @@ ENTRY_POINT_GROUP = "borgstore"
 
 hookimpl = pluggy.HookimplMarker("borgstore")
 
-# The core's own plugins, also declared as entry points in the core's pyproject.toml.  Listed here
-# so that a source tree that was never installed still has them.
+# The core's own plugins: the one list of them (the core declares no entry points of its own).
 BUILTIN_PLUGINS = {
     "memory": "borgstore.backends.memory",
     "nesting": "borgstore.nesting",
     "stats": "borgstore.middleware.stats",
-    "softdelete": "borgstore.middleware.softdelete",
     "emulate": "borgstore.middleware.emulate",
     "permissions": "borgstore.middleware.permissions",
     "quota": "borgstore.middleware.quota",
@@ -37,31 +36,63 @@ KNOWN_SCHEMES = {
 }
 
 
+Factory = Union[Callable, str]
+
+
+def resolve(factory: Factory) -> Callable:
+    """The callable a spec names: itself, or ``"module:attribute"`` imported now (on first use)."""
+    if not isinstance(factory, str):
+        return factory
+    module, _, attribute = factory.partition(":")
+    target = importlib.import_module(module)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
 @dataclass(frozen=True)
 class BackendSpec:
-    """A backend a plugin provides: see the ``borgstore_backends`` hook."""
+    """A backend a plugin provides: see the ``borgstore_backends`` hook.
+
+    :ivar schemes: the URL schemes served, e.g. ``("sftp",)``.
+    :ivar factory: ``factory(url, **options)`` returning an unopened backend, or its import path
+        ``"package.module:function"``, imported only when a URL of these schemes is used.
+    :ivar capabilities: what the backend can usually do, for display before anything is opened;
+        the opened backend's ``capabilities`` is the truth.
+    :ivar description: one line for ``borgstore plugins``.
+    :ivar options: the names of the backend's options; None: the factory checks them itself.
+        The core rejects any other option with a ValueError naming it.
+    :ivar redact: ``redact(url) -> str`` hiding the secrets a URL of this scheme may carry, or its
+        import path; None: the core's generic redaction (passwords in ``user:password@``).
+    """
 
     schemes: tuple
-    factory: Callable
-    capabilities: Capabilities = field(default_factory=Capabilities)
+    factory: Factory
+    capabilities: Optional[Capabilities] = None
     description: str = ""
+    options: Optional[tuple] = None
+    redact: Optional[Factory] = None
 
 
 @dataclass(frozen=True)
 class NestingSpec:
-    """A nesting strategy a plugin provides: see the ``borgstore_nesting_strategies`` hook."""
+    """A nesting strategy a plugin provides: see the ``borgstore_nesting_strategies`` hook.
+
+    *factory* is a callable or its import path ``"module:Class"``."""
 
     name: str
-    factory: Callable
+    factory: Factory
     description: str = ""
 
 
 @dataclass(frozen=True)
 class MiddlewareSpec:
-    """A middleware a plugin provides: see the ``borgstore_middleware`` hook."""
+    """A middleware a plugin provides: see the ``borgstore_middleware`` hook.
+
+    *factory* is a callable ``factory(inner, **options)`` or its import path ``"module:Class"``."""
 
     name: str
-    factory: Callable
+    factory: Factory
     description: str = ""
 
 
@@ -165,30 +196,35 @@ class _Registry:
         failures = []
         self._check_hook_names(pm, failures)
         backends, nestings, middlewares = {}, {}, {}
-        for hook, table, key in (
-            (pm.hook.borgstore_backends, backends, "schemes"),
-            (pm.hook.borgstore_nesting_strategies, nestings, "name"),
-            (pm.hook.borgstore_middleware, middlewares, "name"),
+        plugins = pm.get_plugins()
+        for hook_name, table, key in (
+            ("borgstore_backends", backends, "schemes"),
+            ("borgstore_nesting_strategies", nestings, "name"),
+            ("borgstore_middleware", middlewares, "name"),
         ):
             # hookimpls come in registration order; later registrations override earlier ones
-            for impl in hook.get_hookimpls():
+            for impl in getattr(pm.hook, hook_name).get_hookimpls():
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 dist, version = self.origins.get(plugin_name, ("(registered at run time)", ""))
+                # called through pluggy (argument selection, call monitoring), one plugin at a
+                # time, so that a broken plugin is named and does not hide the others
+                caller = pm.subset_hook_caller(hook_name, [p for p in plugins if p is not impl.plugin])
                 try:
-                    specs = impl.function() or []
+                    results = caller()
                 except Exception as exc:
-                    failures.append(LoadFailure(plugin_name, hook.name, dist, f"{type(exc).__name__}: {exc}"))
+                    failures.append(LoadFailure(plugin_name, hook_name, dist, f"{type(exc).__name__}: {exc}"))
                     continue
-                for spec in specs:
-                    if not isinstance(spec, SPEC_TYPES[hook.name]):
-                        failures.append(
-                            LoadFailure(plugin_name, hook.name, dist, f"returned {spec!r}, not a {SPEC_TYPES[hook.name].__name__}")
-                        )
-                        continue
-                    provided = Provided(spec, plugin_name, dist, version)
-                    keys = getattr(spec, key)
-                    for k in (keys,) if isinstance(keys, str) else keys:
-                        table[k] = provided
+                for specs in results:
+                    for spec in specs or []:
+                        if not isinstance(spec, SPEC_TYPES[hook_name]):
+                            failures.append(
+                                LoadFailure(plugin_name, hook_name, dist, f"returned {spec!r}, not a {SPEC_TYPES[hook_name].__name__}")
+                            )
+                            continue
+                        provided = Provided(spec, plugin_name, dist, version)
+                        keys = getattr(spec, key)
+                        for k in (keys,) if isinstance(keys, str) else keys:
+                            table[k] = provided
         self.table_failures = failures
         return backends, nestings, middlewares
 
@@ -221,31 +257,76 @@ def middlewares() -> dict:
 
 def url_scheme(url) -> str:
     if not isinstance(url, str) or ":" not in url:
-        raise BackendURLInvalid(f"invalid store URL {url!r}: expected SCHEME:..., e.g. file:///path")
+        raise BackendURLInvalid(f"invalid store URL {redact_url(url)!r}: expected SCHEME:..., e.g. file:///path")
     scheme = url.split(":", 1)[0].lower()
     if not scheme.isidentifier():
-        raise BackendURLInvalid(f"invalid store URL {url!r}: {scheme!r} is not a URL scheme")
+        raise BackendURLInvalid(f"invalid store URL {redact_url(url)!r}: {scheme!r} is not a URL scheme")
     return scheme
+
+
+# scheme, optional "//", then user info up to "@" (no "/" in it): the password is after its ":"
+_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*:(?://)?)(?P<user>[^/@:]*):(?P<secret>[^/@]*)@")
+_SECRET_PARAMS = re.compile(r"(?i)(?P<key>[\w-]*(?:pass|secret|token|key)[\w-]*=)(?P<value>[^&;,:@/]*)")
+REDACTED = "***"
+
+
+def generic_redact(url: str) -> str:
+    """Hide a password in ``scheme:[//]user:password@...`` and the values of query parameters
+    whose names say secret, pass, token or key."""
+    url = _USERINFO.sub(lambda m: f"{m['head']}{m['user']}:{REDACTED}@", url, count=1)
+    head, question, query = url.partition("?")
+    if question:
+        url = head + "?" + _SECRET_PARAMS.sub(lambda m: m["key"] + REDACTED, query)
+    return url
+
+
+def redact_url(url) -> str:
+    """*url* with every secret it carries replaced by ``***``: safe for messages, logs, repr.
+
+    The backend serving the scheme knows where its secrets are (its spec's ``redact``); for
+    other URLs the generic rule hides ``user:password@`` passwords."""
+    if not isinstance(url, str):
+        return repr(type(url).__name__)
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    provided = backends().get(scheme) if scheme else None
+    redact = getattr(provided.spec, "redact", None) if provided is not None else None
+    try:
+        return resolve(redact)(url) if redact is not None else generic_redact(url)
+    except Exception:  # a broken redactor must not show the URL instead
+        return f"{scheme}:{REDACTED}"
 
 
 def backend_for_url(url: str, options: Optional[dict] = None):
     """Build an unopened backend for *url*, raising a precise BackendURLInvalid if that fails."""
     scheme = url_scheme(url)
     provided = backends().get(scheme)
+    shown = redact_url(url)
     if provided is None:
         failed = [f for f in load_failures() if f.plugin == scheme or KNOWN_SCHEMES.get(scheme) == f.distribution]
         if failed:
-            raise BackendNotInstalled(f"cannot open {url!r}: {failed[0]}")
+            raise BackendNotInstalled(f"cannot open {shown!r}: {failed[0]}")
         if scheme in KNOWN_SCHEMES:
             dist = KNOWN_SCHEMES[scheme]
             raise BackendNotInstalled(
-                f"cannot open {url!r}: the {scheme!r} backend is not installed; install it with: pip install {dist}"
+                f"cannot open {shown!r}: the {scheme!r} backend is not installed; install it with: pip install {dist}"
             )
         known = ", ".join(sorted(backends())) or "none"
-        raise BackendURLInvalid(f"unknown URL scheme {scheme!r} in {url!r} (installed backends: {known})")
-    backend = provided.spec.factory(url, **(options or {}))
+        raise BackendURLInvalid(f"unknown URL scheme {scheme!r} in {shown!r} (installed backends: {known})")
+    options = options or {}
+    if provided.spec.options is not None:
+        from .backends.toolkit import check_options
+
+        check_options(options, provided.spec.options, scheme)
+    try:
+        factory = resolve(provided.spec.factory)
+    except Exception as exc:
+        raise BackendNotInstalled(
+            f"cannot open {shown!r}: the {scheme!r} backend ({provided.distribution}) failed to import: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    backend = factory(url, **options)
     if backend is None:
-        raise BackendURLInvalid(f"invalid URL {url!r} for the {scheme!r} backend")
+        raise BackendURLInvalid(f"invalid URL {shown!r} for the {scheme!r} backend")
     return backend
 
 
@@ -254,7 +335,7 @@ def nesting_strategy(name: str):
     if provided is None:
         known = ", ".join(sorted(nesting_strategies()))
         raise ValueError(f"unknown nesting strategy {name!r} (installed: {known})")
-    return provided.spec.factory()
+    return resolve(provided.spec.factory)()
 
 
 def middleware_factory(name: str):
@@ -262,7 +343,7 @@ def middleware_factory(name: str):
     if provided is None:
         known = ", ".join(sorted(middlewares()))
         raise ValueError(f"unknown middleware {name!r} (installed: {known})")
-    return provided.spec.factory
+    return resolve(provided.spec.factory)
 
 
 def reset_for_tests():
@@ -279,4 +360,5 @@ __all__ = [
     "PluginError",
     "hookimpl",
     "plugin_manager",
+    "redact_url",
 ]

@@ -4,23 +4,22 @@ A call travels: Store (validates the name, finds the namespace's nesting) -> the
 outermost first -> the backend adapter -> the backend.  See docs/architecture.md.
 """
 
-import hashlib
 from typing import Iterator, Optional
 
 from . import _plugins
 from ._config import parse_config, parse_levels
 from ._names import check_name, check_namespace, is_valid_key
-from .backends._base import BackendBase, ItemInfo
+from .backends._base import BackendBase, ItemInfo, new_hash, read_range_error
 from .backends.errors import (
     BackendMustBeOpen,
     BackendMustNotBeOpen,
     BackendURLInvalid,
     NoBackendGiven,
     ObjectNotFound,
-    PermissionDenied,
     ReadRangeError,
 )
-from .constants import QUOTA_STORE_NAME
+from ._stats import empty_stats
+from .constants import DEL_SUFFIX
 from .middleware._base import BackendAdapter, Link
 
 
@@ -50,6 +49,11 @@ def build_chain(backend, middleware=(), *, name: Optional[str] = None) -> Link:
         raise ValueError(f"not a backend: {backend!r}")
     for entry in reversed(list(middleware)):
         mw_name, options = _middleware_entry(entry)
+        if mw_name == "softdelete":
+            raise ValueError(
+                "'softdelete' is no middleware any more: soft deletion is part of the Store, and every "
+                "middleware sees a soft deletion as a move to '<name>.del'; drop it from the list"
+            )
         factory = _plugins.middleware_factory(mw_name)
         try:
             new_link = factory(link, **options)
@@ -91,7 +95,6 @@ def default_middleware(permissions=None, quota=None) -> list:
         chain.append(("permissions", {"permissions": permissions}))
     if quota is not None:
         chain.append(("quota", {"limit": quota}))
-    chain.append("softdelete")
     if emulation_requested():
         chain.append("emulate")
     return chain
@@ -164,7 +167,8 @@ class Store:
         self._opened = False
 
     def __repr__(self):
-        return f"<Store({self._url or type(self.backend).__name__!r}, middleware={list(self.middleware)})>"
+        where = _plugins.redact_url(self._url) if self._url else type(self.backend).__name__
+        return f"<Store({where!r}, middleware={list(self.middleware)})>"
 
     # --- introspection ---
     @property
@@ -184,13 +188,12 @@ class Store:
 
     @property
     def stats(self) -> dict:
-        """Calls, times [s], volumes [bytes] and throughputs [bytes/s] per operation, counted by
-        the ``stats`` middleware (an empty dict if the chain has none)."""
-        stats = self._chain.find_layer("stats")
-        result = stats.snapshot() if stats is not None else {}
-        cache = self._chain.find_layer("cache")
-        if cache is not None:
-            result.update(cache.snapshot())
+        """Calls, times [s], volumes [bytes] and throughputs [bytes/s] per operation, what
+        reached the backend, and the cache's counters.  Every key is always present (0 where
+        nothing was counted, e.g. without the ``stats`` middleware)."""
+        result = empty_stats()
+        for link in self._chain.layers():
+            link.contribute_stats(result)
         return result
 
     # --- lifecycle ---
@@ -211,18 +214,6 @@ class Store:
             raise BackendMustNotBeOpen("the store is already open")
         self._chain.open()
         self._opened = True
-        if self._chain.find_layer("quota") is None:
-            self._forget_stale_quota()
-
-    def _forget_stale_quota(self):
-        # Without the quota middleware nobody tracks usage, so a quota file left by an earlier
-        # session would go stale; the PyPI borgstore removes it too, whatever the permissions.
-        innermost = list(self._chain.layers())[-1]
-        try:
-            if innermost.capabilities.write:
-                innermost.delete(QUOTA_STORE_NAME)
-        except (ObjectNotFound, PermissionDenied):
-            pass
 
     def close(self) -> None:
         if not self._opened:
@@ -304,28 +295,34 @@ class Store:
         namespace = self._namespace_of(name)
         if not namespace.single:
             self._check_open()
-        return self._find(namespace, name, deleted)
+        found = self._find(namespace, name, deleted)
+        return found[: -len(DEL_SUFFIX)] if deleted else found
 
     def _find(self, namespace, name, deleted):
+        """The backend name of *name* (with the ``.del`` suffix if *deleted*)."""
+        suffix = DEL_SUFFIX if deleted else ""
         if namespace.single:
-            return namespace.nest_write(name)
+            return namespace.nest_write(name) + suffix
         for level in namespace.levels:
-            nested = namespace.nest(name, level)
-            if self._chain.info(nested, deleted=deleted).exists:
+            nested = namespace.nest(name, level) + suffix
+            if self._chain.info(nested).exists:
                 return nested
-        return namespace.nest_write(name)
+        return namespace.nest_write(name) + suffix
 
     # --- items ---
+    # Soft deletion happens here, once: a soft-deleted item is the backend name plus ".del", and
+    # soft deleting is a move to that name, so every link of the chain sees plain names and moves.
     def info(self, name: str, *, deleted: bool = False) -> ItemInfo:
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
         key = name[name.find("/") + 1 :]
+        suffix = DEL_SUFFIX if deleted else ""
         if namespace.single:
-            info = self._chain.info(namespace.nest_write(name), deleted=deleted)
+            info = self._chain.info(namespace.nest_write(name) + suffix)
         else:
             for level in namespace.levels:
-                info = self._chain.info(namespace.nest(name, level), deleted=deleted)
+                info = self._chain.info(namespace.nest(name, level) + suffix)
                 if info.exists:
                     break
         # most backends already report the key (the last path component); _replace costs ~0.6 us
@@ -339,11 +336,12 @@ class Store:
             raise ValueError(f"invalid size {size!r}: an int >= 0 or None")
         if type(offset) is not int:
             raise ValueError(f"invalid offset {offset!r}: an int")
-        if namespace.single:
-            return self._chain.load(namespace.nest_write(name), size=size, offset=offset, deleted=deleted)
+        if namespace.single and not deleted:
+            return self._chain.load(namespace.nest_write(name), size=size, offset=offset)
+        suffix = DEL_SUFFIX if deleted else ""
         for level in namespace.levels:
             try:
-                return self._chain.load(namespace.nest(name, level), size=size, offset=offset, deleted=deleted)
+                return self._chain.load(namespace.nest(name, level) + suffix, size=size, offset=offset)
             except ObjectNotFound:
                 continue
         raise ObjectNotFound(name)
@@ -366,7 +364,7 @@ class Store:
     def delete(self, name: str, *, deleted: bool = False) -> None:
         self._check_open()
         namespace = self._namespace_of(name)
-        self._chain.delete(self._find(namespace, name, deleted), deleted=deleted)
+        self._chain.delete(self._find(namespace, name, deleted))
 
     def move(
         self,
@@ -388,48 +386,70 @@ class Store:
         if delete:
             if deleted:
                 raise ValueError("move(delete=True) soft-deletes a live item; deleted=True makes no sense with it")
-            self._chain.soft_delete(self._find(namespace, name, False))
+            current = self._find(namespace, name, False)
+            self._chain.move(current, current + DEL_SUFFIX)
         elif undelete:
             if deleted:
                 raise ValueError("move(undelete=True) always acts on a deleted item; do not pass deleted=True")
-            self._chain.undelete(self._find(namespace, name, True))
+            current = self._find(namespace, name, True)
+            self._chain.move(current, current[: -len(DEL_SUFFIX)])
         elif change_level:
             current = self._find(namespace, name, deleted)
-            target = namespace.nest_write(name)
+            target = namespace.nest_write(name) + (DEL_SUFFIX if deleted else "")
             if current != target:
-                self._chain.move(current, target, deleted=deleted)
+                self._chain.move(current, target)
         else:
             new_namespace = self._namespace_of(new_name)
             source = self._find(namespace, name, deleted)
-            self._chain.move(source, self._find(new_namespace, new_name, deleted), deleted=deleted)
+            self._chain.move(source, self._find(new_namespace, new_name, deleted))
 
     def list(self, name: str, deleted: bool = False) -> Iterator[ItemInfo]:
-        """Yield the items of namespace *name*, sorted by key.  Lazy: nothing is read before the
-        first item is asked for."""
+        """Yield the items of namespace *name*, sorted by key: the live ones, or with *deleted*
+        the soft-deleted ones (named without ``.del``).  Lazy: nothing is read before the first
+        item is asked for."""
         self._check_open()
         ns_name = check_namespace(name)
         namespace = self._namespaces.get(ns_name)
         if namespace is None:
             raise ValueError(f"no nesting levels configured for namespace {name!r}")
-        walk = self._walk(ns_name, namespace, 0, deleted)
-        if namespace.single and namespace.strategy.order_preserving:
-            return walk
-        return _sorted_lazily(walk)
+        if self._chain.capabilities.list_tree:
+            items = self._walk_tree(ns_name, namespace, deleted)
+        else:
+            items = self._walk(ns_name, namespace, 0, deleted)
+        if namespace.single and namespace.strategy.order_preserving and not deleted:
+            return items
+        # stripping ".del" can change the order ("a-b.del" < "a.del", but "a" < "a-b")
+        return _sorted_lazily(items)
 
     def _walk(self, directory, namespace, depth, deleted):
+        """The namespace's items, one ``list`` call per directory."""
         deepest = namespace.deepest
-        for info in self._chain.list(directory, deleted=deleted):
+        for info in self._chain.list(directory):
             if info.directory:
                 if depth < deepest:
                     yield from self._walk(f"{directory}/{info.name}" if directory else info.name, namespace, depth + 1, deleted)
-            elif depth in namespace.level_set and is_valid_key(info.name):
-                yield info
+            elif depth in namespace.level_set:
+                item = _listed(info, info.name, deleted)
+                if item is not None:
+                    yield item
+
+    def _walk_tree(self, directory, namespace, deleted):
+        """The namespace's items from one ``list_tree`` stream (an object store's prefix listing)."""
+        level_set = namespace.level_set
+        for info in self._chain.list_tree(directory):
+            path = info.name
+            depth = path.count("/")
+            if depth in level_set:
+                key = path[path.rfind("/") + 1 :]
+                item = _listed(info, key, deleted)
+                if item is not None:
+                    yield item
 
     def hash(self, name: str, algorithm: str = "sha256", *, deleted: bool = False) -> str:
         self._check_open()
         namespace = self._namespace_of(name)
-        hashlib.new(algorithm)  # an unknown algorithm fails before any storage access
-        return self._chain.hash(self._find(namespace, name, deleted), algorithm, deleted=deleted)
+        new_hash(algorithm)  # an unknown algorithm fails before any storage access
+        return self._chain.hash(self._find(namespace, name, deleted), algorithm)
 
     def _sources(self, sources, namespace_name, deleted):
         resolved = []
@@ -456,10 +476,10 @@ class Store:
         resolved = self._sources(sources, ns_name, deleted)
         if not resolved:
             return b""
-        data = self._chain.gather(resolved, deleted=deleted)
+        data = self._chain.gather(resolved)
         wanted = sum(size for _, _, size in resolved)
         if len(data) != wanted:
-            raise ReadRangeError(f"gather: wanted {wanted} bytes in all, got {len(data)}")
+            raise read_range_error(", ".join(dict.fromkeys(name for name, _, _ in resolved)), 0, wanted, len(data))
         return data
 
     def defrag(
@@ -477,12 +497,12 @@ class Store:
         if target is None and algorithm is None:
             raise ValueError("defrag needs a target or an algorithm")
         if algorithm is not None:
-            hashlib.new(algorithm)
+            new_hash(algorithm)
         ns_name = None if namespace is None else check_namespace(namespace)
         if target is not None and ns_name is not None and "/" in target:
             raise ValueError(f"target {target!r} must be a key without '/' when a namespace is given")
         data = self.gather(sources, namespace=namespace, deleted=deleted)
-        key = target if target is not None else hashlib.new(algorithm, data).hexdigest()
+        key = target if target is not None else new_hash(algorithm, data).hexdigest()
         self.store(f"{ns_name}/{key}" if ns_name else key, data)
         return key
 
@@ -490,6 +510,20 @@ class Store:
         """``{"limit": bytes, "usage": bytes}``, -1 where not tracked."""
         self._check_open()
         return self._chain.quota()
+
+
+def _listed(info, key, deleted):
+    """The ItemInfo the Store lists for a backend item whose leaf name is *key*, or None: live
+    items without *deleted*, soft-deleted ones (their ``.del`` taken off) with it."""
+    if key.endswith(DEL_SUFFIX):
+        if not deleted:
+            return None
+        key = key[: -len(DEL_SUFFIX)]
+    elif deleted:
+        return None
+    if not is_valid_key(key):
+        return None
+    return info if info.name == key else info._replace(name=key)
 
 
 def _sorted_lazily(items):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple, Optional
 
 from ..constants import TMP_SUFFIX
-from .errors import ObjectNotFound, ReadRangeError
+from .errors import BackendMustBeOpen, BackendMustNotBeOpen, ObjectNotFound, ReadRangeError
 
 
 class ItemInfo(NamedTuple):
@@ -31,32 +31,38 @@ class ItemInfo(NamedTuple):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do natively.  The conformance kit checks what is declared.
+    """What a backend can do.  Every flag is read by code and checked by a kit rule.
 
-    :ivar read: load/info work.
-    :ivar write: store/delete/move/mkdir/rmdir work (False: a read-only backend).
-    :ivar list: list works.
-    :ivar range_reads: a partial load moves only the requested bytes.
-    :ivar hash_algorithms: algorithms hash() computes where the data is, without downloading it.
-    :ivar needs_mkdir: items can only be stored in directories that exist (posix-like);
-        False for object stores where directories are implied by names.
-    :ivar atomic_store: a reader never sees a partially stored value.
-    :ivar atomic_move: move() replaces its target in one step.
-    :ivar durable_flush: flush()/close() make stored items survive a power loss.
+    The truth is the ``capabilities`` attribute of an *opened* backend (a backend may learn
+    what its storage can do only when it connects); a :class:`~borgstore.BackendSpec` may carry
+    a copy for display before anything is opened.
+
+    :ivar read: load/info/hash/gather work (the kit reads back what it wrote only if True).
+    :ivar write: store/delete/move/mkdir/rmdir work; False: a read-only backend, whose writes
+        raise PermissionDenied (kit rule ``read-only-refuses-writes``).
+    :ivar list: list works (False: the kit does not list).
+    :ivar hash_algorithms: algorithms hash() computes where the data is, without downloading it
+        (kit rule ``hash-matches-hashlib`` checks each against hashlib).
+    :ivar needs_mkdir: items can only be stored in directories that exist (posix-like); False for
+        object stores where directories are implied by names and vanish with their last item.
+        The kit's model follows this flag.
+    :ivar atomic_store: a reader never sees a partially stored value (kit rule
+        ``store-atomic``).
     :ivar thread_safe: one backend object may be used from several threads at once; if False,
         the Store serializes the calls (as the PyPI borgstore does for every backend).
+    :ivar list_tree: the backend has ``list_tree(name)``: every item below a directory as one
+        stream (one paginated request per page on an object store).  ``Store.list()`` uses it
+        instead of one ``list`` call per nesting directory (kit rule ``list-tree-agrees``).
     """
 
     read: bool = True
     write: bool = True
     list: bool = True
-    range_reads: bool = True
     hash_algorithms: frozenset = field(default_factory=frozenset)
     needs_mkdir: bool = True
     atomic_store: bool = True
-    atomic_move: bool = True
-    durable_flush: bool = False
     thread_safe: bool = False
+    list_tree: bool = False
 
     def as_dict(self) -> dict:
         return {
@@ -76,8 +82,20 @@ class BackendBase(ABC):
 
     #: create the nesting directories at create() time (see Store.create_levels)
     precreate_dirs: bool = False
-    #: what this backend can do natively; override in subclasses
+    #: what this backend can do; override in subclasses (or set in open() once it is known)
     capabilities: Capabilities = Capabilities()
+    #: True between open() and close(); check_open()/check_closed() read it
+    opened: bool = False
+
+    def check_open(self) -> None:
+        """Raise BackendMustBeOpen unless the backend is open: call it first in each operation."""
+        if not self.opened:
+            raise BackendMustBeOpen(f"{self!r} is not open")
+
+    def check_closed(self) -> None:
+        """Raise BackendMustNotBeOpen if the backend is open: create(), destroy() and open() call it."""
+        if self.opened:
+            raise BackendMustNotBeOpen(f"{self!r} is open")
 
     def __enter__(self):
         self.open()
@@ -103,7 +121,9 @@ class BackendBase(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Close the store and release every resource (connections, processes, threads)."""
+        """Close the store and release every resource (connections, processes, threads).
+
+        Not open (also: closed twice): BackendMustBeOpen."""
 
     def flush(self) -> None:
         """Make everything stored so far as durable as the backend is configured to make it."""
@@ -145,10 +165,18 @@ class BackendBase(ABC):
         """Yield the items and directories directly inside directory *name*, sorted by name,
         never items ending in ``.tmp``.  Missing directory: ObjectNotFound."""
 
+    # A backend declaring ``Capabilities(list_tree=True)`` also has:
+    #
+    # def list_tree(self, name: str) -> Iterator[ItemInfo]:
+    #     """Yield every item (no directories) below directory *name*, at any depth, named by
+    #     its path relative to *name* (``01/23/0123abcd``), sorted by that path, never items
+    #     ending in ``.tmp``.  Missing directory: ObjectNotFound, or nothing at all where
+    #     directories are implied by names (needs_mkdir=False)."""
+
     # --- generic operations with default implementations ---
     def hash(self, name: str, algorithm: str = "sha256") -> str:
         """Return the hex digest of item *name*."""
-        h = hashlib.new(algorithm)
+        h = new_hash(algorithm)
         h.update(self.load(name))
         return h.hexdigest()
 
@@ -167,7 +195,7 @@ class BackendBase(ABC):
         if target is None:
             if algorithm is None:
                 raise ValueError("defrag needs a target or an algorithm")
-            target = hashlib.new(algorithm, data).hexdigest()
+            target = new_hash(algorithm, data).hexdigest()
             if namespace:
                 target = namespace.rstrip("/") + "/" + target
             if levels:
@@ -192,9 +220,31 @@ def gather_by_loads(load, sources) -> bytes:
             continue
         data = load(name, size=size, offset=offset)
         if len(data) != size:
-            raise ReadRangeError(f"{name}: wanted {size} bytes at offset {offset}, got {len(data)}")
+            raise read_range_error(name, offset, size, len(data))
         parts.append(data)
     return b"".join(parts)
+
+
+def read_range_error(name: str, offset: int, wanted: int, got: int) -> ReadRangeError:
+    """The error for a short read, worded as applications of the PyPI borgstore match it."""
+    return ReadRangeError(f"Read range error from {name}: wanted {wanted} bytes at offset {offset}, got {got}")
+
+
+def new_hash(algorithm: str, data: bytes = b""):
+    """A hash object for *algorithm*: any hashlib algorithm, and ``blake3`` when the optional
+    ``blake3`` package is installed (``pip install borgstore[blake3]``).
+
+    An unknown algorithm raises ``ValueError("Unsupported hash algorithm: <name>")``."""
+    if algorithm == "blake3":
+        try:
+            from blake3 import blake3
+        except ImportError:
+            raise ValueError("Unsupported hash algorithm: blake3 (install borgstore[blake3] for it)") from None
+        return blake3(data)
+    try:
+        return hashlib.new(algorithm, data)
+    except (ValueError, TypeError):
+        raise ValueError(f"Unsupported hash algorithm: {algorithm}") from None
 
 
 def is_hidden_from_list(name: str) -> bool:
@@ -202,4 +252,13 @@ def is_hidden_from_list(name: str) -> bool:
     return name.endswith(TMP_SUFFIX)
 
 
-__all__ = ["BackendBase", "Capabilities", "ItemInfo", "ObjectNotFound", "gather_by_loads", "is_hidden_from_list"]
+__all__ = [
+    "BackendBase",
+    "Capabilities",
+    "ItemInfo",
+    "ObjectNotFound",
+    "gather_by_loads",
+    "is_hidden_from_list",
+    "new_hash",
+    "read_range_error",
+]

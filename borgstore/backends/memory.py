@@ -14,15 +14,11 @@ from typing import Iterator, Optional
 
 from .._plugins import BackendSpec, hookimpl
 from ._base import BackendBase, Capabilities, ItemInfo, is_hidden_from_list
-from .errors import (
-    BackendAlreadyExists,
-    BackendDoesNotExist,
-    BackendError,
-    BackendMustBeOpen,
-    BackendMustNotBeOpen,
-    BackendURLInvalid,
-    ObjectNotFound,
-)
+from .errors import BackendAlreadyExists, BackendDoesNotExist, BackendError, BackendURLInvalid, ObjectNotFound
+from .toolkit import check_backend_name, check_load_range, check_options, missing_or_directory
+
+#: items per page of a list_tree stream (an object store's page size)
+PAGE_SIZE = 1000
 
 
 class _Item:
@@ -55,21 +51,28 @@ def _location(name: str) -> _Location:
 
 
 class MemoryBackend(BackendBase):
-    capabilities = Capabilities(thread_safe=True)
+    """The ``memory:`` backend.  *list_tree* False makes it list one directory at a time only,
+    as a posix backend does (the kit checks that both ways agree)."""
 
-    def __init__(self, name: str = ""):
+    def __init__(self, name: str = "", *, list_tree: bool = True):
         self.name = name
         # an anonymous store is private to this backend object
         self._location = _location(name) if name else _Location()
-        self.opened = False
+        self.capabilities = Capabilities(thread_safe=True, list_tree=bool(list_tree))
+        self.pages_listed = 0  # list_tree pages served: what an object store would bill
 
     def __repr__(self):
         return f"<MemoryBackend {self.name!r}>"
 
+    def __getattribute__(self, name):
+        # without the capability, there is no list_tree at all (as on a posix backend)
+        if name == "list_tree" and not object.__getattribute__(self, "capabilities").list_tree:
+            raise AttributeError(name)
+        return object.__getattribute__(self, name)
+
     # --- helpers ---
     def _check_open(self):
-        if not self.opened:
-            raise BackendMustBeOpen(f"memory:{self.name} is not open")
+        self.check_open()
 
     def _root(self) -> dict:
         root = self._location.root
@@ -108,38 +111,38 @@ class MemoryBackend(BackendBase):
 
     # --- lifecycle ---
     def create(self):
-        if self.opened:
-            raise BackendMustNotBeOpen(f"memory:{self.name} is open")
+        self.check_closed()
         with self._location.lock:
             if self._location.root:
                 raise BackendAlreadyExists(f"memory:{self.name} already exists and is not empty")
             self._location.root = {}
 
     def destroy(self):
-        if self.opened:
-            raise BackendMustNotBeOpen(f"memory:{self.name} is open")
+        self.check_closed()
         with self._location.lock:
             self._root()
             self._location.root = None
 
     def open(self):
-        if self.opened:
-            raise BackendMustNotBeOpen(f"memory:{self.name} is already open")
+        self.check_closed()
         with self._location.lock:
             self._root()
         self.opened = True
 
     def close(self):
+        self.check_open()
         self.opened = False
 
     # --- directories ---
     def mkdir(self, name):
         self._check_open()
+        check_backend_name(name)
         with self._location.lock:
             self._dir(name, create=True)
 
     def rmdir(self, name):
         self._check_open()
+        check_backend_name(name)
         with self._location.lock:
             node, base = self._parent(name)
             child = node.get(base)
@@ -152,6 +155,7 @@ class MemoryBackend(BackendBase):
     # --- items ---
     def info(self, name):
         self._check_open()
+        check_backend_name(name, root_ok=True)
         with self._location.lock:
             try:
                 node, base = self._parent(name)
@@ -166,6 +170,8 @@ class MemoryBackend(BackendBase):
 
     def load(self, name, *, size=None, offset=0):
         self._check_open()
+        check_backend_name(name)
+        check_load_range(size, offset)
         with self._location.lock:
             data = self._item(name).data
         if offset < 0:
@@ -175,6 +181,7 @@ class MemoryBackend(BackendBase):
 
     def store(self, name, value):
         self._check_open()
+        check_backend_name(name)
         data = bytes(value)
         with self._location.lock:
             node, base = self._parent(name, create=True)
@@ -184,6 +191,7 @@ class MemoryBackend(BackendBase):
 
     def delete(self, name):
         self._check_open()
+        check_backend_name(name)
         with self._location.lock:
             self._item(name)
             node, base = self._parent(name)
@@ -191,6 +199,8 @@ class MemoryBackend(BackendBase):
 
     def move(self, curr_name, new_name):
         self._check_open()
+        check_backend_name(curr_name)
+        check_backend_name(new_name)
         with self._location.lock:
             item = self._item(curr_name)
             node, base = self._parent(new_name, create=True)
@@ -206,6 +216,7 @@ class MemoryBackend(BackendBase):
 
     def list(self, name) -> Iterator[ItemInfo]:
         self._check_open()
+        check_backend_name(name, root_ok=True)
         with self._location.lock:
             entries = self._ordered(self._dir(name))
         for key, child in entries:
@@ -217,13 +228,54 @@ class MemoryBackend(BackendBase):
                 yield ItemInfo(name=key, exists=True, size=len(child.data), directory=False, mtime=child.mtime)
 
 
+    def list_tree(self, name) -> Iterator[ItemInfo]:
+        """Every item below directory *name*, by path, one page of PAGE_SIZE at a time."""
+        self._check_open()
+        check_backend_name(name, root_ok=True)
+        with self._location.lock:
+            self._dir(name)  # a missing directory fails now, not at the first next()
+        after = None
+        while True:
+            with self._location.lock:
+                page = self._tree_page(name, after)
+            self.pages_listed += 1
+            yield from page
+            if len(page) < PAGE_SIZE:
+                return
+            after = page[-1].name
+
+    def _tree_page(self, name, after) -> list:
+        """Up to PAGE_SIZE items below *name* whose paths sort after *after*."""
+        try:
+            top = self._dir(name)
+        except (ObjectNotFound, BackendError):
+            return []  # removed since the stream started: nothing more below it
+        page = []
+        self._collect(top, "", after, page)
+        return page
+
+    def _collect(self, directory, prefix, after, page):
+        # a directory sorts as its name plus "/", as the paths below it do ("a-b" < "a/x")
+        entries = sorted(directory.items(), key=lambda entry: entry[0] + "/" if isinstance(entry[1], dict) else entry[0])
+        for key, child in entries:
+            if len(page) >= PAGE_SIZE:
+                return
+            path = prefix + key
+            if isinstance(child, dict):
+                below = path + "/"
+                # a subtree sorting wholly before *after* was served on an earlier page
+                if after is None or after.startswith(below) or below > after:
+                    self._collect(child, below, after, page)
+            elif not is_hidden_from_list(key) and (after is None or path > after):
+                page.append(ItemInfo(name=path, exists=True, size=len(child.data), directory=False, mtime=child.mtime))
+
+
 def memory_backend_from_url(url: str, **options):
-    if options:
-        raise ValueError(f"the memory backend takes no options, got: {', '.join(sorted(options))}")
+    check_options(options, ("list_tree",), "memory")
     scheme, _, name = url.partition(":")
     if scheme.lower() != "memory" or "/" in name.strip("/") and name.startswith("//"):
         raise BackendURLInvalid(f"invalid memory URL {url!r}: use memory: or memory:NAME")
-    return MemoryBackend(name.strip("/"))
+    return MemoryBackend(name.strip("/"), **options)
 
 
 @hookimpl
@@ -232,7 +284,8 @@ def borgstore_backends():
         BackendSpec(
             schemes=("memory",),
             factory=memory_backend_from_url,
-            capabilities=MemoryBackend.capabilities,
+            capabilities=Capabilities(thread_safe=True, list_tree=True),
+            options=("list_tree",),
             description="in this process's memory; memory:NAME is shared within the process",
         )
     ]

@@ -4,8 +4,9 @@ import threading
 
 from ..backends._base import BackendBase
 
-# Every operation of the chain interface.  A middleware overrides the ones it changes; the rest
-# are bound straight to the next link, so a pass-through operation costs nothing.
+# Every operation of the link contract: exactly the backend contract (names are backend names,
+# no soft deletion).  A middleware overrides the ones it changes; the rest are bound straight to
+# the next link, so a pass-through operation costs nothing.
 OPERATIONS = (
     "create",
     "destroy",
@@ -19,9 +20,8 @@ OPERATIONS = (
     "store",
     "delete",
     "move",
-    "soft_delete",
-    "undelete",
     "list",
+    "list_tree",
     "hash",
     "gather",
     "quota",
@@ -31,11 +31,10 @@ OPERATIONS = (
 class Link:
     """One link of a store's chain: a middleware or the adapter around the backend.
 
-    The chain interface is the backend contract (names are nested backend names) plus soft
-    deletion: ``info``, ``load``, ``delete``, ``move``, ``list``, ``hash`` and ``gather`` take
-    ``deleted=True`` to address soft-deleted items, and ``soft_delete(name)``/``undelete(name)``
-    move an item into and out of that state.  The ``softdelete`` middleware implements these on top
-    of plain renames; without it in the chain they raise ValueError.
+    Every link speaks the backend contract (:class:`~borgstore.backends.BackendBase`) on backend
+    names such as ``data/01/0123abcd`` or ``data/01/0123abcd.del``: the Store has already done
+    the nesting and the soft deletion (a soft deletion is a ``move`` to ``<name>.del``).
+    ``list_tree`` is there when ``capabilities.list_tree`` is True.
     """
 
     #: the name the application used for this link (the middleware name, or the URL scheme)
@@ -49,12 +48,19 @@ class Link:
             yield link
             link = link.inner
 
-    def find_layer(self, name: str):
-        """Return the first link called *name* from here inwards, or None."""
+    def find_layer(self, kind: type):
+        """Return the first link from here inwards that is an instance of *kind*, or None."""
         for link in self.layers():
-            if link.name == name:
+            if isinstance(link, kind):
                 return link
         return None
+
+    def contribute_stats(self, stats: dict) -> None:
+        """Add this link's counters to *stats* (what ``Store.stats`` shows).
+
+        The Store asks every link, outermost first, so a link further in (closer to the
+        storage) may overwrite a figure an outer one gave: it knows better what reached the
+        backend.  The default contributes nothing."""
 
     @property
     def backend(self) -> BackendBase:
@@ -63,6 +69,7 @@ class Link:
 
     @property
     def capabilities(self):
+        """What the chain can do: the backend's capabilities (read them after open())."""
         return self.inner.capabilities
 
     @property
@@ -81,8 +88,9 @@ class Link:
 class Middleware(Link):
     """Base class of every middleware: forwards each operation to :attr:`inner` unchanged.
 
-    Subclass it, override the operations to change, and call ``self.inner.<op>(...)`` to go on
-    down the chain.  Keep the signatures of the chain interface (see :class:`BackendAdapter`).
+    Subclass it, override only the operations to change, with the signatures of the backend
+    contract, and call ``self.inner.<op>(...)`` to go on down the chain.  Operations not
+    overridden are the inner link's own bound methods: they cost nothing.
     """
 
     def __init__(self, inner: Link):
@@ -91,7 +99,11 @@ class Middleware(Link):
         self.inner = inner
         cls = type(self)
         for op in OPERATIONS:
-            if getattr(cls, op) is getattr(Middleware, op):
+            if getattr(cls, op, None) is getattr(Middleware, op, None):
+                # the attribute lookup on inner happens per call for list_tree, which a chain
+                # without that capability does not have
+                if op == "list_tree" and not hasattr(inner, op):
+                    continue
                 setattr(self, op, getattr(inner, op))
 
     def __repr__(self):
@@ -118,63 +130,60 @@ class Middleware(Link):
     def rmdir(self, name):
         return self.inner.rmdir(name)
 
-    def info(self, name, *, deleted=False):
-        return self.inner.info(name, deleted=deleted)
+    def info(self, name):
+        return self.inner.info(name)
 
-    def load(self, name, *, size=None, offset=0, deleted=False):
-        return self.inner.load(name, size=size, offset=offset, deleted=deleted)
+    def load(self, name, *, size=None, offset=0):
+        return self.inner.load(name, size=size, offset=offset)
 
     def store(self, name, value):
         return self.inner.store(name, value)
 
-    def delete(self, name, *, deleted=False):
-        return self.inner.delete(name, deleted=deleted)
+    def delete(self, name):
+        return self.inner.delete(name)
 
-    def move(self, curr_name, new_name, *, deleted=False):
-        return self.inner.move(curr_name, new_name, deleted=deleted)
+    def move(self, curr_name, new_name):
+        return self.inner.move(curr_name, new_name)
 
-    def soft_delete(self, name):
-        return self.inner.soft_delete(name)
+    def list(self, name):
+        return self.inner.list(name)
 
-    def undelete(self, name):
-        return self.inner.undelete(name)
+    def list_tree(self, name):
+        return self.inner.list_tree(name)
 
-    def list(self, name, *, deleted=False):
-        return self.inner.list(name, deleted=deleted)
+    def hash(self, name, algorithm="sha256"):
+        return self.inner.hash(name, algorithm)
 
-    def hash(self, name, algorithm="sha256", *, deleted=False):
-        return self.inner.hash(name, algorithm, deleted=deleted)
-
-    def gather(self, sources, *, deleted=False):
-        return self.inner.gather(sources, deleted=deleted)
+    def gather(self, sources):
+        return self.inner.gather(sources)
 
     def quota(self):
         return self.inner.quota()
 
 
-def _no_soft_deletion():
-    return ValueError("soft-deleted items need the 'softdelete' middleware in the store's chain")
-
-
 class BackendAdapter(Link):
-    """The innermost link: turns chain calls into backend calls.
+    """The innermost link: binds the chain's operations to the backend's methods.
 
-    It accepts ``deleted=False`` only: soft deletion is the business of the ``softdelete``
-    middleware, which sits further out and never passes ``deleted=True`` down.
+    A backend not declaring ``thread_safe`` is called one operation at a time; one written for
+    the PyPI package gets the newer operations (``flush``, ``quota``, ``hash``, ``gather``) from
+    their generic implementations.
     """
 
     def __init__(self, backend: BackendBase, name: str = "backend"):
         self._backend = backend
         self.name = name
         capabilities = getattr(backend, "capabilities", None)
-        if not getattr(capabilities, "thread_safe", False):
-            backend = _Serialized(backend)
-        for op in ("create", "destroy", "open", "close", "mkdir", "rmdir", "store"):
-            setattr(self, op, getattr(backend, op))
-        # a backend written for the PyPI package may lack the newer operations
-        self.flush = getattr(backend, "flush", _nothing)
-        self.quota = getattr(backend, "quota", _unknown_quota)
-        self._calls = backend  # what info/load/... below call: the backend, serialized if needed
+        calls = backend if getattr(capabilities, "thread_safe", False) else _Serialized(backend)
+        for op in ("create", "destroy", "open", "close", "mkdir", "rmdir", "info", "load", "store", "delete", "move", "list"):
+            setattr(self, op, getattr(calls, op))
+        self.flush = getattr(calls, "flush", _nothing)
+        self.quota = getattr(calls, "quota", _unknown_quota)
+        hash_ = getattr(calls, "hash", None)
+        self.hash = hash_ if hash_ is not None else lambda name, algorithm="sha256": BackendBase.hash(calls, name, algorithm)
+        gather = getattr(calls, "gather", None)
+        self.gather = gather if gather is not None else lambda sources: BackendBase.gather(calls, sources)
+        if hasattr(backend, "list_tree"):
+            self.list_tree = getattr(calls, "list_tree")
 
     def __repr__(self):
         return f"<BackendAdapter {type(self._backend).__name__}>"
@@ -192,53 +201,6 @@ class BackendAdapter(Link):
     @property
     def precreate_dirs(self):
         return getattr(self._backend, "precreate_dirs", False)
-
-    def info(self, name, *, deleted=False):
-        if deleted:
-            raise _no_soft_deletion()
-        return self._calls.info(name)
-
-    def load(self, name, *, size=None, offset=0, deleted=False):
-        if deleted:
-            raise _no_soft_deletion()
-        return self._calls.load(name, size=size, offset=offset)
-
-    def delete(self, name, *, deleted=False):
-        if deleted:
-            raise _no_soft_deletion()
-        return self._calls.delete(name)
-
-    def move(self, curr_name, new_name, *, deleted=False):
-        if deleted:
-            raise _no_soft_deletion()
-        return self._calls.move(curr_name, new_name)
-
-    def soft_delete(self, name):
-        raise _no_soft_deletion()
-
-    def undelete(self, name):
-        raise _no_soft_deletion()
-
-    def list(self, name, *, deleted=False):
-        if deleted:
-            raise _no_soft_deletion()
-        return self._calls.list(name)
-
-    def hash(self, name, algorithm="sha256", *, deleted=False):
-        if deleted:
-            raise _no_soft_deletion()
-        hash = getattr(self._calls, "hash", None)
-        if hash is None:
-            return BackendBase.hash(self._calls, name, algorithm)
-        return hash(name, algorithm)
-
-    def gather(self, sources, *, deleted=False):
-        if deleted:
-            raise _no_soft_deletion()
-        gather = getattr(self._calls, "gather", None)
-        if gather is None:
-            return BackendBase.gather(self._calls, sources)
-        return gather(sources)
 
 
 def _nothing():
@@ -266,7 +228,7 @@ class _Serialized:
             with lock:
                 return attribute(*args, **kwargs)
 
-        if name == "list":
+        if name in ("list", "list_tree"):
             return lambda *args, **kwargs: self._serialized_iteration(attribute, args, kwargs)
         return serialized
 

@@ -40,6 +40,7 @@ from ..backends._base import gather_by_loads
 from ..backends.errors import ObjectNotFound
 from ..constants import HID_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
+from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, CACHE_COUNTERS
 from ._base import BackendAdapter, Link, Middleware
 
 logger = logging.getLogger(__name__)
@@ -47,15 +48,9 @@ logger = logging.getLogger(__name__)
 MODES = ("mirror", "writethrough")
 NAME_LOCKS = 64  # how many writers/readers of different items may work on the primary at once
 
-COUNTERS = (
-    "cache_hits",
-    "cache_misses",
-    "cache_errors",
-    "cache_load_calls",
-    "cache_load_volume",
-    "cache_store_calls",
-    "cache_store_volume",
-    "cache_delete_calls",
+# what reached the primary, counted here because a hit never gets there
+PRIMARY_COUNTERS = tuple(f"backend_{op}_calls" for op in BACKEND_CALL_OPS) + tuple(
+    f"backend_{op}_volume" for op in BACKEND_VOLUME_OPS
 )
 
 
@@ -143,7 +138,7 @@ class CacheMiddleware(Middleware):
         }
         self._lock = threading.RLock()  # the indexes, the counters and every call on the cache
         self._name_locks = [threading.Lock() for _ in range(NAME_LOCKS)]
-        self._counters = dict.fromkeys(COUNTERS, 0)
+        self._counters = dict.fromkeys(CACHE_COUNTERS + PRIMARY_COUNTERS, 0)
         self.disabled = False
         self._cache_open = False
 
@@ -307,11 +302,19 @@ class CacheMiddleware(Middleware):
             except Exception as exc:
                 self._failed("flushing", "the cache", exc)
 
+    # --- the primary ---
+    def _primary_load(self, name, **kwargs):
+        data = self.inner.load(name, **kwargs)
+        with self._lock:
+            self._count("backend_load_calls")
+            self._count("backend_load_volume", len(data))
+        return data
+
     # --- reading ---
-    def load(self, name, *, size=None, offset=0, deleted=False):
-        index = None if deleted else self._index_of(name)
+    def load(self, name, *, size=None, offset=0):
+        index = self._index_of(name)
         if index is None:
-            return self.inner.load(name, size=size, offset=offset, deleted=deleted)
+            return self._primary_load(name, size=size, offset=offset)
         with self._name_lock(name):
             if index.policy.mode == "writethrough":
                 data = self._read(index, name, size, offset)
@@ -321,38 +324,56 @@ class CacheMiddleware(Middleware):
                     return data
                 with self._lock:
                     self._count("cache_misses")
-            data = self.inner.load(name)
+            data = self._primary_load(name)
             self._fill(index, name, data)
         return _slice(data, offset, size)
 
-    def gather(self, sources, *, deleted=False):
+    def gather(self, sources):
         sources = list(sources)
-        if deleted or not any(self._index_of(name) is not None for name, _, _ in sources):
-            return self.inner.gather(sources, deleted=deleted)
-        return gather_by_loads(self.load, sources)
+        if any(self._index_of(name) is not None for name, _, _ in sources):
+            return gather_by_loads(self.load, sources)
+        data = self.inner.gather(sources)
+        with self._lock:
+            self._count("backend_gather_calls")
+            self._count("backend_gather_volume", len(data))
+        return data
 
     # --- changes ---
     def store(self, name, value):
         index = self._index_of(name)
         if index is None:
-            return self.inner.store(name, value)
+            self._primary_store(name, value)
+            return
         with self._name_lock(name):
-            self.inner.store(name, value)
+            self._primary_store(name, value)
             self._fill(index, name, value)
 
-    def delete(self, name, *, deleted=False):
-        index = None if deleted else self._index_of(name)
+    def _primary_store(self, name, value):
+        self.inner.store(name, value)
+        with self._lock:
+            self._count("backend_store_calls")
+            self._count("backend_store_volume", _size_of(value))
+
+    def delete(self, name):
+        index = self._index_of(name)
         if index is None:
-            return self.inner.delete(name, deleted=deleted)
+            self._primary_delete(name)
+            return
         with self._name_lock(name):
-            self.inner.delete(name)
+            self._primary_delete(name)
             self._forget(index, name)
 
-    def move(self, curr_name, new_name, *, deleted=False):
-        source = None if deleted else self._index_of(curr_name)
-        target = None if deleted else self._index_of(new_name)
+    def _primary_delete(self, name):
+        self.inner.delete(name)
+        with self._lock:
+            self._count("backend_delete_calls")
+
+    def move(self, curr_name, new_name):
+        # a soft deletion (a move to name.del) takes the cached copy along, as any move does
+        source = self._index_of(curr_name)
+        target = self._index_of(new_name)
         if source is None and target is None:
-            return self.inner.move(curr_name, new_name, deleted=deleted)
+            return self.inner.move(curr_name, new_name)
         locks = sorted({id(lock): lock for lock in map(self._name_lock, (curr_name, new_name))}.items())
         for _, lock in locks:
             lock.acquire()
@@ -386,22 +407,6 @@ class CacheMiddleware(Middleware):
                 return
             source.add(new_name, entry[0], entry[1])
 
-    def soft_delete(self, name):
-        # only reached if soft deletion happens further in: the live item goes away
-        self._forget_after(self.inner.soft_delete, name)
-
-    def undelete(self, name):
-        # the live item is replaced by the soft-deleted one, which the cache never held
-        self._forget_after(self.inner.undelete, name)
-
-    def _forget_after(self, operation, name):
-        index = self._index_of(name)
-        if index is None:
-            return operation(name)
-        with self._name_lock(name):
-            operation(name)
-            self._forget(index, name)
-
     # --- introspection ---
     def invalidate(self, name=""):
         """Drop cached items: ``""`` all of them, a namespace name all of its items, anything else
@@ -415,13 +420,18 @@ class CacheMiddleware(Middleware):
                     self._forget(index, name)
 
     def snapshot(self) -> dict:
-        """The cache's counters, named as in the PyPI borgstore's Store.stats."""
+        """The cache's counters and what reached the primary, named as in the PyPI borgstore's
+        Store.stats."""
         with self._lock:
             result = dict(self._counters)
         lookups = result["cache_hits"] + result["cache_misses"]
-        result["cache_hit_ratio"] = result["cache_hits"] / lookups if lookups else 0
+        result["cache_hit_ratio"] = result["cache_hits"] / lookups if lookups else 0.0
         result["cache_disabled"] = self.disabled
         return result
+
+    def contribute_stats(self, stats: dict) -> None:
+        # further in than stats: the backend_* figures here are what really reached the primary
+        stats.update(self.snapshot())
 
     def usage(self) -> dict:
         """``{namespace: (items, bytes)}`` as the cache holds them now."""

@@ -85,32 +85,29 @@ class EmulateMiddleware(Middleware):
     def rmdir(self, name):
         return self._call(self.inner.rmdir, name)
 
-    def info(self, name, *, deleted=False):
-        return self._call(self.inner.info, name, deleted=deleted)
+    def info(self, name):
+        return self._call(self.inner.info, name)
 
-    def delete(self, name, *, deleted=False):
-        return self._call(self.inner.delete, name, deleted=deleted)
+    def delete(self, name):
+        return self._call(self.inner.delete, name)
 
-    def move(self, curr_name, new_name, *, deleted=False):
-        return self._call(self.inner.move, curr_name, new_name, deleted=deleted)
+    def move(self, curr_name, new_name):
+        return self._call(self.inner.move, curr_name, new_name)
 
-    def soft_delete(self, name):
-        return self._call(self.inner.soft_delete, name)
+    def hash(self, name, algorithm="sha256"):
+        return self._call(self.inner.hash, name, algorithm)
 
-    def undelete(self, name):
-        return self._call(self.inner.undelete, name)
+    def list(self, name):
+        return self._call(self.inner.list, name)
 
-    def hash(self, name, algorithm="sha256", *, deleted=False):
-        return self._call(self.inner.hash, name, algorithm, deleted=deleted)
+    def list_tree(self, name):
+        return self._call(self.inner.list_tree, name)
 
-    def list(self, name, *, deleted=False):
-        return self._call(self.inner.list, name, deleted=deleted)
-
-    def load(self, name, *, size=None, offset=0, deleted=False):
+    def load(self, name, *, size=None, offset=0):
         t = time.perf_counter()
         data = b""
         try:
-            data = self.inner.load(name, size=size, offset=offset, deleted=deleted)
+            data = self.inner.load(name, size=size, offset=offset)
             return data
         finally:
             self._pace(t, len(data))
@@ -122,11 +119,11 @@ class EmulateMiddleware(Middleware):
         finally:
             self._pace(t, len(value))
 
-    def gather(self, sources, *, deleted=False):
+    def gather(self, sources):
         t = time.perf_counter()
         data = b""
         try:
-            data = self.inner.gather(sources, deleted=deleted)
+            data = self.inner.gather(sources)
             return data
         finally:
             self._pace(t, len(data))

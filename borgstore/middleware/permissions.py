@@ -17,7 +17,6 @@ operation raises PermissionDenied before anything is changed.
 """
 
 from ..backends.errors import PermissionDenied
-from ..constants import DEL_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
 from ._base import Middleware
 
@@ -107,55 +106,53 @@ class PermissionsMiddleware(Middleware):
         self._require("rmdir", name, "wD")
         return self.inner.rmdir(name)
 
-    def list(self, name, *, deleted=False):
+    def list(self, name):
         self._require("list", name, "l")
-        return self.inner.list(name, deleted=deleted)
+        return self.inner.list(name)
+
+    def list_tree(self, name):
+        # one stream covers every directory below: each prefix there must grant listing too
+        self._require("list", name, "l")
+        below = name + "/" if name else ""
+        for prefix in self.permissions:
+            if prefix.startswith(below) and prefix != name:
+                self._require("list", prefix, "l")
+        return self.inner.list_tree(name)
 
     # --- reading ---
-    def info(self, name, *, deleted=False):
-        self._require("info", name + DEL_SUFFIX if deleted else name, "lr")
-        return self.inner.info(name, deleted=deleted)
+    def info(self, name):
+        self._require("info", name, "lr")
+        return self.inner.info(name)
 
-    def load(self, name, *, size=None, offset=0, deleted=False):
-        self._require("load", name + DEL_SUFFIX if deleted else name, "r")
-        return self.inner.load(name, size=size, offset=offset, deleted=deleted)
+    def load(self, name, *, size=None, offset=0):
+        self._require("load", name, "r")
+        return self.inner.load(name, size=size, offset=offset)
 
-    def hash(self, name, algorithm="sha256", *, deleted=False):
-        self._require("hash", name + DEL_SUFFIX if deleted else name, "r")
-        return self.inner.hash(name, algorithm, deleted=deleted)
+    def hash(self, name, algorithm="sha256"):
+        self._require("hash", name, "r")
+        return self.inner.hash(name, algorithm)
 
-    def gather(self, sources, *, deleted=False):
+    def gather(self, sources):
         sources = list(sources)
         # all of them before reading any, so a denial costs no transfer
         for name in dict.fromkeys(name for name, _, _ in sources):
-            self._require("gather", name + DEL_SUFFIX if deleted else name, "r")
-        return self.inner.gather(sources, deleted=deleted)
+            self._require("gather", name, "r")
+        return self.inner.gather(sources)
 
     # --- writing ---
     def store(self, name, value):
         self._require_write("store", name, lambda: self.inner.info(name).exists)
         return self.inner.store(name, value)
 
-    def delete(self, name, *, deleted=False):
-        self._require("delete", name + DEL_SUFFIX if deleted else name, "D")
-        return self.inner.delete(name, deleted=deleted)
+    def delete(self, name):
+        self._require("delete", name, "D")
+        return self.inner.delete(name)
 
-    def move(self, curr_name, new_name, *, deleted=False):
-        suffix = DEL_SUFFIX if deleted else ""
-        self._require("move", curr_name + suffix, "D")
-        self._require_write("move", new_name + suffix, lambda: self.inner.info(new_name, deleted=deleted).exists)
-        return self.inner.move(curr_name, new_name, deleted=deleted)
-
-    def soft_delete(self, name):
-        # on the storage this is the rename name -> name.del, and is checked as that
-        self._require("soft_delete", name, "D")
-        self._require_write("soft_delete", name + DEL_SUFFIX, lambda: self.inner.info(name, deleted=True).exists)
-        return self.inner.soft_delete(name)
-
-    def undelete(self, name):
-        self._require("undelete", name + DEL_SUFFIX, "D")
-        self._require_write("undelete", name, lambda: self.inner.info(name).exists)
-        return self.inner.undelete(name)
+    def move(self, curr_name, new_name):
+        # a soft deletion is the move name -> name.del, and is checked as that (as the PyPI posixfs)
+        self._require("move", curr_name, "D")
+        self._require_write("move", new_name, lambda: self.inner.info(new_name).exists)
+        return self.inner.move(curr_name, new_name)
 
 
 @hookimpl

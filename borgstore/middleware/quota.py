@@ -13,8 +13,8 @@ written when the unwritten change reaches ``persist_delta`` bytes, when ``persis
 seconds passed since the last write, and at flush() and close().  Writing applies this session's
 change to the value found in the file, so sessions that share a store add up their changes.
 
-Soft deletion moves bytes without changing the usage; a move or undelete that replaces an
-existing item frees that item's bytes.
+A move (soft deletion included: a move to ``<name>.del``) keeps the bytes it moves; one that
+replaces an existing item frees that item's bytes.
 """
 
 import logging
@@ -76,18 +76,15 @@ class QuotaMiddleware(Middleware):
     def _scan(self, directory="") -> int:
         """The bytes of every item below *directory*, soft-deleted ones included."""
         total = 0
+        if self.inner.capabilities.list_tree:
+            return sum(info.size for info in self.inner.list_tree(directory) if info.name != QUOTA_STORE_NAME)
         for info in self.inner.list(directory):
             path = f"{directory}/{info.name}" if directory else info.name
             if info.directory:
                 total += self._scan(path)
             elif path != QUOTA_STORE_NAME:
                 total += info.size
-        try:
-            deleted = self.inner.list(directory, deleted=True)
-        except ValueError:
-            # no soft deletion further in: the plain listing above already had the .del items
-            return total
-        return total + sum(info.size for info in deleted if not info.directory)
+        return total
 
     def _persist(self):
         """Write the usage: the file's value (or a fresh scan) plus this session's change.  Call
@@ -131,8 +128,8 @@ class QuotaMiddleware(Middleware):
             self._reserved += reserved
             return reserved
 
-    def _size(self, name, deleted=False) -> int:
-        info = self.inner.info(name, deleted=deleted)
+    def _size(self, name) -> int:
+        info = self.inner.info(name)
         return info.size if info.exists and not info.directory else 0
 
     # --- lifecycle ---
@@ -177,26 +174,14 @@ class QuotaMiddleware(Middleware):
             raise
         self._count(delta, reserved)
 
-    def delete(self, name, *, deleted=False):
-        size = self._size(name, deleted)
-        self.inner.delete(name, deleted=deleted)
+    def delete(self, name):
+        size = self._size(name)
+        self.inner.delete(name)
         self._count(-size)
 
-    def move(self, curr_name, new_name, *, deleted=False):
-        replaced = 0 if curr_name == new_name else self._size(new_name, deleted)
-        self.inner.move(curr_name, new_name, deleted=deleted)
-        if replaced:
-            self._count(-replaced)
-
-    def soft_delete(self, name):
-        replaced = self._size(name, deleted=True)
-        self.inner.soft_delete(name)
-        if replaced:
-            self._count(-replaced)
-
-    def undelete(self, name):
-        replaced = self._size(name)
-        self.inner.undelete(name)
+    def move(self, curr_name, new_name):
+        replaced = 0 if curr_name == new_name else self._size(new_name)
+        self.inner.move(curr_name, new_name)
         if replaced:
             self._count(-replaced)
 

@@ -1,8 +1,11 @@
 """The ``stats`` middleware: calls, time and volume per operation, as ``Store.stats`` shows them.
 
-Counted per call that reaches this link, so a listing of a nested namespace counts one ``list``
-call per directory, as in the PyPI borgstore.  ``soft_delete``/``undelete`` count as ``move``.
-Times include everything inside this link (so also an ``emulate`` link further in).
+Counted per call that reaches this link: a listing of a nested namespace counts one ``list``
+call per directory (as in the PyPI borgstore), or one per ``list_tree`` stream on a backend that
+lists a whole namespace at once; a soft deletion or undeletion is the ``move`` it is.  Times
+include everything inside this link (so also an ``emulate`` link further in).  It also gives
+the ``backend_*`` figures as what passed here; a link further in that answers some calls
+itself (the cache) overwrites them with what really reached the backend.
 
 Each thread counts into counters of its own, so counting takes no lock; a snapshot adds them up.
 """
@@ -11,10 +14,8 @@ import threading
 from time import perf_counter_ns
 
 from .._plugins import MiddlewareSpec, hookimpl
+from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, COUNTED_OPS as COUNTED, VOLUME_OPS as WITH_VOLUME
 from ._base import Middleware
-
-COUNTED = ("info", "load", "store", "delete", "move", "list", "hash", "gather")
-WITH_VOLUME = ("load", "store", "gather")
 
 
 class _Counters:
@@ -59,18 +60,18 @@ class StatsMiddleware(Middleware):
         if volume:
             counters.volume[op] += volume
 
-    def info(self, name, *, deleted=False):
+    def info(self, name):
         t = perf_counter_ns()
         try:
-            return self.inner.info(name, deleted=deleted)
+            return self.inner.info(name)
         finally:
             self._add("info", t)
 
-    def load(self, name, *, size=None, offset=0, deleted=False):
+    def load(self, name, *, size=None, offset=0):
         t = perf_counter_ns()
         data = b""
         try:
-            data = self.inner.load(name, size=size, offset=offset, deleted=deleted)
+            data = self.inner.load(name, size=size, offset=offset)
             return data
         finally:
             self._add("load", t, volume=len(data))
@@ -84,55 +85,47 @@ class StatsMiddleware(Middleware):
         finally:
             self._add("store", t, volume=len(value) if ok else 0)
 
-    def delete(self, name, *, deleted=False):
+    def delete(self, name):
         t = perf_counter_ns()
         try:
-            return self.inner.delete(name, deleted=deleted)
+            return self.inner.delete(name)
         finally:
             self._add("delete", t)
 
-    def move(self, curr_name, new_name, *, deleted=False):
+    def move(self, curr_name, new_name):
         t = perf_counter_ns()
         try:
-            return self.inner.move(curr_name, new_name, deleted=deleted)
+            return self.inner.move(curr_name, new_name)
         finally:
             self._add("move", t)
 
-    def soft_delete(self, name):
+    def hash(self, name, algorithm="sha256"):
         t = perf_counter_ns()
         try:
-            return self.inner.soft_delete(name)
-        finally:
-            self._add("move", t)
-
-    def undelete(self, name):
-        t = perf_counter_ns()
-        try:
-            return self.inner.undelete(name)
-        finally:
-            self._add("move", t)
-
-    def hash(self, name, algorithm="sha256", *, deleted=False):
-        t = perf_counter_ns()
-        try:
-            return self.inner.hash(name, algorithm, deleted=deleted)
+            return self.inner.hash(name, algorithm)
         finally:
             self._add("hash", t)
 
-    def gather(self, sources, *, deleted=False):
+    def gather(self, sources):
         t = perf_counter_ns()
         data = b""
         try:
-            data = self.inner.gather(sources, deleted=deleted)
+            data = self.inner.gather(sources)
             return data
         finally:
             self._add("gather", t, volume=len(data))
 
-    def list(self, name, *, deleted=False):
+    def list(self, name):
+        return self._listing(self.inner.list, name)
+
+    def list_tree(self, name):
+        return self._listing(self.inner.list_tree, name)
+
+    def _listing(self, list_method, name):
         # the time of a listing is the time to start it plus the time to pull each item
         t = perf_counter_ns()
         try:
-            items = iter(self.inner.list(name, deleted=deleted))
+            items = iter(list_method(name))
         finally:
             self._add("list", t)
         return self._timed(items)
@@ -151,6 +144,14 @@ class StatsMiddleware(Middleware):
                 yield item
         finally:  # also when the caller stops early
             self._add("list", perf_counter_ns() - spent, calls=0)
+
+    def contribute_stats(self, stats: dict) -> None:
+        counted = self.snapshot()
+        stats.update(counted)
+        for op in BACKEND_CALL_OPS:
+            stats[f"backend_{op}_calls"] = counted[f"{op}_calls"]
+        for op in BACKEND_VOLUME_OPS:
+            stats[f"backend_{op}_volume"] = counted[f"{op}_volume"]
 
     def snapshot(self) -> dict:
         """Return the counters as ``Store.stats`` shows them: times in seconds, volumes in bytes,

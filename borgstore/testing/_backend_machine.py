@@ -471,11 +471,8 @@ class BackendMachine(RuleBasedStateMachine):
 
 
 def reserved_suffixes(backend) -> tuple:
-    """Name suffixes a chain uses for its own purposes: with the softdelete middleware in it,
-    ``.del`` items are soft-deleted ones (checked by the Store-level machine), not plain items."""
-    find_layer = getattr(backend, "find_layer", None)
-    if find_layer is not None and find_layer("softdelete") is not None:
-        return (DEL_SUFFIX,)
+    """Name suffixes a chain uses for its own purposes: none since soft deletion moved into the
+    Store (every link sees ``.del`` items as plain items)."""
     return ()
 
 

@@ -29,7 +29,7 @@ class SQLiteFileBackend(BackendBase):
     # Directories are implied (needs_mkdir=False): mkdir() has nothing to do, and a directory
     # disappears with the last item in it, as in an object store.  One SQLite connection must
     # not be used by several threads at once, so thread_safe=False: the Store serializes.
-    capabilities = Capabilities(needs_mkdir=False, thread_safe=False, durable_flush=True)
+    capabilities = Capabilities(needs_mkdir=False, thread_safe=False)
 
     def __init__(self, path: str):
         self.path = path

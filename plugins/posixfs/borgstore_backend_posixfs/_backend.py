@@ -41,12 +41,9 @@ CAPABILITIES = Capabilities(
     read=True,
     write=True,
     list=True,
-    range_reads=True,
     hash_algorithms=HASH_ALGORITHMS,
     needs_mkdir=True,
     atomic_store=True,
-    atomic_move=True,
-    durable_flush=DEFAULT_DURABILITY != "none",
     thread_safe=True,
 )
 
@@ -139,7 +136,7 @@ class PosixFSBackend(BackendBase):
         self.durability = durability
         self._always = durability == "always"
         self.precreate_dirs = precreate_dirs
-        self.capabilities = dataclasses.replace(CAPABILITIES, durable_flush=durability != "none")
+        self.capabilities = CAPABILITIES
         self.opened = False
         self._root_fd: Optional[int] = None
         # set by every change, cleared by the sync that makes the changes durable

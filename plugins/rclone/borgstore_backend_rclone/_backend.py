@@ -79,13 +79,10 @@ class RcloneBackend(BackendBase):
     """A store at ``REMOTE:PATH`` of any rclone remote (``/path`` is a local directory)."""
 
     capabilities = Capabilities(
-        range_reads=True,
         # directories are real on most remotes (local, sftp, most cloud drives); on bucket-based
         # ones (S3) they exist only through the items below them: see _learn_remote
         needs_mkdir=True,
         atomic_store=True,
-        atomic_move=True,
-        durable_flush=False,
         thread_safe=True,
     )
 
@@ -269,7 +266,6 @@ class RcloneBackend(BackendBase):
         self.capabilities = replace(
             type(self).capabilities,
             hash_algorithms=self._server_hashes,
-            atomic_move=atomic_move,
             # an overwrite is a move onto the item: if the move deletes the target first, a
             # reader can find the item missing for a moment; and only verified loads are sure
             # never to return a mix of two versions (see load)

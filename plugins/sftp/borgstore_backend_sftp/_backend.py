@@ -158,7 +158,7 @@ class SftpBackend(BackendBase):
     """A store in a directory on an sftp server; see the package README for URLs and options."""
 
     capabilities = Capabilities(
-        range_reads=True, needs_mkdir=True, atomic_store=True, atomic_move=True, durable_flush=False, thread_safe=True
+        needs_mkdir=True, atomic_store=True, thread_safe=True
     )
 
     def __init__(
@@ -196,7 +196,7 @@ class SftpBackend(BackendBase):
         self.retries = retries
         self.retry_time = retry_time
         if durability != "none":
-            self.capabilities = dataclasses.replace(self.capabilities, durable_flush=True)
+            self.capabilities = dataclasses.replace(self.capabilities)
         self.opened = False
         self._connection: _Connection | None = None
         self._connect_lock = threading.Lock()

@@ -1,0 +1,39 @@
+"""The keys of ``Store.stats``: every one is always there (COMPAT: the PyPI 0.7 release's keys)."""
+
+#: operations whose calls and time [s] are counted (``<op>_calls``, ``<op>_time``)
+COUNTED_OPS = ("info", "load", "store", "delete", "move", "list", "gather", "hash")
+#: operations whose volume [bytes] and throughput [bytes/s] are counted
+VOLUME_OPS = ("load", "store", "gather")
+#: what reached the backend: ``backend_<op>_calls`` ...
+BACKEND_CALL_OPS = ("load", "gather", "store", "delete")
+#: ... and ``backend_<op>_volume``
+BACKEND_VOLUME_OPS = ("load", "gather", "store")
+CACHE_COUNTERS = (
+    "cache_hits",
+    "cache_misses",
+    "cache_errors",
+    "cache_load_calls",
+    "cache_store_calls",
+    "cache_delete_calls",
+    "cache_load_volume",
+    "cache_store_volume",
+)
+
+
+def empty_stats() -> dict:
+    """Every key of ``Store.stats`` with the value it has when nothing happened."""
+    stats = {}
+    for op in COUNTED_OPS:
+        stats[f"{op}_calls"] = 0
+        stats[f"{op}_time"] = 0.0
+    for op in VOLUME_OPS:
+        stats[f"{op}_volume"] = 0
+        stats[f"{op}_throughput"] = 0
+    for op in BACKEND_CALL_OPS:
+        stats[f"backend_{op}_calls"] = 0
+    for op in BACKEND_VOLUME_OPS:
+        stats[f"backend_{op}_volume"] = 0
+    stats.update(dict.fromkeys(CACHE_COUNTERS, 0))
+    stats["cache_hit_ratio"] = 0.0
+    stats["cache_disabled"] = False
+    return stats

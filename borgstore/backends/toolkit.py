@@ -1,0 +1,102 @@
+"""The backend author's toolkit: the plumbing every backend needs, written once.
+
+A backend implements a few plain operations (:class:`~borgstore.backends._base.BackendBase`);
+what is the same for all of them lives here and in the core, so no plugin writes it again:
+
+* :func:`check_backend_name`: refuse names that could leave the store's root, wherever they
+  come from (the Store, ``get_backend()``, a server handing on names from the network);
+* :func:`check_load_range`: the arguments of ``load(size=, offset=)`` given to a backend directly;
+* :func:`temp_name`: a unique ``.tmp`` name next to an item, for write-then-rename;
+* :func:`check_options`: reject backend options that the backend does not know, naming them;
+* ``BackendBase.check_open()`` / ``check_closed()``: the open/closed guard;
+* :func:`missing_or_directory`: the error for a name that is not an item;
+* :mod:`borgstore.backends.http`: an HTTP/1.1 keep-alive client (pipelining, ranges, timeouts).
+
+See docs/writing-a-backend.md.
+"""
+
+import os
+from typing import Iterable, Optional
+
+from ..constants import TMP_SUFFIX
+from .errors import BackendError, ObjectNotFound
+
+# bytes that must never reach a path: NUL ends a C string, the others are control characters
+_CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
+def check_backend_name(name, *, root_ok: bool = False) -> str:
+    """Return *name* if it is a safe backend name, else raise ValueError saying why.
+
+    A backend name is a relative, slash-separated path below the store's root
+    (``data/01/0123abcd.del``).  Refused: anything not a str, an absolute name, empty components
+    (``a//b``, a trailing ``/``), ``.`` or ``..`` components or any ``..``, a backslash, NUL and
+    other control characters.  The empty name is the root itself, allowed only with *root_ok*
+    (``list("")``, ``info("")``).
+    """
+    if type(name) is not str:
+        raise ValueError(f"invalid backend name {name!r}: names are str, not {type(name).__name__}")
+    if not name:
+        if root_ok:
+            return name
+        raise ValueError("invalid backend name '': the root is not an item")
+    problem = _name_problem(name)
+    if problem:
+        raise ValueError(f"invalid backend name {name!r}: {problem}")
+    return name
+
+
+def _name_problem(name: str) -> Optional[str]:
+    if name[0] == "/":
+        return "absolute names leave the store's root"
+    if ".." in name:
+        return "'..' is not allowed"
+    if "\\" in name:
+        return "backslashes are not allowed"
+    if not _CONTROL.isdisjoint(name):
+        return "NUL and control characters are not allowed"
+    for part in name.split("/"):
+        if part in ("", "."):
+            return "empty or '.' path components are not allowed"
+    return None
+
+
+def check_load_range(size, offset) -> None:
+    """Raise ValueError unless *size* is None or an int >= 0 and *offset* an int."""
+    if size is not None and (type(size) is not int or size < 0):
+        raise ValueError(f"invalid size {size!r}: an int >= 0 or None")
+    if type(offset) is not int:
+        raise ValueError(f"invalid offset {offset!r}: an int (negative: from the end)")
+
+
+def temp_name(name: str) -> str:
+    """A name for writing *name* first: in the same directory, unique among all writers (also in
+    other processes and on other machines), ending in ``.tmp`` so that no listing shows it."""
+    return f"{name}.{os.urandom(8).hex()}{TMP_SUFFIX}"
+
+
+def check_options(options: dict, known: Iterable[str], backend: str) -> dict:
+    """Return *options* if every key is in *known*, else raise ValueError naming the unknown ones."""
+    known = set(known)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        valid = ", ".join(sorted(known)) or "none"
+        raise ValueError(f"unknown option(s) for the {backend} backend: {', '.join(unknown)} (valid: {valid})")
+    return options
+
+
+def missing_or_directory(name: str, is_directory: bool) -> BackendError:
+    """The error for *name* where an item was expected: ObjectNotFound if nothing is there,
+    a BackendError saying so if it is a directory (a directory is never "missing")."""
+    if is_directory:
+        return BackendError(f"{name!r} is a directory, not an item")
+    return ObjectNotFound(name)
+
+
+__all__ = [
+    "check_backend_name",
+    "check_load_range",
+    "check_options",
+    "missing_or_directory",
+    "temp_name",
+]
