@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from borgstore.middleware.cache import CacheMiddleware
 from borgstore.backends.errors import BackendError, ObjectNotFound, ReadRangeError
 from borgstore.backends.memory import MemoryBackend
 from borgstore.store import Store, build_chain
@@ -48,7 +49,7 @@ class Setup:
 
     @property
     def layer(self):
-        return self.store.chain.find_layer("cache")
+        return self.store.chain.find_layer(CacheMiddleware)
 
     def cached(self, name):
         return self.cache.load(name) if self.cache.info(name).exists else None
@@ -109,7 +110,7 @@ def test_cache_open_failure_disables_the_cache_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="borgstore.middleware.cache"):
         store.open()
     assert "cannot open" in caplog.text
-    layer = store.chain.find_layer("cache")
+    layer = store.chain.find_layer(CacheMiddleware)
     assert layer.snapshot()["cache_disabled"] is True
     store.store(f"data/{KEY}", b"value")
     assert store.load(f"data/{KEY}") == b"value"
@@ -206,6 +207,22 @@ def test_writethrough_miss_loads_all_from_the_primary_and_fills_the_cache(wt):
     assert (stats["cache_misses"], stats["cache_hits"]) == (1, 1)
 
 
+def test_store_stats_tell_what_reached_the_backend(wt):
+    """Store.stats: load_calls counts every load, backend_load_calls only those the cache missed."""
+    wt.store.store(f"data/{KEY}", b"0123456789")
+    wt.store.load(f"data/{KEY}")
+    wt.store.load(f"data/{KEY}", size=2)
+    wt.store.delete(f"data/{KEY}")
+    stats = wt.store.stats
+    assert stats["load_calls"] == 2 and stats["backend_load_calls"] == 0 and stats["cache_hits"] == 2
+    assert stats["backend_store_calls"] == 1 and stats["backend_store_volume"] == 10
+    assert stats["backend_delete_calls"] == 1 and stats["store_calls"] == 1
+    wt.primary.store(NESTED, b"abc")  # a miss goes to the backend
+    assert wt.store.load(f"data/{KEY}") == b"abc"
+    stats = wt.store.stats
+    assert stats["backend_load_calls"] == 1 and stats["backend_load_volume"] == 3
+
+
 def test_writethrough_miss_of_a_missing_item_raises_and_caches_nothing(wt):
     with pytest.raises(ObjectNotFound):
         wt.store.load(f"data/{KEY}")
@@ -297,7 +314,7 @@ def test_the_cache_contents_survive_a_reopen():
     setup.primary.store(NESTED, b"changed")
     with setup.new_store() as store:
         assert store.load(f"data/{KEY}") == b"value"
-        assert store.chain.find_layer("cache").snapshot()["cache_hits"] == 1
+        assert store.chain.find_layer(CacheMiddleware).snapshot()["cache_hits"] == 1
 
 
 def test_reopen_applies_the_size_limit_to_what_it_finds():
@@ -307,7 +324,7 @@ def test_reopen_applies_the_size_limit_to_what_it_finds():
     setup.store.close()
     setup.config = config(size=20)
     with setup.new_store() as store:
-        assert store.chain.find_layer("cache").usage()["data"] == (2, 20)
+        assert store.chain.find_layer(CacheMiddleware).usage()["data"] == (2, 20)
     assert setup.cached("data/aa/aa01") is None  # the oldest went
 
 
@@ -388,7 +405,7 @@ def test_a_slow_load_cannot_put_an_older_value_into_the_cache_than_a_concurrent_
     store.create()
     with store:
         store.store(f"data/{KEY}", b"old")
-        store.chain.find_layer("cache").invalidate()
+        store.chain.find_layer(CacheMiddleware).invalidate()
         primary.pause = True
         reader = threading.Thread(target=store.load, args=(f"data/{KEY}",))
         reader.start()
@@ -400,7 +417,7 @@ def test_a_slow_load_cannot_put_an_older_value_into_the_cache_than_a_concurrent_
         reader.join()
         writer.join()
         assert store.load(f"data/{KEY}") == b"new"
-        assert store.chain.find_layer("cache").cache.load(NESTED) == b"new"
+        assert store.chain.find_layer(CacheMiddleware).cache.load(NESTED) == b"new"
 
 
 def test_refused_stores_never_reach_the_cache():
@@ -430,7 +447,7 @@ def test_cache_on_each_backend_kind_survives_a_reopen(url):
         store.store(f"data/{KEY2}", b"value2")
     raw(primary).store(NESTED2, b"changed")
     with Store(f"memory:{primary}", config=config(), cache_url=url) as store:
-        layer = store.chain.find_layer("cache")
+        layer = store.chain.find_layer(CacheMiddleware)
         assert layer.usage()["data"] == (2, 11)  # data/fe/fedc... and data/01/0123....del
         assert store.load(f"data/{KEY2}") == b"value2"
         assert store.load(f"data/{KEY}", deleted=True) == b"value"

@@ -1,11 +1,14 @@
-"""stats, softdelete and emulate: what each adds to a chain, and the default chain."""
+"""stats and emulate, soft deletion as the Store does it, and the default chain."""
 
 import pytest
 
 from borgstore import build_chain, default_middleware
 from borgstore.backends.errors import ObjectNotFound
 from borgstore.backends.memory import MemoryBackend
+from borgstore.middleware import BackendAdapter, Middleware
 from borgstore.middleware.emulate import EmulateMiddleware
+from borgstore.middleware.quota import QuotaMiddleware
+from borgstore.middleware.stats import StatsMiddleware
 from borgstore.store import Store
 
 CONFIG = {"data/": {"levels": [1]}, "": {"levels": [0]}}
@@ -20,10 +23,10 @@ def open_chain(middleware):
 
 
 def test_default_chain_reproduces_compat():
-    """Without middleware=, a Store gets stats and softdelete, plus permissions/quota when asked."""
-    assert Store("memory:", config=CONFIG).middleware == ("stats", "softdelete")
+    """Without middleware=, a Store gets stats, plus permissions/quota when asked."""
+    assert Store("memory:", config=CONFIG).middleware == ("stats",)
     s = Store("memory:", config=CONFIG, permissions={"": "lrwWD"}, quota=100)
-    assert s.middleware == ("stats", "permissions", "quota", "softdelete")
+    assert s.middleware == ("stats", "permissions", "quota")
 
 
 def test_environment_adds_emulation(monkeypatch):
@@ -31,8 +34,8 @@ def test_environment_adds_emulation(monkeypatch):
     monkeypatch.setenv("BORGSTORE_LATENCY", "2500")
     monkeypatch.setenv("BORGSTORE_BANDWIDTH", "8000000")
     s = Store("memory:", config=CONFIG)
-    assert s.middleware == ("stats", "softdelete", "emulate")
-    emulate = s.chain.find_layer("emulate")
+    assert s.middleware == ("stats", "emulate")
+    emulate = s.chain.find_layer(EmulateMiddleware)
     assert emulate.latency == pytest.approx(0.0025) and emulate.bandwidth == 8_000_000
 
 
@@ -62,12 +65,12 @@ def test_emulate_sleeps_for_latency_and_volume(monkeypatch):
     chain.info("x")
     assert slept[0] == pytest.approx(1.5, abs=0.01)
     assert slept[1] == pytest.approx(0.5, abs=0.01)
-    assert isinstance(chain.find_layer("emulate"), EmulateMiddleware)
+    assert isinstance(chain.find_layer(EmulateMiddleware), EmulateMiddleware)
 
 
 def test_stats_counts_every_call_and_directory():
     """stats counts each call that reaches it, failed ones too, and one list per directory."""
-    s = Store("memory:", config=CONFIG)
+    s = Store("memory:", config=CONFIG, backend_options={"list_tree": False})
     s.create()
     with s:
         s.store("data/" + KEY, b"12345")
@@ -79,43 +82,83 @@ def test_stats_counts_every_call_and_directory():
     assert stats["store_calls"] == 2 and stats["store_volume"] == 6
     assert stats["load_calls"] == 1 and stats["load_volume"] == 0
     assert stats["list_calls"] == 3  # data/, data/ab, data/cd
+    # without a cache, what reached the backend is what passed the stats layer
+    assert stats["backend_store_calls"] == 2 and stats["backend_store_volume"] == 6
+    assert stats["backend_load_calls"] == 1
 
 
-def test_soft_deletion_needs_its_middleware():
-    """Without softdelete in the chain, soft deletion raises ValueError and changes nothing."""
-    s = Store("memory:", config=CONFIG, middleware=["stats"])
+def test_stats_counts_one_list_for_a_tree_listing():
+    """On a backend with list_tree, listing a nested namespace is one list call."""
+    s = Store("memory:", config=CONFIG)
+    s.create()
+    with s:
+        for i in range(20):
+            s.store(f"data/{i:02x}" + KEY[2:], b"x")
+        assert len(list(s.list("data"))) == 20
+        assert s.stats["list_calls"] == 1
+
+
+def test_every_compat_stats_key_is_always_there():
+    """Store.stats has every key COMPAT lists, also without a stats or cache layer."""
+    keys = {f"{op}_{what}" for op in ("info", "load", "store", "delete", "move", "list", "gather") for what in ("calls", "time")}
+    keys |= {f"{op}_{what}" for op in ("load", "store", "gather") for what in ("volume", "throughput")}
+    keys |= {f"backend_{op}_calls" for op in ("load", "gather", "store", "delete")}
+    keys |= {f"backend_{op}_volume" for op in ("load", "gather", "store")}
+    keys |= {"cache_disabled", "cache_hits", "cache_misses", "cache_hit_ratio", "cache_errors", "cache_load_calls"}
+    keys |= {"cache_store_calls", "cache_delete_calls", "cache_load_volume", "cache_store_volume"}
+    for middleware in (None, [], ["emulate"]):
+        stats = Store("memory:", config=CONFIG, middleware=middleware).stats
+        assert keys <= set(stats), keys - set(stats)
+        assert stats["cache_disabled"] is False and stats["backend_delete_calls"] == 0
+
+
+def test_soft_deletion_is_a_move_every_layer_sees():
+    """The Store soft-deletes by a move to <name>.del in the same directory; layers see that move."""
+    calls = []
+
+    class Recorder(Middleware):
+        def move(self, curr_name, new_name):
+            calls.append((curr_name, new_name))
+            return self.inner.move(curr_name, new_name)
+
+    backend = MemoryBackend()
+    s = Store(backend=Recorder(BackendAdapter(backend)), config=CONFIG)
     s.create()
     with s:
         s.store("data/" + KEY, b"x")
-        with pytest.raises(ValueError, match="softdelete"):
-            s.move("data/" + KEY, delete=True)
-        with pytest.raises(ValueError, match="softdelete"):
-            s.load("data/" + KEY, deleted=True)
-        assert s.load("data/" + KEY) == b"x"
+        s.move("data/" + KEY, delete=True)
+        assert [i.name for i in backend.list("data/ab")] == [KEY + ".del"]
+        assert [i.name for i in s.list("data")] == []
+        assert [i.name for i in s.list("data", deleted=True)] == [KEY]
+        assert s.load("data/" + KEY, deleted=True) == b"x"
+        s.move("data/" + KEY, undelete=True)
+        assert [i.name for i in backend.list("data/ab")] == [KEY]
+    assert calls == [(f"data/ab/{KEY}", f"data/ab/{KEY}.del"), (f"data/ab/{KEY}.del", f"data/ab/{KEY}")]
 
 
-def test_softdelete_renames_in_place():
-    """softdelete moves an item to <name>.del in the same directory and back."""
-    chain = open_chain(["softdelete"])
-    chain.store("data/ab/" + KEY, b"x")
-    chain.soft_delete("data/ab/" + KEY)
-    assert [i.name for i in chain.backend.list("data/ab")] == [KEY + ".del"]
-    assert [i.name for i in chain.list("data/ab")] == []
-    assert [i.name for i in chain.list("data/ab", deleted=True)] == [KEY]
-    chain.undelete("data/ab/" + KEY)
-    assert [i.name for i in chain.backend.list("data/ab")] == [KEY]
+def test_softdelete_in_a_middleware_list_is_refused():
+    """Naming the former softdelete middleware raises ValueError saying that the Store does it."""
+    with pytest.raises(ValueError, match="soft deletion is part of the Store"):
+        Store("memory:", config=CONFIG, middleware=["stats", "softdelete"])
+
+
+def test_middleware_is_found_by_type():
+    """find_layer takes a class: no layer is found by a name string."""
+    s = Store("memory:", config=CONFIG, quota=10)
+    assert isinstance(s.chain.find_layer(QuotaMiddleware), QuotaMiddleware)
+    assert s.chain.find_layer(EmulateMiddleware) is None
 
 
 def test_default_middleware_is_a_list_of_names():
     """default_middleware() tells the default chain as data the application can edit."""
-    assert default_middleware() == ["stats", "softdelete"]
+    assert default_middleware() == ["stats"]
 
 
 def test_cache_sits_outside_emulation(monkeypatch):
     """A cached namespace puts the cache just outside emulate, so cache hits are not slowed."""
     monkeypatch.setenv("BORGSTORE_LATENCY", "1")
     s = Store("memory:", config={"data/": {"levels": [1], "cache": "writethrough"}}, cache_url="memory:")
-    assert s.middleware == ("stats", "softdelete", "cache", "emulate")
+    assert s.middleware == ("stats", "cache", "emulate")
     assert "cache_hits" in s.stats
 
 
@@ -130,6 +173,6 @@ def test_stats_list_time_counted_when_abandoned_and_reset():
         next(items)
         items.close()
         stats = s.stats
-        assert stats["list_calls"] >= 2 and stats["list_time"] > 0
-        s.chain.find_layer("stats").reset()
-        assert all(value == 0 for value in s.stats.values())
+        assert stats["list_calls"] >= 1 and stats["list_time"] > 0
+        s.chain.find_layer(StatsMiddleware).reset()
+        assert all(not value for value in s.stats.values())

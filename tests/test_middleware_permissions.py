@@ -19,13 +19,13 @@ def unique(prefix):
 
 
 def chain_with(permissions, items=()):
-    """An open chain (permissions over softdelete over memory) holding *items* (nested names)."""
+    """An open chain (permissions over memory) holding *items* (backend names)."""
     backend = MemoryBackend()
     backend.create()
     backend.open()
     for name in items:
         backend.store(name, b"x" * 5)
-    chain = build_chain(backend, [("permissions", {"permissions": permissions}), "softdelete"])
+    chain = build_chain(backend, [("permissions", {"permissions": permissions})])
     return chain, backend
 
 
@@ -283,37 +283,56 @@ def test_move_onto_an_existing_target_needs_W():
 
 
 def test_soft_delete_is_a_move_to_the_del_name():
-    """Soft deletion needs D on the item and w/W on name.del (W if name.del exists)."""
+    """Soft deletion (the Store's move to name.del) needs D on the item and w/W on name.del
+    (W if name.del exists)."""
     chain, backend = chain_with({"data": "lrD", "data/x.del": "w", "data/y.del": "w"}, ["data/x", "data/y", "data/y.del"])
-    chain.soft_delete("data/x")
+    chain.move("data/x", "data/x.del")
     assert backend.info("data/x.del").exists and not backend.info("data/x").exists
     with pytest.raises(PermissionDenied, match="'W'"):
-        chain.soft_delete("data/y")  # would replace data/y.del
+        chain.move("data/y", "data/y.del")  # would replace data/y.del
     only_d = chain_with({"data": "lrD"}, ["data/z"])[0]
     with pytest.raises(PermissionDenied, match="'data/z.del'"):
-        only_d.soft_delete("data/z")  # no w/W on the .del name
+        only_d.move("data/z", "data/z.del")  # no w/W on the .del name
 
 
 def test_undelete_needs_D_on_the_del_name_and_write_on_the_live_name():
     chain, backend = chain_with({"data": "lrw", "data/x.del": "D"}, ["data/x.del", "data/y.del"])
-    chain.undelete("data/x")
+    chain.move("data/x.del", "data/x")
     assert backend.info("data/x").exists
     with pytest.raises(PermissionDenied, match="'data/y.del'"):
-        chain.undelete("data/y")
+        chain.move("data/y.del", "data/y")
     assert backend.info("data/y.del").exists
 
 
 def test_deleted_calls_check_the_del_name():
-    chain, _ = chain_with({"data": "l", "data/x.del": "rD"}, ["data/x.del", "data/x"])
-    assert chain.load("data/x", deleted=True) == b"xxxxx"
-    assert chain.info("data/x", deleted=True).exists
-    assert chain.hash("data/x", deleted=True)
-    assert chain.gather([("data/x", 0, 1)], deleted=True) == b"x"
-    with pytest.raises(PermissionDenied):
-        chain.load("data/x")  # the live item is not readable
-    chain.delete("data/x", deleted=True)
-    with pytest.raises(PermissionDenied):
-        chain.delete("data/x")
+    """Through a Store, deleted=True calls are checked against the name.del entry."""
+    raw = MemoryBackend(unique("deleted"))
+    raw.create()
+    raw.open()
+    raw.store(f"data/01/{KEY}.del", b"xxxxx")
+    raw.store(f"data/01/{KEY}", b"xxxxx")
+    raw.close()
+    store = Store(backend=MemoryBackend(raw.name), config=CONFIG, permissions={"data": "l", f"data/01/{KEY}.del": "rD"})
+    name = "data/" + KEY
+    with store:
+        assert store.load(name, deleted=True) == b"xxxxx"
+        assert store.info(name, deleted=True).exists
+        assert store.hash(name, deleted=True)
+        assert store.gather([(name, 0, 1)], deleted=True) == b"x"
+        with pytest.raises(PermissionDenied):
+            store.load(name)  # the live item is not readable
+        store.delete(name, deleted=True)
+        with pytest.raises(PermissionDenied):
+            store.delete(name)
+
+
+def test_a_tree_listing_needs_l_on_every_prefix_below():
+    """One list_tree stream covers the directories below: each granted prefix there needs 'l'."""
+    chain, _ = chain_with({"data": "lr", "data/01": "r"}, ["data/01/a", "data/02/b"])
+    with pytest.raises(PermissionDenied, match="'data/01'"):
+        list(chain.list_tree("data"))
+    open_chain, _ = chain_with({"data": "lr"}, ["data/01/a", "data/02/b"])
+    assert [i.name for i in open_chain.list_tree("data")] == ["01/a", "02/b"]
 
 
 def test_open_close_flush_quota_need_nothing():

@@ -233,17 +233,44 @@ def test_rescan_without_soft_deletion_in_the_chain():
     assert chain.quota() == {"limit": 100, "usage": 9}
 
 
-def test_store_without_quota_removes_a_stale_quota_file():
-    """Opening without the quota middleware deletes quota.hid: nobody would keep it current."""
+def test_store_without_quota_leaves_the_quota_file_alone_and_rescan_recounts():
+    """A session without quota makes no quota call (quota.hid stays as it was); rescan=True counts
+    what such a session changed."""
     url = memory_url()
     with new_store(url, quota=1000) as store:
         store.store("data/aa", b"x" * 10)
-    assert raw(url).info(QUOTA_STORE_NAME).exists
+    assert raw(url).load(QUOTA_STORE_NAME) == b"10"
     with Store(url, config=CONFIG) as store:
         store.store("data/bb", b"x" * 20)
-    assert not raw(url).info(QUOTA_STORE_NAME).exists
+    assert raw(url).load(QUOTA_STORE_NAME) == b"10"
     with Store(url, config=CONFIG, quota=1000) as store:
-        assert store.quota()["usage"] == 30  # rescanned, so the untracked 20 bytes count
+        assert store.quota()["usage"] == 10  # the file's figure: the untracked 20 bytes are missing
+    with Store(url, config=CONFIG, middleware=[("quota", {"limit": 1000, "rescan": True})]) as store:
+        assert store.quota()["usage"] == 30
+    assert raw(url).load(QUOTA_STORE_NAME) == b"30"
+
+
+def test_open_without_quota_makes_no_storage_call_beyond_the_backend_open():
+    """Store.open() on a store without a quota calls the backend's open() and nothing else."""
+    calls = []
+
+    def recorded(op):
+        def call(self, *args, **kwargs):
+            calls.append(op)
+            return getattr(MemoryBackend, op)(self, *args, **kwargs)
+
+        return call
+
+    operations = ("open", "close", "flush", "info", "load", "store", "delete", "move", "list", "list_tree", "mkdir", "rmdir")
+    Recording = type("Recording", (MemoryBackend,), {op: recorded(op) for op in operations})
+
+    backend = Recording(memory_url().partition(":")[2])
+    Store(backend=MemoryBackend(backend.name), config=CONFIG).create()
+    store = Store(backend=backend, config=CONFIG)
+    calls.clear()
+    store.open()
+    assert calls == ["open"]
+    store.close()
 
 
 def test_changes_are_persisted_at_flush_and_close_not_on_every_write():
@@ -259,7 +286,7 @@ def test_changes_are_persisted_at_flush_and_close_not_on_every_write():
 
 def test_changes_are_persisted_when_the_delta_threshold_is_reached():
     url = memory_url()
-    store = new_store(url, middleware=["stats", ("quota", {"limit": 10**6, "persist_delta": 100}), "softdelete"])
+    store = new_store(url, middleware=["stats", ("quota", {"limit": 10**6, "persist_delta": 100})])
     with store:
         store.store("data/aa", b"x" * 60)
         assert raw(url).load(QUOTA_STORE_NAME) == b"0"

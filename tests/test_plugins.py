@@ -1,15 +1,17 @@
 """The plugin system: discovery, failures, application plugins, and the middleware chain order."""
 
+import importlib.metadata
 import inspect
+import subprocess
 import sys
 import textwrap
 
 import pytest
 
 import borgstore
-from borgstore import MiddlewareSpec, Store, hookimpl, hookspecs
+from borgstore import BackendSpec, MiddlewareSpec, Store, get_backend, hookimpl, hookspecs
 from borgstore import _plugins
-from borgstore.backends.errors import BackendNotInstalled, BackendURLInvalid
+from borgstore.backends.errors import BackendError, BackendNotInstalled, BackendURLInvalid
 from borgstore.backends.memory import MemoryBackend
 from borgstore.middleware import Middleware
 
@@ -26,7 +28,8 @@ def test_builtins_are_registered():
     """The core provides memory, both nesting strategies and its middleware."""
     assert "memory" in _plugins.backends()
     assert {"hex", "hash"} <= set(_plugins.nesting_strategies())
-    assert {"stats", "softdelete", "emulate"} <= set(_plugins.middlewares())
+    assert {"stats", "emulate", "permissions", "quota", "cache"} <= set(_plugins.middlewares())
+    assert "softdelete" not in _plugins.middlewares()  # soft deletion is the Store's own
 
 
 def test_every_hookspec_is_documented():
@@ -72,8 +75,8 @@ def test_chain_order_is_the_order_given(recorder_plugin, order):
     """Middleware runs outermost first, exactly in the order the application gave."""
     log = []
     chain = [("recorder", {"log": log, "label": label}) for label in order]
-    store = Store("memory:", config={"": {"levels": [0]}}, middleware=["stats", *chain, "softdelete"])
-    assert store.middleware == ("stats", "recorder", "recorder", "recorder", "softdelete")
+    store = Store("memory:", config={"": {"levels": [0]}}, middleware=["stats", *chain])
+    assert store.middleware == ("stats", "recorder", "recorder", "recorder")
     store.create()
     with store:
         store.store("k", b"v")
@@ -173,3 +176,98 @@ def test_broken_declarations_are_reported(fresh_registry):
     assert "stats" in _plugins.middlewares()
     borgstore.plugin_manager().unregister(name="careless")
     assert not [f for f in borgstore.load_failures() if f.plugin == "careless"]
+
+
+def test_builtins_are_listed_once_in_code_not_as_entry_points():
+    """The core's own plugins come from one list in code; no entry point of the core repeats it."""
+    core_entry_points = [
+        ep for ep in importlib.metadata.entry_points(group="borgstore") if ep.dist is not None and ep.dist.name == "borgstore"
+    ]
+    assert core_entry_points == []
+    assert set(_plugins.BUILTIN_PLUGINS) <= {name for name, _ in borgstore.plugin_manager().list_name_plugin()}
+
+
+def test_hooks_are_called_through_pluggy(fresh_registry):
+    """pluggy's call monitoring sees every hook call the registry makes."""
+    seen = []
+    pm = borgstore.plugin_manager()
+    undo = pm.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name), lambda *args: None)
+    try:
+        _plugins.backends()
+    finally:
+        undo()
+    assert {"borgstore_backends", "borgstore_nesting_strategies", "borgstore_middleware"} <= set(seen)
+
+
+class LazyPlugin:
+    @hookimpl
+    def borgstore_backends(self):
+        return [
+            BackendSpec(
+                schemes=("lazy",),
+                factory="no_such_module_anywhere:factory",
+                description="names a module that is not there",
+                options=("speed",),
+            ),
+            BackendSpec(schemes=("lazymem",), factory="borgstore.backends.memory:memory_backend_from_url", options=()),
+        ]
+
+
+def test_a_factory_named_by_path_is_imported_only_when_used(fresh_registry):
+    """A spec's factory given as "module:name" costs nothing until a URL of its scheme is used."""
+    borgstore.plugin_manager().register(LazyPlugin(), name="lazy")
+    assert "lazy" in _plugins.backends() and not any(f.plugin == "lazy" for f in borgstore.load_failures())
+    with pytest.raises(BackendNotInstalled, match="no_such_module_anywhere"):
+        Store("lazy:x", config={"": {"levels": [0]}})
+
+
+def test_unknown_options_are_rejected_from_the_spec(fresh_registry):
+    """The core rejects options a spec does not name, before the factory runs."""
+    borgstore.plugin_manager().register(LazyPlugin(), name="lazy")
+    with pytest.raises(ValueError, match="unknown option.*'?colour"):
+        Store("lazymem:", config={"": {"levels": [0]}}, backend_options={"colour": "red"})
+    with pytest.raises(ValueError, match="list_tree, speed|speed"):
+        get_backend("lazy:x", speed=1, colour=2)
+
+
+def test_using_file_does_not_import_other_backends():
+    """Importing borgstore and using file: imports no other backend's implementation (no paramiko)."""
+    code = (
+        "import sys, tempfile\n"
+        "from borgstore.store import Store\n"
+        "d = tempfile.mkdtemp()\n"
+        "s = Store('file://' + d + '/s', config={'': {'levels': [0]}})\n"
+        "s.create()\n"
+        "with s:\n"
+        "    s.store('k', b'v')\n"
+        "    assert s.load('k') == b'v'\n"
+        "from borgstore import _plugins\n"
+        "assert {'file', 'sftp', 'rclone', 'memory'} <= set(_plugins.backends()), sorted(_plugins.backends())\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('paramiko', 'borgstore_backend_sftp.', 'borgstore_backend_rclone.')))\n"
+        "print(heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "url, secret",
+    [
+        ("sftp://alice:hunter2@example.invalid/repo", "hunter2"),
+        ("nosuchscheme://bob:s3cr3t@host/path", "s3cr3t"),
+        ("s3:AKIDEXAMPLE:wJalrXUtnFEMIK7MDENG@https://host:9000/bucket/path", "wJalrXUtnFEMIK7MDENG"),
+        ("http://user:pa55word@host:5618/sub?token=abcdef123", "pa55word"),
+    ],
+)
+def test_secrets_in_urls_are_never_shown(url, secret):
+    """redact_url hides passwords and secret keys; repr and errors use it."""
+    shown = _plugins.redact_url(url)
+    assert secret not in shown and "***" in shown
+    assert "abcdef123" not in _plugins.redact_url("http://h/x?token=abcdef123&a=1")
+    try:
+        store = Store(url, config={"": {"levels": [0]}})
+    except BackendError as exc:
+        assert secret not in str(exc) and secret not in repr(exc)
+    else:
+        assert secret not in repr(store)

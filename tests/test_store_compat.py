@@ -383,8 +383,19 @@ def test_hash(store):
     store.store("config/a", b"hello")
     assert store.hash("config/a") == hashlib.sha256(b"hello").hexdigest()
     assert store.hash("config/a", "md5") == hashlib.md5(b"hello").hexdigest()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^Unsupported hash algorithm: nope"):
         store.hash("config/a", "nope")
+    with pytest.raises(ValueError, match=r"^Unsupported hash algorithm: nope"):
+        store.defrag([("config/a", 0, 1)], algorithm="nope")
+
+
+def test_hash_blake3(store):
+    """blake3 works as an algorithm when the optional blake3 package is installed."""
+    blake3 = pytest.importorskip("blake3")
+    store.store("config/a", b"hello")
+    assert store.hash("config/a", "blake3") == blake3.blake3(b"hello").hexdigest()
+    key = store.defrag([("a", 0, 5)], algorithm="blake3", namespace="config")
+    assert key == blake3.blake3(b"hello").hexdigest()
 
 
 def test_gather_and_defrag(store):
@@ -396,8 +407,10 @@ def test_gather_and_defrag(store):
     sources = [(KEY, 2, 3), (KEY2, 0, 2), (KEY, -2, 2)]
     assert store.gather(sources, namespace="data") == b"234ab89"
     assert store.gather([("data/" + KEY, 0, 1)]) == b"0"
-    with pytest.raises(ReadRangeError):
+    with pytest.raises(ReadRangeError, match=r"^Read range error from \S*" + KEY2):
         store.gather([(KEY2, 4, 5)], namespace="data")
+    with pytest.raises(ReadRangeError, match=r"^Read range error from "):
+        store.defrag([(KEY2, 4, 5)], target="short", namespace="data")
     key = store.defrag(sources, algorithm="sha256", namespace="data")
     assert key == hashlib.sha256(b"234ab89").hexdigest()
     assert store.load("data/" + key) == b"234ab89"

@@ -7,8 +7,11 @@ still be cleaned up.
 
 The usage is kept in the store itself, in the root item ``quota.hid``: an ASCII decimal integer
 with no newline, the very format the PyPI borgstore's posixfs writes, so both share a store's
-quota file.  open() reads it; if it is missing or unreadable the usage is found by walking the
-whole store (soft-deleted items included) and written back.  Changes are counted in memory and
+quota file.  open() reads it; if it is missing or unreadable, or with ``rescan=True``, the usage
+is found by walking the whole store (soft-deleted items included) and written back.  A session
+without a quota does not touch the file (it makes no storage call for a quota it does not have),
+so the file does not count what such sessions changed: an application that mixes sessions with
+and without a quota on one store opens with ``rescan=True``.  Changes are counted in memory and
 written when the unwritten change reaches ``persist_delta`` bytes, when ``persist_interval``
 seconds passed since the last write, and at flush() and close().  Writing applies this session's
 change to the value found in the file, so sessions that share a store add up their changes.
@@ -54,8 +57,11 @@ def parse_usage(data: bytes):
 class QuotaMiddleware(Middleware):
     name = "quota"
 
-    def __init__(self, inner, *, limit, persist_delta=PERSIST_DELTA, persist_interval=PERSIST_INTERVAL):
+    def __init__(self, inner, *, limit, persist_delta=PERSIST_DELTA, persist_interval=PERSIST_INTERVAL, rescan=False):
         super().__init__(inner)
+        if not isinstance(rescan, bool):
+            raise ValueError(f"quota: rescan must be True or False, not {rescan!r}")
+        self.rescan = rescan
         self.limit = _check_number("limit", limit, int)
         self.persist_delta = _check_number("persist_delta", persist_delta, int)
         self.persist_interval = float(_check_number("persist_interval", persist_interval, (int, float)))
@@ -86,10 +92,10 @@ class QuotaMiddleware(Middleware):
                 total += info.size
         return total
 
-    def _persist(self):
+    def _persist(self, rescan=False):
         """Write the usage: the file's value (or a fresh scan) plus this session's change.  Call
         with the lock held."""
-        on_disk = self._read_persisted()
+        on_disk = None if rescan else self._read_persisted()
         usage = self._scan() if on_disk is None else max(on_disk + self._unpersisted, 0)
         self.inner.store(QUOTA_STORE_NAME, str(usage).encode("ascii"))
         self._usage = usage
@@ -138,7 +144,7 @@ class QuotaMiddleware(Middleware):
         try:
             with self._lock:
                 self._unpersisted = 0
-                self._persist()
+                self._persist(rescan=self.rescan)
         except BaseException:
             self.inner.close()
             raise
