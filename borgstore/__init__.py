@@ -15,6 +15,7 @@ from ._plugins import (  # noqa: E402
     hookimpl,
     load_failures,
     plugin_manager,
+    redact_url,
 )
 from .backends._base import BackendBase, Capabilities, ItemInfo  # noqa: E402
 from .middleware import Link, Middleware  # noqa: E402
@@ -42,4 +43,5 @@ __all__ = [
     "hookimpl",
     "load_failures",
     "plugin_manager",
+    "redact_url",
 ]

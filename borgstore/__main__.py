@@ -23,11 +23,14 @@ def _print_plugins(out) -> int:
     print("backends:", file=out)
     for scheme, provided in sorted(_plugins.backends().items()):
         spec = provided.spec
-        caps = ", ".join(
-            f"{name}={value}" if not isinstance(value, bool) else name
-            for name, value in spec.capabilities.as_dict().items()
-            if value
-        )
+        # what the spec declares is a default for display: the opened backend's are the truth
+        caps = "as the backend finds at open()"
+        if spec.capabilities is not None:
+            caps = "usually: " + ", ".join(
+                f"{name}={value}" if not isinstance(value, bool) else name
+                for name, value in spec.capabilities.as_dict().items()
+                if value
+            )
         version = f" {provided.version}" if provided.version else ""
         print(f"  {scheme}:  {provided.distribution}{version}  [{caps}]", file=out)
         if spec.description:

@@ -4,10 +4,14 @@ A plugin is a module or object with functions marked ``@borgstore.hookimpl`` who
 hooks below.  Installed plugins are found through the entry-point group ``borgstore``; an
 application registers its own with ``borgstore.plugin_manager().register(obj)``.
 
-All hooks are called when the registries are (re)built: when the first Store or get_backend() call
-needs them, and again after a plugin was registered or unregistered.  Implementations must be
-cheap and do no I/O: they *declare* what the plugin provides.  An implementation may accept fewer
-arguments than its spec, so hooks can gain arguments without breaking plugins.
+All hooks are called through pluggy (so ``add_hookcall_monitoring`` sees them) when the
+registries are (re)built: when the first Store or get_backend() call needs them, and again after a
+plugin was registered or unregistered.  Each plugin's implementation is called on its own, so a
+broken plugin is reported by name (``borgstore.load_failures()``) without hiding the others.
+Implementations must be cheap and do no I/O: they *declare* what the plugin provides, and name
+their factories by import path (``"my_plugin._backend:from_url"``) so that nothing heavy is
+imported before a store of theirs is used.  An implementation may accept fewer arguments than its
+spec (pluggy passes only those it names), so hooks can gain arguments without breaking plugins.
 """
 
 import pluggy
@@ -24,11 +28,14 @@ hookspec = pluggy.HookspecMarker("borgstore")
 def borgstore_backends():
     """Declare the backends this plugin provides, one :class:`borgstore.BackendSpec` each.
 
-    A spec names the URL scheme(s) the backend serves (``"file"`` for ``file:///path``), a factory
-    ``factory(url, **options)`` that returns an *unopened* backend (a
-    :class:`borgstore.backends.BackendBase`) and the backend's :class:`~borgstore.Capabilities`.
+    A spec names the URL scheme(s) the backend serves (``"file"`` for ``file:///path``) and a
+    factory ``factory(url, **options)`` that returns an *unopened* backend (a
+    :class:`borgstore.backends.BackendBase`), given as its import path ``"module:function"`` so
+    that the backend's module (and what it imports) loads only when a URL of its scheme is used.
     The factory raises :class:`~borgstore.backends.errors.BackendURLInvalid` for a URL of its
-    scheme that it cannot parse and ``ValueError`` naming any unknown option.
+    scheme that it cannot parse.  A spec may also give ``options`` (the option names: the core
+    rejects others with ``ValueError``), ``redact`` (hides the secrets a URL of its scheme can
+    carry) and ``capabilities`` (for display only: the opened backend's are the truth).
 
     If two plugins serve the same scheme, the one registered last wins, so an application can
     replace an installed backend with its own.

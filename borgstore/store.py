@@ -412,7 +412,9 @@ class Store:
         namespace = self._namespaces.get(ns_name)
         if namespace is None:
             raise ValueError(f"no nesting levels configured for namespace {name!r}")
-        if self._chain.capabilities.list_tree:
+        # a flat namespace is one list call anyway, and a tree listing of the root would be the
+        # whole store
+        if namespace.deepest and self._chain.capabilities.list_tree:
             items = self._walk_tree(ns_name, namespace, deleted)
         else:
             items = self._walk(ns_name, namespace, 0, deleted)
