@@ -160,6 +160,8 @@ class Store:
         if cached:
             # the cache sits just outside any emulation, so that cache hits are not slowed down
             names = [_middleware_entry(entry)[0] for entry in middleware]
+            if "cache" in names:
+                raise ValueError("the config asks for a cache: do not name 'cache' in middleware= too")
             position = names.index("emulate") if "emulate" in names else len(middleware)
             middleware.insert(position, ("cache", {"cache": cache_backend, "policies": cached}))
         self._chain = build_chain(backend, middleware, name=url.split(":", 1)[0] if url else None)

@@ -3,7 +3,7 @@
 import pytest
 
 from borgstore import build_chain, default_middleware
-from borgstore.backends.errors import ObjectNotFound
+from borgstore.backends.errors import BackendError, ObjectNotFound
 from borgstore.backends.memory import MemoryBackend
 from borgstore.middleware import BackendAdapter, Middleware
 from borgstore.middleware.emulate import EmulateMiddleware
@@ -176,3 +176,37 @@ def test_stats_list_time_counted_when_abandoned_and_reset():
         assert stats["list_calls"] >= 1 and stats["list_time"] > 0
         s.chain.find_layer(StatsMiddleware).reset()
         assert all(not value for value in s.stats.values())
+
+
+def test_a_key_ending_in_a_dot_can_be_soft_deleted():
+    """The valid key '0.' soft-deleted is '0..del' on the backend: '..' inside a component is fine."""
+    s = Store("memory:", config={"data/": {"levels": [0]}})
+    s.create()
+    with s:
+        s.store("data/0.", b"dot")
+        s.move("data/0.", delete=True)
+        assert s.find("data/0.", deleted=True) == "data/0." and s.backend.info("data/0..del").exists
+        assert s.load("data/0.", deleted=True) == b"dot"
+        s.move("data/0.", undelete=True)
+        assert s.load("data/0.") == b"dot"
+
+
+def test_cache_named_twice_is_refused():
+    """A config asking for a cache and a middleware list naming 'cache' too: ValueError."""
+    with pytest.raises(ValueError, match="cache"):
+        Store("memory:", config={"data/": {"levels": [1], "cache": "mirror"}}, cache_url="memory:", middleware=["stats", "cache"])
+
+
+def test_memory_tells_a_directory_from_a_missing_item():
+    """load/delete of a directory and rmdir of an item raise BackendError, not ObjectNotFound."""
+    backend = MemoryBackend()
+    backend.create()
+    with backend:
+        backend.store("dir/item", b"x")
+        for call in (lambda: backend.load("dir"), lambda: backend.delete("dir"), lambda: backend.rmdir("dir/item")):
+            with pytest.raises(BackendError) as excinfo:
+                call()
+            assert not isinstance(excinfo.value, ObjectNotFound)
+        with pytest.raises(ObjectNotFound):
+            backend.load("dir/item/below")
+        assert backend.load("dir/item") == b"x"

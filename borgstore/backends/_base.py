@@ -43,9 +43,10 @@ class Capabilities:
     :ivar list: list works (False: the kit does not list).
     :ivar hash_algorithms: algorithms hash() computes where the data is, without downloading it
         (kit rule ``hash-matches-hashlib`` checks each against hashlib).
-    :ivar needs_mkdir: items can only be stored in directories that exist (posix-like); False for
-        object stores where directories are implied by names and vanish with their last item.
-        The kit's model follows this flag.
+    :ivar needs_mkdir: directories are real (posix-like): mkdir() makes an empty one that is
+        listed until rmdir() removes it.  False for object stores where directories are implied
+        by the names below them and vanish with their last item.  Either way store() and move()
+        create missing parents.  The kit's model follows this flag.
     :ivar atomic_store: a reader never sees a partially stored value (kit rule
         ``store-atomic``).
     :ivar thread_safe: one backend object may be used from several threads at once; if False,

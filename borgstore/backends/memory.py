@@ -102,11 +102,11 @@ class MemoryBackend(BackendBase):
     def _item(self, name: str) -> _Item:
         try:
             node, base = self._parent(name)
-        except ObjectNotFound:
+        except (ObjectNotFound, BackendError):  # a parent missing or an item: nothing is there
             raise ObjectNotFound(name) from None
         item = node.get(base)
         if not isinstance(item, _Item):
-            raise ObjectNotFound(name)
+            raise missing_or_directory(name, isinstance(item, dict))
         return item
 
     # --- lifecycle ---
@@ -146,7 +146,9 @@ class MemoryBackend(BackendBase):
         with self._location.lock:
             node, base = self._parent(name)
             child = node.get(base)
-            if not isinstance(child, dict):
+            if isinstance(child, _Item):
+                raise BackendError(f"cannot rmdir {name!r}: it is an item, not a directory")
+            if child is None:
                 raise ObjectNotFound(f"directory {name!r} does not exist")
             if child:
                 raise BackendError(f"directory {name!r} is not empty")
@@ -233,7 +235,7 @@ class MemoryBackend(BackendBase):
         self._check_open()
         check_backend_name(name, root_ok=True)
         with self._location.lock:
-            self._dir(name)  # a missing directory fails now, not at the first next()
+            self._dir(name)  # a missing directory fails at the first next(), before any item
         after = None
         while True:
             with self._location.lock:

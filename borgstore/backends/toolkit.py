@@ -30,9 +30,12 @@ def check_backend_name(name, *, root_ok: bool = False) -> str:
 
     A backend name is a relative, slash-separated path below the store's root
     (``data/01/0123abcd.del``).  Refused: anything not a str, an absolute name, empty components
-    (``a//b``, a trailing ``/``), ``.`` or ``..`` components or any ``..``, a backslash, NUL and
-    other control characters.  The empty name is the root itself, allowed only with *root_ok*
-    (``list("")``, ``info("")``).
+    (``a//b``, a trailing ``/``), ``.`` and ``..`` components, a backslash, NUL and other control
+    characters.  The empty name is the root itself, allowed only with *root_ok* (``list("")``,
+    ``info("")``).
+
+    ``..`` inside a component is harmless and must pass: the valid key ``0.`` soft-deleted is
+    ``0..del``.
     """
     if type(name) is not str:
         raise ValueError(f"invalid backend name {name!r}: names are str, not {type(name).__name__}")
@@ -49,15 +52,15 @@ def check_backend_name(name, *, root_ok: bool = False) -> str:
 def _name_problem(name: str) -> Optional[str]:
     if name[0] == "/":
         return "absolute names leave the store's root"
-    if ".." in name:
-        return "'..' is not allowed"
     if "\\" in name:
         return "backslashes are not allowed"
     if not _CONTROL.isdisjoint(name):
         return "NUL and control characters are not allowed"
-    for part in name.split("/"):
-        if part in ("", "."):
-            return "empty or '.' path components are not allowed"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..' components leave the store's root"
+    if "" in parts or "." in parts:
+        return "empty or '.' path components are not allowed"
     return None
 
 

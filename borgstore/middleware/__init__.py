@@ -3,10 +3,13 @@
 Each middleware lives in its own module here and is registered as a plugin under its name:
 
 * ``stats``: counts calls, time and volume per operation (``Store.stats``).
-* ``softdelete``: soft deletion by renaming items to ``<name>.del``.
 * ``emulate``: makes a fast backend as slow as a given latency and bandwidth.
 * ``permissions``: grants list/read/write/overwrite/delete per name prefix.
 * ``quota``: limits the bytes a store may hold.
+* ``cache``: keeps copies of items in a second backend.
+
+Every middleware speaks the backend contract on backend names; soft deletion is the Store's own
+(a move to ``<name>.del`` that each layer sees as a move).
 """
 
 from ._base import OPERATIONS, BackendAdapter, Link, Middleware

@@ -1,6 +1,6 @@
 """The ``cache`` middleware: a second backend that keeps copies of a store's items.
 
-The Store adds it, innermost, when a namespace's config asks for a cache (``cache`` = ``mirror``
+The Store adds it (just outside ``emulate``, else innermost) when a namespace's config asks for a cache (``cache`` = ``mirror``
 or ``writethrough``, with ``max_age`` and ``size``) and a ``cache_url`` or ``cache_backend`` is
 given.  The cache holds items under the same nested names as the store (the primary).
 
@@ -26,6 +26,8 @@ Behaviour (the PyPI borgstore's):
   and an item larger than ``size`` is not cached.  ``max_age`` (seconds) evicts items not used
   for longer.  0 means no limit.  The cache's contents are found by listing it at open.
 * gather reads each range through the cached load; list, info and hash go to the primary.
+* A soft deletion is a move to ``<name>.del``: the cached copy moves with it.
+* Its counters reach ``Store.stats`` with the ``backend_*`` figures: what reached the primary.
 
 Items changed in the primary by someone not using this cache are not noticed: the cache suits
 items that never change once written (like borg's content-addressed objects), or ``max_age``.
