@@ -9,7 +9,7 @@ what is the same for all of them lives here and in the core, so no plugin writes
 * :func:`temp_name`: a unique ``.tmp`` name next to an item, for write-then-rename;
 * :func:`check_options`: reject backend options that the backend does not know, naming them;
 * ``BackendBase.check_open()`` / ``check_closed()``: the open/closed guard;
-* :func:`missing_or_directory`: the error for a name that is not an item;
+* :func:`missing_or_directory`: the error for an item operation on a name that holds no item;
 * :mod:`borgstore.backends.http`: an HTTP/1.1 keep-alive client (pipelining, ranges, timeouts).
 
 See docs/writing-a-backend.md.
@@ -19,7 +19,7 @@ import os
 from typing import Iterable, Optional
 
 from ..constants import TMP_SUFFIX
-from .errors import BackendError, ObjectNotFound
+from .errors import ObjectNotFound
 
 # bytes that must never reach a path: NUL ends a C string, the others are control characters
 _CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
@@ -88,11 +88,15 @@ def check_options(options: dict, known: Iterable[str], backend: str) -> dict:
     return options
 
 
-def missing_or_directory(name: str, is_directory: bool) -> BackendError:
-    """The error for *name* where an item was expected: ObjectNotFound if nothing is there,
-    a BackendError saying so if it is a directory (a directory is never "missing")."""
+def missing_or_directory(name: str, is_directory: bool) -> ObjectNotFound:
+    """The error for an item operation (load, hash, delete, a move's source) on *name* where no
+    item is: ObjectNotFound, whose message says when a directory is there instead.
+
+    Not a conflict error: there is no *item* of that name, and the Store relies on that while a
+    namespace is converted between levels (a level-0 key such as ``data/01`` may be the name of a
+    level-1 directory; the Store then looks at the next level)."""
     if is_directory:
-        return BackendError(f"{name!r} is a directory, not an item")
+        return ObjectNotFound(f"{name} (a directory, not an item)")
     return ObjectNotFound(name)
 
 

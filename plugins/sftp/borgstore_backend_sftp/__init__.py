@@ -1,12 +1,14 @@
 """borgstore-backend-sftp: borgstore's ``sftp://`` backend (paramiko).
 
 Registers the ``sftp`` URL scheme with borgstore through the ``borgstore`` entry point group.
+This module stays light: borgstore imports it whenever it lists its plugins, also in programs
+that never use sftp, so paramiko and the implementation are imported only when first used (an
+sftp URL is opened, or one of the names below is looked up).
 """
 
-from borgstore import BackendSpec, hookimpl
+import importlib
 
-from ._backend import SftpBackend, parse_url
-from ._connect import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
+from borgstore import BackendSpec, Capabilities, hookimpl
 
 __version__ = "1.0.0.dev0"
 
@@ -21,13 +23,31 @@ OPTIONS = (
     "retry_time",
 )
 
+CAPABILITIES = Capabilities(needs_mkdir=True, atomic_store=True, thread_safe=True)
 
-def sftp_backend_from_url(url: str, **options) -> SftpBackend:
-    """The backend factory: an unopened SftpBackend for *url* (nothing is connected yet)."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown sftp backend option(s): {', '.join(unknown)} (known: {', '.join(OPTIONS)})")
-    return SftpBackend(url, **options)
+# public name -> the module that defines it, imported on first use
+_LAZY = {
+    "SftpBackend": "_backend",
+    "sftp_backend_from_url": "_backend",
+    "parse_url": "_url",
+    "AuthenticationFailed": "_connect",
+    "HostKeyChanged": "_connect",
+    "HostKeyError": "_connect",
+    "UnknownHostKey": "_connect",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 @hookimpl
@@ -35,9 +55,11 @@ def borgstore_backends():
     return [
         BackendSpec(
             schemes=("sftp",),
-            factory=sftp_backend_from_url,
-            capabilities=SftpBackend.capabilities,
+            factory=f"{__name__}._backend:sftp_backend_from_url",
+            capabilities=CAPABILITIES,
             description="a directory on an SSH server, over sftp (paramiko); verifies host keys via known_hosts",
+            options=OPTIONS,
+            redact=f"{__name__}._url:redact_url",
         )
     ]
 

@@ -250,6 +250,31 @@ def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
     raise last_error
 
 
+def _authenticate(transport: paramiko.Transport, target: Target, use_agent: bool):
+    """Log in with the first key the server accepts; none: AuthenticationFailed naming them."""
+    tried = []
+    candidates, agent = _candidate_keys(target, use_agent)
+    try:
+        for description, key in candidates:
+            tried.append(description)
+            try:
+                transport.auth_publickey(target.user, key)
+            except paramiko.AuthenticationException:
+                continue
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise BackendConnectionError(f"SSH authentication with {target.host} broke off: {exc}") from exc
+            if transport.is_authenticated():
+                return
+    finally:
+        if agent is not None:
+            agent.close()
+    raise AuthenticationFailed(
+        f"{target.host} port {target.port} refused public key authentication for user "
+        f"{target.user!r}; tried: {', '.join(tried) or 'no keys (no agent, no readable key files)'}.  "
+        "Check the user name, the IdentityFile in your ssh config and the server's authorized_keys."
+    )
+
+
 def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepalive: float):
     """Return an authenticated paramiko Transport, verified against known_hosts."""
     known = _load_known_hosts(target)
@@ -290,28 +315,7 @@ def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepaliv
                 f"SSH handshake with {target.host} port {target.port} failed: {transport.get_exception()}"
             )
         _verify_host_key(transport, target, known_for_host)
-        tried = []
-        candidates, agent = _candidate_keys(target, use_agent)
-        try:
-            for description, key in candidates:
-                tried.append(description)
-                try:
-                    transport.auth_publickey(target.user, key)
-                except paramiko.AuthenticationException:
-                    continue
-                except (paramiko.SSHException, EOFError, OSError) as exc:
-                    raise BackendConnectionError(f"SSH authentication with {target.host} broke off: {exc}") from exc
-                if transport.is_authenticated():
-                    break
-        finally:
-            if agent is not None:
-                agent.close()
-        if not transport.is_authenticated():
-            raise AuthenticationFailed(
-                f"{target.host} port {target.port} refused public key authentication for user "
-                f"{target.user!r}; tried: {', '.join(tried) or 'no keys (no agent, no readable key files)'}.  "
-                "Check the user name, the IdentityFile in your ssh config and the server's authorized_keys."
-            )
+        _authenticate(transport, target, use_agent)
         if keepalive:
             transport.set_keepalive(int(max(keepalive, 1)))
         return transport

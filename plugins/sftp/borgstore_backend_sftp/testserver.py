@@ -36,6 +36,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# capability numbers of linux/capability.h, and prctl's PR_CAPBSET_DROP
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+_PR_CAPBSET_DROP = 24
+
+
+def _drop_capabilities(*capabilities):
+    """Remove *capabilities* from the bounding set: root's programs started from here on lack them."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in capabilities:
+        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot drop capability {capability}")
+
+
 def _keygen(path: Path, comment: str):
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
@@ -54,6 +69,11 @@ class TestSSHServer:
     :param sshd_options: more sshd_config lines, e.g. ``"MaxSessions 2"``.
     :param file_size_limit: the largest file the server may write (RLIMIT_FSIZE), to make writes
         fail on the server as a full disk would.
+    :param open_files_limit: the file descriptors each server process may have (RLIMIT_NOFILE),
+        to make opens fail on the server with a generic failure (EMFILE).
+    :param obey_file_modes: started by root, the server still obeys file modes (it runs without
+        CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH), so that a test can make a directory that the
+        login user cannot read.  Without root, file modes apply anyway.
     """
 
     __test__ = False  # not a pytest test class, despite its name
@@ -65,9 +85,13 @@ class TestSSHServer:
         sftp_options: str = "",
         sshd_options: str = "",
         file_size_limit: int | None = None,
+        open_files_limit: int | None = None,
+        obey_file_modes: bool = False,
     ):
         self.workdir = Path(workdir)
         self.file_size_limit = file_size_limit
+        self.open_files_limit = open_files_limit
+        self.obey_file_modes = obey_file_modes
         self.sftp_options = sftp_options
         self.sshd_options = sshd_options
         self.user = user or pwd.getpwuid(os.getuid()).pw_name
@@ -178,7 +202,8 @@ class TestSSHServer:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=self._limit_file_size if self.file_size_limit is not None else None,
+                # no preexec_fn unless needed: it is unsafe in a process with threads
+                preexec_fn=self._limit if self._limits_wanted() else None,
             )
         finally:
             log.close()
@@ -197,12 +222,21 @@ class TestSSHServer:
                 raise RuntimeError(f"sshd did not answer on port {self.port}: {self.log.read_text()[-2000:]}")
             time.sleep(0.02)
 
-    def _limit_file_size(self):
+    def _limits_wanted(self) -> bool:
+        return self.file_size_limit is not None or self.open_files_limit is not None or self.obey_file_modes
+
+    def _limit(self):
+        """In the sshd process before it starts: the limits asked for."""
         import resource
 
-        # ignored, SIGXFSZ no longer kills the writer: the write fails with EFBIG instead
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
+        if self.file_size_limit is not None:
+            # ignored, SIGXFSZ no longer kills the writer: the write fails with EFBIG instead
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
+        if self.open_files_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files_limit, self.open_files_limit))
+        if self.obey_file_modes and os.getuid() == 0:
+            _drop_capabilities(_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH)
 
     def _session_pids(self) -> list:
         """The pids of the per-connection sshd processes that the listener forked."""

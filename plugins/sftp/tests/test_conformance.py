@@ -6,8 +6,11 @@ full on memory and posixfs), here it checks the integration, and every reconnect
 real time.
 """
 
+import contextlib
+
 import pytest
 
+from borgstore.backends.errors import BackendMustBeOpen
 from borgstore.testing import BackendTests, StoreTests, kit_settings, run_store_machine
 from borgstore.testing._pytest_classes import run_check
 
@@ -17,7 +20,8 @@ class TestSftpAbsoluteURL(BackendTests):
     def backend(self, absolute_location):
         backend = absolute_location.backend()
         yield backend
-        backend.close()
+        with contextlib.suppress(BackendMustBeOpen):
+            backend.close()  # ends a connection the kit left, open or not
 
 
 class TestSftpRelativeURL(BackendTests):
@@ -25,7 +29,8 @@ class TestSftpRelativeURL(BackendTests):
     def backend(self, relative_location):
         backend = relative_location.backend()
         yield backend
-        backend.close()
+        with contextlib.suppress(BackendMustBeOpen):
+            backend.close()  # ends a connection the kit left, open or not
 
 
 class TestSftpStore(StoreTests):

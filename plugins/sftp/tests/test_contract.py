@@ -88,6 +88,22 @@ def test_lifecycle_errors(location):
         backend.info("x")
 
 
+def test_close_twice_raises_and_still_ends_the_connection(location):
+    """close() on a backend that is not open raises BackendMustBeOpen, also the second close();
+    a connection that create() left for the open() to come is ended all the same."""
+    backend = location.backend()
+    backend.create()
+    assert backend._pool.connection is not None
+    with pytest.raises(BackendMustBeOpen):
+        backend.close()
+    assert backend._pool.connection is None
+    backend.open()
+    backend.close()
+    with pytest.raises(BackendMustBeOpen):
+        backend.close()
+    assert backend._pool.connection is None
+
+
 def test_open_refuses_a_file_in_place_of_the_store(location):
     """A store path that is a file is not a store: BackendDoesNotExist."""
     location.local.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +163,16 @@ def test_load_ranges(backend):
     assert backend.load("r", size=0) == b""
 
 
+@pytest.mark.parametrize("size, offset", [(-1, 0), (1.5, 0), ("1", 0), (None, 0.5), (None, "0"), (1, None)])
+def test_load_refuses_invalid_ranges(backend, size, offset):
+    """size must be None or an int >= 0, offset an int: ValueError, for load and gather."""
+    backend.store("r", b"0123456789")
+    with pytest.raises(ValueError):
+        backend.load("r", size=size, offset=offset)
+    with pytest.raises(ValueError):
+        backend.gather([("r", offset, size)])
+
+
 def test_load_missing_raises_object_not_found(backend):
     with pytest.raises(ObjectNotFound):
         backend.load("nope")
@@ -157,6 +183,8 @@ def test_load_missing_raises_object_not_found(backend):
     backend.mkdir("adir")
     with pytest.raises(ObjectNotFound):
         backend.load("adir")
+    with pytest.raises(ObjectNotFound):
+        backend.load("adir", size=0)
 
 
 # --- info ---
@@ -213,10 +241,16 @@ def test_mkdir_rmdir(backend, location):
         backend.rmdir("x/y")
     assert not isinstance(excinfo.value, ObjectNotFound)
     assert (location.local / "x/y/item").exists()
+    with pytest.raises(BackendError, match="not a directory") as excinfo:
+        backend.rmdir("x/y/item")  # OpenSSH says "no such file" for it: not taken as missing
+    assert not isinstance(excinfo.value, ObjectNotFound)
+    assert (location.local / "x/y/item").read_bytes() == b"1"
     backend.rmdir("x/y/z")
     assert not (location.local / "x/y/z").exists()
     with pytest.raises(ObjectNotFound):
         backend.rmdir("x/y/z")
+    with pytest.raises(ObjectNotFound):
+        backend.rmdir("x/y/item/below")
 
 
 def test_list_is_sorted_has_dirs_and_hides_temp_items(backend, location):
@@ -275,10 +309,10 @@ def test_store_api_on_sftp(location):
 
 def test_durability_always_and_close_use_fsync(location):
     """With durability set (OpenSSH offers fsync@openssh.com) stores and flushes succeed and
-    the capability says durable_flush."""
+    nothing is left to flush (test_failures watches the fsyncs themselves with strace)."""
     for durability in ("always", "close"):
         backend = location.backend(durability=durability)
-        assert backend.capabilities.durable_flush
+        assert backend.durability == durability
         if durability == "always":
             backend.create()
         backend.open()
@@ -286,7 +320,7 @@ def test_durability_always_and_close_use_fsync(location):
         backend.store("d/moved", b"moved before the flush")
         backend.move("d/moved", f"d/moved-{durability}")
         backend.flush()
-        assert backend._unflushed == set()
+        assert backend._durability.unflushed == set()
         backend.close()
         assert (location.local / "d" / durability).read_bytes() == b"durable"
         assert (location.local / "d" / f"moved-{durability}").exists()
@@ -298,10 +332,10 @@ def test_round_trips_per_operation(backend):
     backend.store("rt/warm", b"x")  # makes the directory and the pooled session
 
     def count(operation):
-        (session,) = backend._connection.idle
+        (session,) = backend._pool.connection.idle
         before = session.round_trips
         operation()
-        (session,) = backend._connection.idle
+        (session,) = backend._pool.connection.idle
         return session.round_trips - before
 
     value = os.urandom(1024)
@@ -329,10 +363,10 @@ def test_gather_many_ranges_in_two_round_trips(backend):
         backend.store(name, value)
     sources = [("g/1", 10, 200_000), ("g/0", 0, 1000), ("g/5", 123, 0), ("g/4", 250_000, 50_000), ("g/1", 0, 5)]
     expected = b"".join(values[name][offset : offset + size] for name, offset, size in sources)
-    (session,) = backend._connection.idle
+    (session,) = backend._pool.connection.idle
     before = session.round_trips
     assert backend.gather(sources) == expected
-    (session,) = backend._connection.idle
+    (session,) = backend._pool.connection.idle
     assert session.round_trips - before == 2
     with pytest.raises(ReadRangeError):
         backend.gather([("g/0", 0, 10), ("g/0", 990, 20)])

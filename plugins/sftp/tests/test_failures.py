@@ -140,7 +140,7 @@ def test_close_ends_the_connection_and_its_thread(own_sshd, tmp_path):
     """close() stops paramiko's transport thread; no thread outlives the backend."""
     backend = make_backend(own_sshd, tmp_path / "store")
     backend.store("x", b"1")
-    transport = backend._connection.transport
+    transport = backend._pool.connection.transport
     assert transport.is_alive()
     backend.close()
     transport.join(5)
@@ -151,7 +151,7 @@ def test_a_forgotten_open_backend_closes_its_connection(own_sshd, tmp_path):
     """An open backend that is garbage-collected without close() does not leak its connection."""
     backend = make_backend(own_sshd, tmp_path / "store")
     backend.store("x", b"1")
-    transport = backend._connection.transport
+    transport = backend._pool.connection.transport
     ref = weakref.ref(backend)
     del backend
     gc.collect()
@@ -188,7 +188,7 @@ def test_concurrent_use_from_threads(own_sshd, tmp_path):
     backend = make_backend(own_sshd, root)
     assert run_threads(backend, 14) == []
     assert len(files_under(root)) == 14 * 30
-    assert backend._connection.count <= 8
+    assert backend._pool.connection.count <= 8
     backend.close()
 
 
@@ -200,7 +200,7 @@ def test_a_server_allowing_fewer_sessions_is_shared(custom_sshd, tmp_path):
     backend = make_backend(custom_sshd, root)
     assert run_threads(backend, 5) == []
     assert len(files_under(root)) == 5 * 30
-    assert backend._connection.count <= 2
+    assert backend._pool.connection.count <= 2
     backend.close()
 
 
@@ -228,7 +228,7 @@ def test_without_posix_rename_overwrites_stay_atomic(custom_sshd, tmp_path):
     root = tmp_path / "store"
     backend = make_backend(custom_sshd, root)
     backend.store("a/x", b"first")
-    assert "posix-rename@openssh.com" not in backend._connection.idle[0].extensions
+    assert "posix-rename@openssh.com" not in backend._pool.connection.idle[0].extensions
     backend.store("a/x", b"second")
     assert backend.load("a/x") == b"second"
     backend.store("a/y", b"other")
@@ -293,6 +293,19 @@ def test_move_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, m
     backend.close()
 
 
+def test_rmdir_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, monkeypatch):
+    """Same for rmdir: the directory is gone after the cut, so the repeat is done."""
+    from borgstore_backend_sftp import _protocol
+
+    root = tmp_path / "store"
+    backend = make_backend(own_sshd, root)
+    backend.mkdir("r/empty")
+    cut = cut_after_request(monkeypatch, _protocol.RMDIR, lambda: not (root / "r/empty").exists())
+    backend.rmdir("r/empty")
+    assert cut and not (root / "r/empty").exists()
+    backend.close()
+
+
 def test_a_server_that_stops_answering_times_out_and_is_replaced(own_sshd, tmp_path):
     """The connection's server process freezes (SIGSTOP): the reply timeout ends the wait, and the
     operation succeeds on a new connection."""
@@ -329,7 +342,7 @@ def test_a_server_without_limits_extension_gets_safe_request_sizes(custom_sshd, 
     value = os.urandom(3 * 1024 * 1024 + 5)
     backend.store("big", value)
     assert backend.load("big") == value
-    (session,) = backend._connection.idle
+    (session,) = backend._pool.connection.idle
     assert session.max_write <= 255 * 1024
     backend.close()
 

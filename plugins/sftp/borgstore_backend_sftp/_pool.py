@@ -1,0 +1,156 @@
+"""The backend's SSH connection and the pool of sftp sessions on it.
+
+One authenticated SSH connection is made on first use and replaced when it dies.  Each running
+operation borrows its own sftp session (an SSH channel) from the pool, which is what makes one
+backend usable from several threads without a global lock.
+"""
+
+import threading
+
+import paramiko
+
+from . import _connect
+from . import _protocol as p
+
+# sftp sessions per SSH connection: below OpenSSH's default MaxSessions of 10
+MAX_SESSIONS = 8
+
+
+class Connection:
+    """One authenticated SSH transport and a pool of SFTP sessions on it.
+
+    At most MAX_SESSIONS sessions are open at once (OpenSSH allows 10 per connection by
+    default); a thread that finds them all busy waits for one."""
+
+    def __init__(self, transport: paramiko.Transport, timeout: float):
+        self.transport = transport
+        self.timeout = timeout
+        self.idle = []
+        self.count = 0  # sessions open or being opened
+        self.limit = MAX_SESSIONS
+        self.ready = threading.Condition(threading.Lock())
+        self.dead = False
+
+    def acquire(self) -> p.Session:
+        while True:
+            session = self._reserve()
+            if session is not None:
+                return session
+            try:
+                return self._open_session()
+            except BaseException as exc:
+                if not self._opening_failed(exc):
+                    continue  # the server allows fewer sessions: wait for one of ours
+                if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+                    raise p.ConnectionLost(f"cannot open an sftp session: {exc}") from exc
+                raise
+
+    def _reserve(self) -> p.Session | None:
+        """Wait for an idle session and return it, or for room to open a new one: then count
+        it and return None."""
+        with self.ready:
+            while True:
+                if self.dead:
+                    raise p.ConnectionLost("the connection was closed")
+                if self.idle:
+                    return self.idle.pop()
+                if self.count < self.limit:
+                    self.count += 1
+                    return None
+                if not self.ready.wait(self.timeout):
+                    raise p.ConnectionLost(f"no sftp session became free within {self.timeout} s")
+
+    def _open_session(self) -> p.Session:
+        channel = self.transport.open_session(window_size=8 << 20, max_packet_size=1 << 15, timeout=self.timeout)
+        channel.invoke_subsystem("sftp")
+        return p.Session(channel, self.timeout)
+
+    def _opening_failed(self, exc: BaseException) -> bool:
+        """Account for a session that could not be opened; False: share the ones we have."""
+        with self.ready:
+            self.count -= 1
+            # paramiko keeps one pending open failure per transport, so of several opens the
+            # server refuses at once, some see ChannelException and others only "Unable to
+            # open channel." or "Channel closed.": any SSHException on a live transport is a refusal
+            refused = isinstance(exc, paramiko.SSHException) and self.transport.is_active()
+            if refused and self.count > 0:
+                # the server allows fewer sessions (MaxSessions)
+                self.limit = self.count
+                return False
+            self.ready.notify()
+            return True
+
+    def release(self, session: p.Session):
+        if not (session.broken or session.replies):
+            with self.ready:
+                if not self.dead:
+                    self.idle.append(session)
+                    self.ready.notify()
+                    return
+        session.close()
+        with self.ready:
+            self.count -= 1
+            self.ready.notify()
+
+    def close(self):
+        with self.ready:
+            self.dead = True
+            idle, self.idle = self.idle, []
+            self.ready.notify_all()
+        for session in idle:
+            session.close()
+        self.transport.close()
+
+
+class Pool:
+    """The backend's connection: made on first use, replaced when it died, closed by close()
+    or when the pool is garbage-collected (a backend dropped without close() leaks nothing)."""
+
+    def __init__(self, host, port, user, *, ssh_config, use_agent, connect_timeout, timeout, keepalive):
+        self.host = host
+        self.port = port
+        self.user = user
+        self.ssh_config = ssh_config
+        self.use_agent = use_agent
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.keepalive = keepalive
+        self.connection: Connection | None = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> Connection:
+        """The live connection, connecting (again) if there is none."""
+        with self._lock:
+            connection = self.connection
+            if connection is not None and not connection.dead and connection.transport.is_active():
+                return connection
+            if connection is not None:
+                connection.close()
+            target = _connect.resolve(self.host, self.port, self.user, self.ssh_config)
+            keepalive = self.keepalive if self.keepalive else target.keepalive
+            transport = _connect.connect(
+                target, use_agent=self.use_agent, connect_timeout=self.connect_timeout, keepalive=keepalive
+            )
+            self.connection = Connection(transport, self.timeout)
+            return self.connection
+
+    def drop(self, connection: Connection):
+        """Close *connection* (it broke); the next connect() makes a new one."""
+        with self._lock:
+            if self.connection is connection:
+                self.connection = None
+        connection.close()
+
+    def close(self):
+        with self._lock:
+            connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
+
+    def __del__(self):
+        connection = getattr(self, "connection", None)
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # at interpreter exit modules may already be gone
+                pass

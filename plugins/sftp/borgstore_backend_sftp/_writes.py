@@ -1,0 +1,157 @@
+"""Writing: an atomic store, and the fsyncs that the ``durability`` option asks for.
+
+A store writes a new temp file (created exclusively, named by the toolkit) with every write
+request in flight at once, then renames it over the target: a reader sees the old value or the
+new one, never a part.  Durability "always" fsyncs each temp file before its rename; "close"
+remembers what was stored and fsyncs it all in batches at flush() or close().
+"""
+
+import threading
+
+from borgstore.backends.errors import BackendError
+from borgstore.backends.toolkit import temp_name
+
+from . import _protocol as p
+from ._requests import MAX_BATCH, MAX_IN_FLIGHT, Root, collect, mkdirs, remove_quietly, rename
+from ._retry import Attempt, Runner
+
+DURABILITY_LEVELS = ("none", "close", "always")
+
+_FSYNC = "fsync@openssh.com"
+
+
+def store(session: p.Session, attempt: Attempt, root: Root, name: str, data: memoryview, *, fsync: bool):
+    """Store *data* under *name* through a temp file; *fsync*: make it durable before the rename.
+
+    Safe to repeat as a whole: a new temp name each time, and the rename puts the same value in
+    place however often it is done."""
+    path = root.path_of(name)
+    temp = temp_name(path)
+    attempt.temp_names.append(temp)
+    try:
+        handle = _create(session, temp)
+    except p.StatusError as exc:
+        attempt.temp_names.remove(temp)
+        raise root.failure(exc, "store", name) from None
+    failure = _write(session, handle, data, fsync=fsync)
+    if failure is None:
+        try:
+            rename(session, temp, path, attempt)
+        except p.StatusError as exc:
+            failure = exc
+    if failure is not None:
+        remove_quietly(session, temp)
+        attempt.temp_names.remove(temp)
+        raise root.failure(failure, "store", name)
+    attempt.temp_names.remove(temp)
+
+
+def _create(session: p.Session, temp: str) -> bytes:
+    """Create *temp* exclusively (and its missing parent directories); return its handle."""
+    open_flags = p.u32(p.FLAG_WRITE | p.FLAG_CREATE | p.FLAG_EXCLUSIVE)
+    try:
+        return p.Reader(session.request(p.OPEN, p.string(temp), open_flags, p.attrs_request(), expect=p.HANDLE)).bytes()
+    except p.StatusError as exc:
+        if exc.code != p.NO_SUCH_FILE:
+            raise
+    mkdirs(session, temp.rsplit("/", 1)[0])
+    return p.Reader(session.request(p.OPEN, p.string(temp), open_flags, p.attrs_request(), expect=p.HANDLE)).bytes()
+
+
+def _write(session: p.Session, handle: bytes, data: memoryview, *, fsync: bool) -> p.StatusError | None:
+    """Write *data* to the open *handle*, fsync it if asked, close it; return the first failure."""
+    h = p.string(handle)
+    # all writes in flight at once, then the close: one round trip for the data
+    ids = []
+    step = session.max_write
+    offset = 0
+    failure = None
+    while True:
+        ids.append(session.send_write(handle, offset, data[offset : offset + step]))
+        offset += step
+        if offset >= len(data):
+            break
+        if len(ids) >= MAX_IN_FLIGHT:
+            failure = failure or collect(session, ids[: MAX_IN_FLIGHT // 2])
+            del ids[: MAX_IN_FLIGHT // 2]
+    if fsync:
+        ids.append(session.send(p.EXTENDED, p.string(_FSYNC), h))
+    ids.append(session.send(p.CLOSE, h))
+    return failure or collect(session, ids)
+
+
+class Durability:
+    """The ``durability`` level, and the items stored since the last flush (level "close")."""
+
+    def __init__(self, level: str):
+        if level not in DURABILITY_LEVELS:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {level!r}")
+        self.level = level
+        self.unflushed = set()
+        self._lock = threading.Lock()
+
+    @property
+    def fsync_each(self) -> bool:
+        return self.level == "always"
+
+    @property
+    def needs_fsync(self) -> bool:
+        """True if the server must offer fsync@openssh.com."""
+        return self.level != "none"
+
+    def stored(self, name: str):
+        if self.level == "close":
+            with self._lock:
+                self.unflushed.add(name)
+
+    def moved(self, curr_name: str, new_name: str):
+        if self.level == "close":
+            with self._lock:
+                if curr_name in self.unflushed:
+                    # the data still needs its fsync, now under the new name
+                    self.unflushed.discard(curr_name)
+                    self.unflushed.add(new_name)
+
+    def flush(self, runner: Runner, root: Root):
+        """fsync every item stored since the last flush (level "close"); on failure they stay due."""
+        if self.level != "close":
+            return
+        with self._lock:
+            names, self.unflushed = self.unflushed, set()
+
+        def fsync_all(session, attempt):
+            # in batches (each open handle is a file descriptor on the server)
+            ordered = sorted(names)
+            for batch in range(0, len(ordered), MAX_BATCH):
+                _fsync_batch(session, root, ordered[batch : batch + MAX_BATCH])
+
+        try:
+            runner.run(fsync_all, what="flush")
+        except BaseException:
+            with self._lock:
+                self.unflushed |= names
+            raise
+
+
+def _fsync_batch(session: p.Session, root: Root, names):
+    """Open, fsync and close every item of *names*, all in flight at once."""
+    opens = [
+        (name, session.send(p.OPEN, p.string(root.path_of(name)), p.u32(p.FLAG_READ), p.attrs_request()))
+        for name in names
+    ]
+    syncs = []
+    failure = None
+    for name, request_id in opens:
+        try:
+            handle = p.string(p.Reader(session.result(request_id, expect=p.HANDLE)).bytes())
+        except p.StatusError as exc:
+            if exc.code != p.NO_SUCH_FILE:  # gone: deleted or moved since, nothing left to sync
+                failure = failure or root.failure(exc, "flush", name)
+            continue
+        syncs.append(session.send(p.EXTENDED, p.string(_FSYNC), handle))
+        syncs.append(session.send(p.CLOSE, handle))
+    status = collect(session, syncs)
+    if failure is not None:
+        raise failure
+    if status is not None:
+        raise BackendError(f"flush: fsync failed on {root.host}: {status}")
