@@ -2,91 +2,58 @@
 
 import random
 import re
-import secrets
 import threading
 import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
 from urllib.parse import quote, urlencode
 
-from borgstore.backends._base import BackendBase, Capabilities, ItemInfo, is_hidden_from_list
+from borgstore.backends._base import BackendBase, ItemInfo, is_hidden_from_list
 from borgstore.backends.errors import (
     BackendAlreadyExists,
     BackendConnectionError,
     BackendDoesNotExist,
     BackendError,
     BackendMustBeOpen,
-    BackendMustNotBeOpen,
     BackendURLInvalid,
     ObjectNotFound,
     PermissionDenied,
 )
-from borgstore.constants import TMP_SUFFIX
+from borgstore.backends.http import range_data, range_header
+from borgstore.backends.toolkit import check_backend_name, check_load_range, temp_name
 
+from . import DISPLAY_CAPABILITIES, redact, scrubber
 from ._daemon import RcDaemon, find_binary, rc_request
+from ._rc import (
+    HASHLIB_NAMES,
+    LOAD_ATTEMPTS,
+    MOVE_ATTEMPTS,
+    NOT_A_DIRECTORY_TEXTS,
+    PERMISSION_TEXTS,
+    RcFailed,
+    by_path,
+    has_inline_parameters,
+    item_info,
+    multipart_form,
+    same_version,
+)
 
 SCHEME = "rclone"
 AUTO_CHOICES = ("auto", "always", "never")
-OPTIONS = ("server_hash", "verify_uploads")
-# rclone's names of the hashes that hashlib computes the same way
-_HASHLIB_NAMES = {"md5": "md5", "sha1": "sha1", "sha256": "sha256"}
-LOAD_ATTEMPTS = 10
-_PERMISSION_TEXTS = ("permission denied", "operation not permitted", "read-only file system", "access denied")
-_NOT_A_DIRECTORY_TEXTS = ("not a directory", "is a file not a directory")
-
-
-class _RcFailed(Exception):
-    """rclone answered with an error; mapped to a borgstore error by the operation."""
-
-    def __init__(self, command: str, status: int, message: str, after_restart: bool):
-        super().__init__(f"{command}: HTTP {status}: {message}")
-        self.command = command
-        self.status = status
-        self.message = message
-        self.after_restart = after_restart
-
-    def mentions(self, texts) -> bool:
-        lowered = self.message.lower()
-        return any(text in lowered for text in texts)
-
-
-def _parse_modtime(text) -> float:
-    """rclone's RFC 3339 time with nanoseconds -> POSIX seconds (0 if absent)."""
-    if not text:
-        return 0
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
-    if match is None:
-        return 0
-    seconds, fraction, zone = match.groups()
-    stamp = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone)).timestamp()
-    return stamp + (float("0." + fraction) if fraction else 0.0)
-
-
-def _same_version(before: dict, after: dict) -> bool:
-    return before.get("Size") == after.get("Size") and before.get("ModTime") == after.get("ModTime")
-
-
-def _has_inline_parameters(remote: str) -> bool:
-    # ":sftp,host=h,pass=...:path" and "name,key=value:path" carry settings (maybe secrets) in the
-    # spec itself; such a spec must never appear on a command line.
-    return not remote.startswith("/") and "," in remote
 
 
 class RcloneBackend(BackendBase):
     """A store at ``REMOTE:PATH`` of any rclone remote (``/path`` is a local directory)."""
 
-    capabilities = Capabilities(
-        # directories are real on most remotes (local, sftp, most cloud drives); on bucket-based
-        # ones (S3) they exist only through the items below them: see _learn_remote
-        needs_mkdir=True,
-        atomic_store=True,
-        thread_safe=True,
-    )
+    # what most remotes can do; open() sets what this remote can do (see _learn_remote)
+    capabilities = DISPLAY_CAPABILITIES
 
     def __init__(self, remote: str, *, server_hash: str = "auto", verify_uploads: str = "auto"):
+        # rclone's connection strings may carry secrets: messages, repr and logs show only this
+        self._shown = redact(f"{SCHEME}:{remote}")
+        self._scrub = scrubber(remote)
         if not remote:
             raise BackendURLInvalid("invalid rclone URL 'rclone:': give rclone:REMOTE:PATH or rclone:/local/path")
         for option, value in (("server_hash", server_hash), ("verify_uploads", verify_uploads)):
@@ -102,17 +69,20 @@ class RcloneBackend(BackendBase):
         self._open_lock = threading.Lock()
         self._local = True
         self._verify_loads = True
+        # a move onto an existing item replaces it in one step (learnt at open; store relies on it)
+        self._atomic_move = True
         self._upload_config = "{}"
         self._move_config: dict = {}
         self._server_hashes: frozenset = frozenset()
         self.capabilities = type(self).capabilities
 
     def __repr__(self):
-        return f"<RcloneBackend {self.remote!r}>"
+        return f"<RcloneBackend {self._shown!r}>"
 
     @property
     def url(self) -> str:
-        return f"{SCHEME}:{self.remote}"
+        """The store's URL for display: the values of secret parameters are hidden."""
+        return self._shown
 
     @property
     def pid(self):
@@ -123,7 +93,7 @@ class RcloneBackend(BackendBase):
     # --- the rclone process ---
     def _start_daemon(self) -> tuple:
         """Start a new rclone; return it and the finalizer that stops it."""
-        daemon = RcDaemon(find_binary())
+        daemon = RcDaemon(find_binary(), scrub=self._scrub)
         # the finalizer holds the daemon, never the backend, so that the backend can be collected
         finalizer = weakref.finalize(self, daemon.close)
         try:
@@ -142,25 +112,29 @@ class RcloneBackend(BackendBase):
         finally:
             finalizer()
 
-    def _check_open(self) -> RcDaemon:
+    def _open_daemon(self) -> RcDaemon:
+        self.check_open()
         daemon = self._daemon
-        if daemon is None or self._finalizer is None:
-            raise BackendMustBeOpen(f"{self.url} is not open")
+        if daemon is None:  # another thread closed the store just now
+            raise BackendMustBeOpen(f"{self!r} is not open")
         return daemon
 
     def _rc(self, command: str, params: dict, daemon: RcDaemon | None = None) -> dict:
-        daemon = daemon or self._check_open()
+        daemon = daemon or self._open_daemon()
         response = daemon.rc(command, params)
-        data = response.json()
         if response.status == 200:
-            return data
-        message = data.get("error") or f"HTTP {response.status}"
+            return response.json()
+        raise self._failure(command, response)
+
+    def _failure(self, command: str, response) -> "RcFailed":
+        """rclone's error answer to *command*, its text cleared of the URL's secrets."""
+        message = self._scrub(str(response.json().get("error") or f"HTTP {response.status}"))
         if response.status in (401, 403):
             raise BackendConnectionError(f"rclone rcd refused our credentials: {message}")
-        raise _RcFailed(command, response.status, str(message), response.after_restart)
+        return RcFailed(command, response.status, message, response.after_restart)
 
-    def _error(self, failure: _RcFailed, what: str) -> BackendError:
-        if failure.mentions(_PERMISSION_TEXTS):
+    def _error(self, failure: RcFailed, what: str) -> BackendError:
+        if failure.mentions(PERMISSION_TEXTS):
             return PermissionDenied(f"{self.url}: {what}: {failure.message}")
         return BackendError(f"{self.url}: {what}: rclone {failure.command} failed: {failure.message}")
 
@@ -171,26 +145,22 @@ class RcloneBackend(BackendBase):
         """rclone's item dict for *name*, None if nothing is there."""
         try:
             return self._rc("operations/stat", self._stat_params(name), daemon).get("item")
-        except _RcFailed as failure:
+        except RcFailed as failure:
             return self._stat_failed(failure, name)
 
-    def _stat_failed(self, failure: "_RcFailed", name: str) -> None:
-        if failure.status == 404 or failure.mentions(_NOT_A_DIRECTORY_TEXTS):
+    def _stat_failed(self, failure: "RcFailed", name: str) -> None:
+        if failure.status == 404 or failure.mentions(NOT_A_DIRECTORY_TEXTS):
             return
         raise self._error(failure, f"stat {name!r}") from None
 
     def _stat_response(self, response, name: str) -> dict | None:
-        data = response.json()
         if response.status == 200:
-            return data.get("item")
-        if response.status in (401, 403):
-            raise BackendConnectionError(f"rclone rcd refused our credentials: {data.get('error')}")
-        return self._stat_failed(_RcFailed("operations/stat", response.status, str(data.get("error")), False), name)
+            return response.json().get("item")
+        return self._stat_failed(self._failure("operations/stat", response), name)
 
     # --- lifecycle ---
     def create(self):
-        if self._finalizer is not None:
-            raise BackendMustNotBeOpen(f"{self.url} is open")
+        self.check_closed()
         with self._temporary_daemon() as daemon:
             root = self._stat("", daemon)
             if root is not None:
@@ -198,31 +168,29 @@ class RcloneBackend(BackendBase):
                     raise BackendAlreadyExists(f"{self.url} exists and is not a directory")
                 try:
                     entries = self._rc("operations/list", {"fs": self.fs, "remote": ""}, daemon).get("list")
-                except _RcFailed as failure:
+                except RcFailed as failure:
                     raise self._error(failure, "list the store location") from None
                 if entries:
                     raise BackendAlreadyExists(f"{self.url} already exists and is not empty")
             try:
                 self._rc("operations/mkdir", {"fs": self.fs, "remote": ""}, daemon)
-            except _RcFailed as failure:
+            except RcFailed as failure:
                 raise self._error(failure, "create the store location") from None
 
     def destroy(self):
-        if self._finalizer is not None:
-            raise BackendMustNotBeOpen(f"{self.url} is open")
+        self.check_closed()
         with self._temporary_daemon() as daemon:
             root = self._stat("", daemon)
             if root is None:
                 raise BackendDoesNotExist(f"{self.url} does not exist")
             try:
                 self._rc("operations/purge", {"fs": self.fs, "remote": ""}, daemon)
-            except _RcFailed as failure:
+            except RcFailed as failure:
                 raise self._error(failure, "destroy the store") from None
 
     def open(self):
         with self._open_lock:
-            if self._finalizer is not None:
-                raise BackendMustNotBeOpen(f"{self.url} is already open")
+            self.check_closed()
             daemon, finalizer = self._start_daemon()
             try:
                 self._learn_remote(daemon)
@@ -233,12 +201,14 @@ class RcloneBackend(BackendBase):
                 finalizer()
                 raise
             self._daemon, self._finalizer = daemon, finalizer
+            self.opened = True
 
     def _learn_remote(self, daemon):
+        """Ask rclone what the remote can do; the capabilities become what it says."""
         try:
             info = self._rc("operations/fsinfo", {"fs": self.fs}, daemon)
-        except _RcFailed as failure:
-            raise BackendDoesNotExist(f"rclone cannot use {self.remote!r}: {failure.message}") from None
+        except RcFailed as failure:
+            raise BackendDoesNotExist(f"rclone cannot use {self.url}: {failure.message}") from None
         features = info.get("Features") or {}
         self._local = bool(features.get("IsLocal"))
         self._verify_loads = self._local
@@ -257,10 +227,10 @@ class RcloneBackend(BackendBase):
         # two files of the same name), and remotes without a server-side move copy, which
         # replaces in one step by itself.
         self._move_config = {"_config": {"NoCheckDest": True}} if self._local else {}
-        atomic_move = self._local or not features.get("Move")
-        hashes = {_HASHLIB_NAMES[h] for h in info.get("Hashes") or () if h in _HASHLIB_NAMES}
+        self._atomic_move = self._local or not features.get("Move")
+        hashes = {HASHLIB_NAMES[h] for h in info.get("Hashes") or () if h in HASHLIB_NAMES}
         use_server = self.server_hash == "always" or (self.server_hash == "auto" and not self._local)
-        if not use_server or _has_inline_parameters(self.remote):
+        if not use_server or has_inline_parameters(self.remote):
             hashes = set()
         self._server_hashes = frozenset(hashes)
         self.capabilities = replace(
@@ -269,57 +239,63 @@ class RcloneBackend(BackendBase):
             # an overwrite is a move onto the item: if the move deletes the target first, a
             # reader can find the item missing for a moment; and only verified loads are sure
             # never to return a mix of two versions (see load)
-            atomic_store=atomic_move and self._verify_loads,
+            atomic_store=self._atomic_move and self._verify_loads,
             needs_mkdir=bool(features.get("CanHaveEmptyDirectories", True)),
         )
 
     def close(self):
         with self._open_lock:
+            self.check_open()
             finalizer, self._finalizer = self._finalizer, None
             self._daemon = None
+            self.opened = False
             if finalizer is not None:
                 finalizer()
 
     # --- directories ---
     def mkdir(self, name):
-        self._check_open()
+        self._open_daemon()
+        check_backend_name(name)
         try:
             self._rc("operations/mkdir", {"fs": self.fs, "remote": name})
-        except _RcFailed as failure:
+        except RcFailed as failure:
             raise self._error(failure, f"mkdir {name!r}") from None
 
     def rmdir(self, name):
-        self._check_open()
+        self._open_daemon()
+        check_backend_name(name)
+        # rclone's rmdir of a local item removes the item (os.Remove): look before
+        found = self._stat(name)
+        if found is None:
+            raise ObjectNotFound(f"directory {name!r} does not exist")
+        if not found.get("IsDir"):
+            raise BackendError(f"{self.url}: rmdir {name!r}: it is an item, not a directory")
         try:
             self._rc("operations/rmdir", {"fs": self.fs, "remote": name})
-        except _RcFailed as failure:
+        except RcFailed as failure:
             # rclone says "no such file" and "not empty" with the same status
-            item = self._stat(name)
-            if item is None or not item.get("IsDir"):
-                if failure.after_restart and item is None:
+            if self._stat(name) is None:
+                if failure.after_restart:
                     return  # the rclone that died had removed it
                 raise ObjectNotFound(f"directory {name!r} does not exist") from None
             raise self._error(failure, f"rmdir {name!r}") from None
 
     # --- items ---
     def info(self, name):
-        self._check_open()
+        self._open_daemon()
+        check_backend_name(name, root_ok=True)
         item = self._stat(name)
         if item is None:
             return ItemInfo(name=name, exists=False, size=0, directory=False)
-        directory = bool(item.get("IsDir"))
-        size = 0 if directory else max(int(item.get("Size") or 0), 0)
-        return ItemInfo(
-            name=name, exists=True, size=size, directory=directory, mtime=_parse_modtime(item.get("ModTime"))
-        )
+        return item_info(name, item)
 
     def _item_url(self, name: str) -> str:
         return "/" + quote(f"[{self.fs}]/{name}", safe="/:,=")
 
     def load(self, name, *, size=None, offset=0):
-        daemon = self._check_open()
-        if size is not None and size < 0:
-            raise ValueError(f"size must be None or >= 0, got {size}")
+        daemon = self._open_daemon()
+        check_backend_name(name)
+        check_load_range(size, offset)
         requested_offset = offset
         if offset < 0 or size == 0:
             length = self._size_of(name)  # raises ObjectNotFound
@@ -348,7 +324,7 @@ class RcloneBackend(BackendBase):
                 offset = max(length + requested_offset, 0)  # the tail moved with a new version
                 continue
             expected = max(min(length - offset, length if size is None else size), 0)
-            if after is not None and _same_version(before, after) and len(data) == expected:
+            if after is not None and same_version(before, after) and len(data) == expected:
                 return data
             time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))  # let the writer finish
         error = BackendError(f"{self.url}: {name!r} was replaced during each of {LOAD_ATTEMPTS} attempts to load it")
@@ -356,23 +332,19 @@ class RcloneBackend(BackendBase):
         raise error
 
     def _get_args(self, name: str, start: int, size) -> tuple:
-        if size is None:
-            byte_range = f"bytes={start}-" if start else None
-        else:
-            byte_range = f"bytes={start}-{start + size - 1}"
+        byte_range = range_header(start, size)
         return self._item_url(name), ({"Range": byte_range} if byte_range else None)
 
     def _load_response(self, response, name: str, start: int, size) -> bytes:
-        if response.status == 206:
-            return response.data
-        if response.status == 200:
-            # the whole item came back (rclone ignored the range): cut it here
-            return response.data[start : None if size is None else start + size]
-        if response.status == 416:
-            return b""  # the range starts past the end
+        try:
+            data = range_data(response, start, size)
+        except BackendError as exc:
+            raise BackendError(f"{self.url}: load {name!r}: {exc}") from None
+        if data is not None:
+            return data
         if response.status == 404:
             raise ObjectNotFound(name)
-        failure = _RcFailed("GET", response.status, str(response.json().get("error")), response.after_restart)
+        failure = self._failure("GET", response)
         item = self._stat(name)
         if item is None or item.get("IsDir"):
             raise ObjectNotFound(name)
@@ -385,57 +357,65 @@ class RcloneBackend(BackendBase):
         return max(int(item.get("Size") or 0), 0)
 
     def store(self, name, value):
-        daemon = self._check_open()
+        daemon = self._open_daemon()
+        check_backend_name(name)
         value = memoryview(value)
         if value.format != "B" or value.ndim != 1:
             value = value.cast("B")  # lengths below count bytes, not elements
-        directory, _, base = name.rpartition("/")
-        temp_base = f"{base}.{secrets.token_hex(6)}{TMP_SUFFIX}"
-        temp_name = f"{directory}/{temp_base}" if directory else temp_base
+        temp = temp_name(name)
+        directory, _, temp_base = temp.rpartition("/")
         try:
             self._upload(daemon, directory, temp_base, value)
-            self._move(temp_name, name, f"store {name!r}")
+            self._move_into_place(temp, name)
         except BaseException:
-            self._discard(temp_name)
+            self._discard(temp)
             raise
 
+    def _move_into_place(self, temp: str, name: str):
+        # Where rclone replaces by deleting the target first (sftp), another writer of the same
+        # name gets in the way: it puts its item back between our delete and our rename (SFTP's
+        # rename then refuses), deletes the target before we do ("file does not exist"), or
+        # replaces our item before rclone looks at it after the rename (our temp item is gone:
+        # it was moved).  Trying again settles the first two; the third is a success.
+        for attempt in range(MOVE_ATTEMPTS):
+            try:
+                return self._move(temp, name, f"store {name!r}")
+            except ObjectNotFound:
+                if self._atomic_move:
+                    raise
+                return
+            except PermissionDenied:
+                raise
+            except BackendError:
+                if self._atomic_move or attempt == MOVE_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+
     def _upload(self, daemon, directory: str, filename: str, value):
-        boundary = "borgstore-" + secrets.token_hex(16)
-        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')  # a name may contain a double quote
-        head = (
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file0"; filename="{quoted}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
+        head, tail, content_type = multipart_form(filename)
         query = urlencode({"fs": self.fs, "remote": directory, "_config": self._upload_config})
         response = daemon.request(
-            "POST",
-            "/operations/uploadfile?" + query,
-            body_parts=(head, value, tail),
-            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            "POST", "/operations/uploadfile?" + query, body=(head, value, tail), headers={"Content-Type": content_type}
         )
         if response.status != 200:
-            message = str(response.json().get("error") or f"HTTP {response.status}")
-            raise self._error(
-                _RcFailed("operations/uploadfile", response.status, message, False), f"upload {filename!r}"
-            )
+            raise self._error(self._failure("operations/uploadfile", response), f"upload {filename!r}")
 
-    def _discard(self, temp_name: str):
+    def _discard(self, temp: str):
         """Remove a temporary item left by a failed store, if it is there and rclone still answers."""
         daemon = self._daemon
         if daemon is None:
             return
         try:
-            self._rc("operations/deletefile", {"fs": self.fs, "remote": temp_name}, daemon)
-        except (_RcFailed, BackendError):
+            self._rc("operations/deletefile", {"fs": self.fs, "remote": temp}, daemon)
+        except (RcFailed, BackendError):
             pass
 
     def delete(self, name):
-        self._check_open()
+        self._open_daemon()
+        check_backend_name(name)
         try:
             self._rc("operations/deletefile", {"fs": self.fs, "remote": name})
-        except _RcFailed as failure:
+        except RcFailed as failure:
             if failure.status == 404 or failure.mentions(("is a directory", "not found")):
                 if failure.after_restart:
                     return  # the rclone that died had deleted it already
@@ -447,43 +427,55 @@ class RcloneBackend(BackendBase):
         params.update(self._move_config)
         try:
             self._rc("operations/movefile", params)
-        except _RcFailed as failure:
+        except RcFailed as failure:
             if failure.status == 404 or failure.mentions(("object not found", "is a directory")):
                 if failure.after_restart and self._stat(new_name) is not None:
                     return  # the rclone that died had moved it already
-                raise ObjectNotFound(curr_name) from None
+                # "is a directory" is said of a directory source and of a directory target alike
+                source = self._stat(curr_name)
+                if source is None or source.get("IsDir"):
+                    raise ObjectNotFound(curr_name) from None
             raise self._error(failure, what) from None
 
     def move(self, curr_name, new_name):
-        self._check_open()
+        self._open_daemon()
+        check_backend_name(curr_name)
+        check_backend_name(new_name)
         self._move(curr_name, new_name, f"move {curr_name!r} to {new_name!r}")
 
-    def list(self, name) -> Iterator[ItemInfo]:
-        self._check_open()
-        params = {"fs": self.fs, "remote": name, "opt": {"noMimeType": True}}
+    # --- listing ---
+    def _list_entries(self, name: str, opt: dict) -> list:
+        """rclone's entry dicts of directory *name* (asked for now, not when iterated)."""
         try:
-            entries = self._rc("operations/list", params).get("list") or []
-        except _RcFailed as failure:
+            return self._rc("operations/list", {"fs": self.fs, "remote": name, "opt": opt}).get("list") or []
+        except RcFailed as failure:
             if failure.status == 404:
                 raise ObjectNotFound(f"directory {name!r} does not exist") from None
             raise self._error(failure, f"list {name!r}") from None
-        entries.sort(key=lambda entry: entry["Name"])
-        for entry in entries:
-            entry_name = entry["Name"]
-            if is_hidden_from_list(entry_name):
-                continue
-            directory = bool(entry.get("IsDir"))
-            size = 0 if directory else max(int(entry.get("Size") or 0), 0)
-            yield ItemInfo(
-                name=entry_name,
-                exists=True,
-                size=size,
-                directory=directory,
-                mtime=_parse_modtime(entry.get("ModTime")),
-            )
 
+    def list(self, name) -> Iterator[ItemInfo]:
+        self._open_daemon()
+        check_backend_name(name, root_ok=True)
+        entries = self._list_entries(name, {"noMimeType": True})
+        entries.sort(key=lambda entry: entry["Name"])
+        return (item_info(e["Name"], e) for e in entries if not is_hidden_from_list(e["Name"]))
+
+    def list_tree(self, name) -> Iterator[ItemInfo]:
+        """Every item below directory *name*, by its path relative to *name*, in one recursive
+        ``operations/list`` (rclone walks the directories itself, concurrently, or lists a
+        bucket page by page): one rc call instead of one per directory."""
+        self._open_daemon()
+        check_backend_name(name, root_ok=True)
+        entries = self._list_entries(name, {"noMimeType": True, "recurse": True, "filesOnly": True})
+        skip = len(name) + 1 if name else 0  # rclone's Path is relative to the store's root
+        # a plain sort of the paths puts a directory where its name + "/" belongs ("a-b" < "a/x")
+        items = sorted(((e["Path"][skip:], e) for e in entries if not is_hidden_from_list(e["Name"])), key=by_path)
+        return (item_info(path, entry) for path, entry in items)
+
+    # --- hashing ---
     def hash(self, name, algorithm="sha256"):
-        self._check_open()
+        self._open_daemon()
+        check_backend_name(name)
         if algorithm not in self._server_hashes:
             return super().hash(name, algorithm)
         return self._server_side_hash(name, algorithm)
@@ -494,7 +486,7 @@ class RcloneBackend(BackendBase):
         params = {"command": "hashsum", "arg": [algorithm, self.fs + name], "returnType": "COMBINED_OUTPUT"}
         try:
             result = self._rc("core/command", params)
-        except _RcFailed as failure:
+        except RcFailed as failure:
             raise self._error(failure, f"hash {name!r}") from None
         output = str(result.get("result") or "")
         base = name.rpartition("/")[2]
@@ -505,16 +497,14 @@ class RcloneBackend(BackendBase):
                     return digest
         if self._stat(name) is None:
             raise ObjectNotFound(name)
-        raise BackendError(f"{self.url}: hash {name!r}: rclone hashsum said: {output.strip()[-2000:]}")
+        raise BackendError(f"{self.url}: hash {name!r}: rclone hashsum said: {self._scrub(output.strip()[-2000:])}")
 
 
 def rclone_backend_from_url(url: str, **options) -> RcloneBackend:
+    """The backend for *url*; the core has checked the option names (BackendSpec.options)."""
     scheme, sep, remote = url.partition(":")
     if not sep or scheme.lower() != SCHEME:
-        raise BackendURLInvalid(f"invalid rclone URL {url!r}: expected rclone:REMOTE:PATH or rclone:/local/path")
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) for the rclone backend: {', '.join(sorted(unknown))} (known: {', '.join(OPTIONS)})"
+        raise BackendURLInvalid(
+            f"invalid rclone URL {redact(url)!r}: expected rclone:REMOTE:PATH or rclone:/local/path"
         )
     return RcloneBackend(remote, **options)

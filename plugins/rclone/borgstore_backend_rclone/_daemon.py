@@ -21,8 +21,7 @@ import time
 from collections import deque
 
 from borgstore.backends.errors import BackendConnectionError, BackendError, BackendNotInstalled
-
-from ._http import ConnectionLost, HttpClient
+from borgstore.backends.http import ConnectionLost, HttpClient
 
 BINARY_ENV = "RCLONE_BINARY"  # the same variable the PyPI borgstore reads
 MIN_VERSION = (1, 60)
@@ -164,11 +163,15 @@ class RcResponse:
 
 
 class RcDaemon:
-    """One ``rclone rcd`` process; thread safe."""
+    """One ``rclone rcd`` process; thread safe.
 
-    def __init__(self, binary: str, extra_args=()):
+    *scrub* hides secrets in rclone's output before it is quoted in an error message (rclone may
+    print the connection string it was given)."""
+
+    def __init__(self, binary: str, extra_args=(), *, scrub=None):
         self.binary = binary
         self.extra_args = tuple(extra_args)
+        self._scrub = scrub or (lambda text: text)
         self._lock = threading.Lock()
         self._process = None
         self._client = None
@@ -233,9 +236,14 @@ class RcDaemon:
         self._process = process
         self._output = _OutputTail(process.stdout)
         authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers = {"Authorization": authorization}
         self._client = HttpClient(
-            port, authorization, pool_size=POOL_SIZE, connect_timeout=10.0, read_timeout=READ_TIMEOUT
+            "127.0.0.1", port, headers=headers, pool_size=POOL_SIZE, connect_timeout=10.0, read_timeout=READ_TIMEOUT
         )
+        return self._wait_until_answering(process)
+
+    def _wait_until_answering(self, process) -> bool:
+        """Wait until the new rclone answers.  False if its port was taken meanwhile."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if process.poll() is not None:
@@ -251,7 +259,7 @@ class RcDaemon:
             if response is not None:
                 if response.status == 200:
                     return True
-                text = response.data[:STDERR_TAIL].decode(errors="replace")
+                text = self._scrub(response.data[:STDERR_TAIL].decode(errors="replace"))
                 self._stop_locked()
                 raise BackendConnectionError(
                     f"rclone rcd does not accept our requests (HTTP {response.status}): {text}"
@@ -306,15 +314,15 @@ class RcDaemon:
         if output is None:
             return "(no output)"
         exited = process is None or process.poll() is not None
-        return output.text(wait=1.0 if exited else 0.0)
+        return self._scrub(output.text(wait=1.0 if exited else 0.0))
 
     # --- requests ---
-    def request(self, method: str, path: str, *, body_parts=(), headers=None, idempotent=False) -> RcResponse:
+    def request(self, method: str, path: str, *, body=(), headers=None, idempotent=False) -> RcResponse:
         """Send one request to rclone; see :meth:`pipeline`."""
-        return self.pipeline([(method, path, headers, body_parts)], idempotent=idempotent)[0]
+        return self.pipeline([(method, path, headers, body)], idempotent=idempotent)[0]
 
     def pipeline(self, requests, *, idempotent=False) -> list:
-        """Send ``(method, path, headers, body_parts)`` requests at once, restarting rclone once if
+        """Send ``(method, path, headers, body)`` requests at once, restarting rclone once if
         it has died; return an RcResponse for each.
 
         ``after_restart`` in the result tells the caller that the request may have been carried

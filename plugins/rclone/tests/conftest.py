@@ -50,7 +50,8 @@ def make_backend(rclone_binary, store_path):
 
     yield make
     for backend in made:
-        backend.close()
+        if backend.opened:
+            backend.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from borgstore_backend_rclone import RcloneBackend, rclone_backend_from_url
 from borgstore_backend_rclone._daemon import RcDaemon
 
 from borgstore import Store
-from borgstore._plugins import backend_for_url, backends
+from borgstore._plugins import backend_for_url, backends, resolve
 from borgstore.backends.errors import (
     BackendAlreadyExists,
     BackendDoesNotExist,
@@ -39,9 +39,12 @@ def files_under(path):
 
 
 def test_the_rclone_scheme_is_served_by_this_distribution():
-    """The entry point registers the rclone scheme with this distribution's factory."""
+    """The entry point registers the rclone scheme with this distribution's factory, named by its
+    import path (imported only when an rclone: URL is used), and the option names."""
     provided = backends()["rclone"]
-    assert provided.spec.factory is rclone_backend_from_url
+    assert provided.spec.factory == "borgstore_backend_rclone._backend:rclone_backend_from_url"
+    assert resolve(provided.spec.factory) is rclone_backend_from_url
+    assert provided.spec.options == ("server_hash", "verify_uploads")
     assert provided.distribution == "borgstore-backend-rclone"
 
 
@@ -61,11 +64,13 @@ def test_a_url_without_a_remote_is_invalid():
 
 
 def test_unknown_options_are_refused_by_name():
-    """A misspelled option is a ValueError naming it."""
+    """A misspelled option is a ValueError naming it (the core checks names from the spec); a
+    known option with a value the backend does not know is a ValueError from the backend."""
     with pytest.raises(ValueError, match="server_hashes"):
-        rclone_backend_from_url("rclone:/x", server_hashes="auto")
+        backend_for_url("rclone:/x", {"server_hashes": "auto"})
     with pytest.raises(ValueError, match="server_hash must be one of"):
-        rclone_backend_from_url("rclone:/x", server_hash="sometimes")
+        backend_for_url("rclone:/x", {"server_hash": "sometimes"})
+    assert backend_for_url("rclone:/x", {"verify_uploads": "never"}).verify_uploads == "never"
 
 
 # --- lifecycle ---
@@ -121,6 +126,7 @@ def test_lifecycle_state_is_enforced(backend):
         lambda: backend.load("a"),
         lambda: backend.info("a"),
         lambda: list(backend.list("")),
+        lambda: list(backend.list_tree("")),
         lambda: backend.delete("a"),
         lambda: backend.move("a", "b"),
         lambda: backend.mkdir("a"),
@@ -129,7 +135,10 @@ def test_lifecycle_state_is_enforced(backend):
     ):
         with pytest.raises(BackendMustBeOpen):
             op()
-    backend.close()  # closing twice is harmless
+    assert not backend.opened
+    with pytest.raises(BackendMustBeOpen):
+        backend.close()  # closing twice is a mistake the caller hears of
+    assert backend.pid is None
 
 
 # --- store and load ---
@@ -168,10 +177,12 @@ def test_stores_leave_no_temporary_items(backend, store_path):
 
 
 def test_a_failing_store_leaves_nothing_behind(backend, store_path):
-    """Storing onto a name that is a directory fails with a BackendError and leaves no temporary item."""
+    """Storing onto a name that is a directory fails with a BackendError (not ObjectNotFound:
+    something is there) and leaves no temporary item."""
     backend.store("data/dir/inside", b"x")
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError) as raised:
         backend.store("data/dir", b"value")
+    assert not isinstance(raised.value, ObjectNotFound)
     assert files_under(store_path) == ["data/dir/inside"]
     assert backend.load("data/dir/inside") == b"x"
 
@@ -302,9 +313,14 @@ def test_mkdir_creates_parents_and_accepts_existing(backend, store_path):
 
 
 def test_rmdir_removes_only_empty_directories(backend, store_path):
-    """rmdir() removes an empty directory, refuses a non-empty one, and a missing one is ObjectNotFound."""
+    """rmdir() removes an empty directory, refuses a non-empty one and an item (which rclone's own
+    rmdir would delete), and a missing one is ObjectNotFound."""
     backend.mkdir("data/empty")
     backend.store("data/full/item", b"x")
+    with pytest.raises(BackendError, match="is an item") as raised:
+        backend.rmdir("data/full/item")
+    assert not isinstance(raised.value, ObjectNotFound)
+    assert (store_path / "data/full/item").read_bytes() == b"x"
     backend.rmdir("data/empty")
     assert not (store_path / "data/empty").exists()
     with pytest.raises(BackendError) as raised:
@@ -406,12 +422,12 @@ def test_server_side_hash_is_declared_and_downloads_nothing(make_backend, reques
 
 def test_server_side_hash_never_puts_inline_parameters_on_a_command_line():
     """A spec with inline parameters (maybe a password) is never handed to `rclone hashsum`."""
-    from borgstore_backend_rclone._backend import _has_inline_parameters
+    from borgstore_backend_rclone._rc import has_inline_parameters
 
-    assert _has_inline_parameters(":sftp,host=h,pass=secret:dir")
-    assert _has_inline_parameters("remote,password=x:dir")
-    assert not _has_inline_parameters("remote:dir")
-    assert not _has_inline_parameters("/local/dir,with,commas")
+    assert has_inline_parameters(":sftp,host=h,pass=secret:dir")
+    assert has_inline_parameters("remote,password=x:dir")
+    assert not has_inline_parameters("remote:dir")
+    assert not has_inline_parameters("/local/dir,with,commas")
 
 
 # --- threads and the Store ---
@@ -460,12 +476,13 @@ def test_a_store_on_rclone_nests_soft_deletes_and_lists(rclone_binary, store_pat
 
 
 def test_the_declared_capabilities(backend):
-    """Range reads, atomic stores and thread safety everywhere; a local remote has real directories,
-    replaces in place and hashes by download (server-side hashing would not save a transfer)."""
-    for caps in (RcloneBackend.capabilities, backend.capabilities):
-        assert caps.range_reads and caps.atomic_store and caps.thread_safe
-        assert not caps.durable_flush
-    assert backend.capabilities.needs_mkdir and backend.capabilities.atomic_move
+    """Atomic stores, thread safety and tree listing by default and on a local remote, which also
+    has real directories, replaces in place (a rename) and hashes by download (server-side hashing
+    would not save a transfer).  What the opened backend declares comes from rclone."""
+    for caps in (RcloneBackend.capabilities, backends()["rclone"].spec.capabilities, backend.capabilities):
+        assert caps.atomic_store and caps.thread_safe and caps.list_tree and caps.needs_mkdir
+        assert caps.read and caps.write and caps.list
+    assert backend._atomic_move
     assert backend.capabilities.hash_algorithms == frozenset()
 
 
