@@ -1,4 +1,5 @@
-"""Getting data onto stable storage: fsync of one file or directory, syncfs of a whole file system."""
+"""Getting data onto stable storage: syncfs of a whole file system (files and directories are
+fsynced through the descriptors the backend holds)."""
 
 import ctypes
 import ctypes.util
@@ -30,12 +31,3 @@ def syncfs(fd: int) -> None:
     if _libc_syncfs(fd) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
-
-
-def fsync_directory(path: str) -> None:
-    """Make the entries of directory *path* (names created, renamed or removed) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,6 +1,7 @@
 """Stores are atomic: readers see the old or the new value, and a failed store leaves no trace."""
 
 import os
+import re
 import resource
 import signal
 import threading
@@ -8,23 +9,36 @@ import threading
 import pytest
 
 from borgstore.backends.errors import BackendError
-from borgstore_backend_posixfs import PosixFSBackend
 
 
 def all_files(root):
     return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
 
 
-def test_temp_file_is_in_the_target_directory_and_renamed_into_place(backend, root, monkeypatch):
-    """The value is written to a '.tmp' file beside the target and renamed over it."""
+def record_renames(monkeypatch) -> list:
+    """Record each os.rename as (source, target, the directory it happened in) from now on."""
     renames = []
     real_rename = os.rename
-    monkeypatch.setattr(os, "rename", lambda src, dst: (renames.append((src, dst)), real_rename(src, dst)))
+
+    def rename(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        assert src_dir_fd == dst_dir_fd, "a store renames within one directory"
+        renames.append((src, dst, os.fstat(src_dir_fd)))
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "rename", rename)
+    return renames
+
+
+def test_temp_file_is_in_the_target_directory_and_renamed_into_place(backend, root, monkeypatch):
+    """The value is written to a '<name>.<random>.tmp' file beside the target and renamed over it."""
+    backend.mkdir("data/00")
+    renames = record_renames(monkeypatch)
     backend.store("data/00/0011", b"x")
-    [(temp, final)] = renames
-    assert final == os.path.join(root, "data", "00", "0011")
-    assert os.path.dirname(temp) == os.path.dirname(final)
-    assert temp.endswith(".tmp") and os.path.basename(temp).startswith("0011.")
+    [(temp, final, directory)] = renames
+    assert final == "0011"
+    assert os.path.samestat(directory, os.stat(os.path.join(root, "data", "00")))
+    assert re.fullmatch(r"0011\.[0-9a-f]{16}\.tmp", temp)
+    assert os.listdir(os.path.join(root, "data", "00")) == ["0011"]
 
 
 def test_a_value_that_cannot_be_written_leaves_the_old_value_and_no_temp_file(backend, root):
@@ -114,79 +128,20 @@ def test_concurrent_stores_from_threads_leave_one_value_and_no_temp_files(backen
     assert len(files) == 100 and not any(f.endswith(".tmp") for f in files)
 
 
-def test_a_forked_child_uses_other_temp_names():
-    """After fork the child gets its own temp name prefix."""
-    from borgstore_backend_posixfs import _backend
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        os.write(write_end, _backend._temp.prefix.encode())
-        os._exit(0)
-    os.close(write_end)
-    child_prefix = os.read(read_end, 100).decode()
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    assert child_prefix and child_prefix != _backend._temp.prefix
-
-
-def permission_errors(root) -> list:
-    """Try a store into a read-only directory and a load of a private file; return the errors."""
-    backend = PosixFSBackend(root, durability="none")
-    backend.open()
-    lines = []
-    for call in (lambda: backend.store("locked/new", b"x"), lambda: backend.load("secret")):
-        try:
-            call()
-            lines.append("no error")
-        except Exception as exc:
-            lines.append(f"{type(exc).__name__} {exc}")
-    backend.close()
-    return lines
-
-
-def as_unprivileged_user(function, *args) -> list:
-    """Run *function* in a forked child that dropped root's privileges (root ignores file modes)."""
+def test_a_forked_child_uses_other_temp_names(backend, monkeypatch):
+    """A forked child storing the same name as its parent writes another temp file."""
+    renames = record_renames(monkeypatch)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(write_end, "\n".join(function(*args)).encode())
-        except BaseException as exc:
-            os.write(write_end, f"the unprivileged child failed: {exc!r}".encode())
+            backend.store("data/item", b"child")
+            os.write(write_end, renames[0][0].encode())
         finally:
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
-        output = pipe.read().decode()
+        child_temp = pipe.read().decode()
     os.waitpid(pid, 0)
-    return output.splitlines()
-
-
-def test_file_system_permission_errors_are_permission_denied_naming_the_path():
-    """EACCES from the file system becomes PermissionDenied naming the path; nothing is written."""
-    import shutil
-    import tempfile
-
-    # a place the unprivileged user can reach (pytest's tmp_path is private to root)
-    base = tempfile.mkdtemp(prefix="borgstore-perm-")
-    root = os.path.join(base, "store")
-    try:
-        os.chmod(base, 0o755)
-        os.makedirs(os.path.join(root, "locked"))
-        with open(os.path.join(root, "secret"), "wb") as f:
-            f.write(b"s")
-        os.chmod(os.path.join(root, "secret"), 0o600)
-        os.chmod(os.path.join(root, "locked"), 0o555)
-        lines = as_unprivileged_user(permission_errors, root) if os.geteuid() == 0 else permission_errors(root)
-        assert len(lines) == 2, lines
-        assert lines[0].startswith("PermissionDenied store 'locked/new'"), lines[0]
-        assert os.path.join(root, "locked") in lines[0]
-        assert lines[1].startswith("PermissionDenied load 'secret'"), lines[1]
-        assert os.path.join(root, "secret") in lines[1]
-        assert os.listdir(os.path.join(root, "locked")) == []
-    finally:
-        os.chmod(os.path.join(root, "locked"), 0o755)
-        shutil.rmtree(base)
+    backend.store("data/item", b"parent")
+    assert child_temp.startswith("item.") and child_temp != renames[0][0]

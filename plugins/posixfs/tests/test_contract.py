@@ -16,7 +16,7 @@ from borgstore.backends.errors import (
     ObjectNotFound,
 )
 from borgstore_backend_posixfs import PosixFSBackend
-from borgstore_backend_posixfs import _backend
+from borgstore_backend_posixfs import _io
 
 # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -128,11 +128,12 @@ def test_destroy_removes_everything(root):
 
 
 def test_mkdir_creates_parents_and_accepts_existing(backend, root):
-    """mkdir creates missing parents; an existing directory is fine."""
+    """mkdir creates missing parents; an existing directory is fine; the root is no name."""
     backend.mkdir("data/00/11")
     backend.mkdir("data/00/11")
-    backend.mkdir("")
     assert os.path.isdir(os.path.join(root, "data", "00", "11"))
+    with pytest.raises(ValueError, match="root"):
+        backend.mkdir("")
 
 
 def test_mkdir_where_an_item_is_raises(backend):
@@ -155,8 +156,9 @@ def test_rmdir(backend, root):
     assert not os.path.exists(os.path.join(root, "data", "00"))
     with pytest.raises(ObjectNotFound):
         backend.rmdir("data/00")
-    with pytest.raises(BackendError, match="root"):
+    with pytest.raises(ValueError, match="root"):
         backend.rmdir("")
+    assert os.path.isdir(root)
 
 
 # --- info ---------------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def test_load_ranges(backend, size, offset, expected):
 
 
 @pytest.mark.parametrize(
-    "length", [0, 1, _backend._FIRST_CHUNK - 1, _backend._FIRST_CHUNK, _backend._FIRST_CHUNK + 1, 3 << 20]
+    "length", [0, 1, _io.FIRST_CHUNK - 1, _io.FIRST_CHUNK, _io.FIRST_CHUNK + 1, 3 << 20]
 )
 def test_load_whole_items_around_the_first_chunk_size(backend, length):
     """Whole loads are exact for sizes below, at and beyond the first read."""
@@ -225,15 +227,24 @@ def test_load_whole_items_around_the_first_chunk_size(backend, length):
 
 
 def test_load_missing_or_directory_raises_object_not_found(backend):
-    """Loading a missing item, one below an item, or a directory raises ObjectNotFound."""
+    """Loading a missing item, one below an item, or a directory (no item there) raises
+    ObjectNotFound, saying so for a directory."""
     with pytest.raises(ObjectNotFound, match="data/nope"):
         backend.load("data/nope")
     backend.store("data/file", b"x")
     with pytest.raises(ObjectNotFound):
         backend.load("data/file/below")
     backend.mkdir("data/dir")
-    with pytest.raises(ObjectNotFound, match="directory"):
+    with pytest.raises(ObjectNotFound, match="a directory"):
         backend.load("data/dir")
+
+
+@pytest.mark.parametrize("size, offset", [(-1, 0), (1.5, 0), ("1", 0), (1, None), (1, 0.0), (True, 0), (1, False)])
+def test_load_refuses_invalid_ranges_before_reading(backend, size, offset):
+    """size must be None or an int >= 0, offset an int: anything else is a ValueError."""
+    backend.store("data/item", b"0123456789")
+    with pytest.raises(ValueError):
+        backend.load("data/item", size=size, offset=offset)
 
 
 # --- store --------------------------------------------------------------------------------------
@@ -292,7 +303,7 @@ def test_store_after_the_root_vanished_raises_does_not_exist(backend, root):
     with pytest.raises(BackendDoesNotExist):
         backend.store("data/00/0011", b"x")
     with pytest.raises(BackendDoesNotExist):
-        backend.mkdir("")
+        backend.store("top", b"x")
     with pytest.raises(BackendDoesNotExist):
         backend.mkdir("data")
     assert not os.path.exists(root)
@@ -302,15 +313,17 @@ def test_store_after_the_root_vanished_raises_does_not_exist(backend, root):
 
 
 def test_delete(backend):
-    """delete removes an item; a missing one raises ObjectNotFound, a directory BackendError."""
+    """delete removes an item; a missing one or a directory (no item there, and it stays) raises
+    ObjectNotFound."""
     backend.store("data/item", b"x")
     backend.delete("data/item")
     assert not backend.info("data/item").exists
     with pytest.raises(ObjectNotFound, match="data/item"):
         backend.delete("data/item")
     backend.mkdir("data/dir")
-    with pytest.raises(BackendError, match="directory"):
+    with pytest.raises(ObjectNotFound, match="a directory"):
         backend.delete("data/dir")
+    assert backend.info("data/dir").directory
 
 
 def test_move_replaces_the_target_and_creates_its_directories(backend):
@@ -330,9 +343,41 @@ def test_move_errors(backend):
     assert not backend.info("data/new").exists  # no directories made for a missing source
     backend.store("data/a", b"a")
     backend.mkdir("data/dir")
-    with pytest.raises(BackendError, match="directory"):
+    with pytest.raises(BackendError, match="directory") as excinfo:
         backend.move("data/a", "data/dir")
+    assert not isinstance(excinfo.value, ObjectNotFound)
     assert backend.load("data/a") == b"a"
+
+
+def test_move_of_a_directory_is_object_not_found_and_moves_nothing(backend):
+    """move() moves items only: a directory as the source finds no item (ObjectNotFound), and the
+    directory with everything in it stays where it is."""
+    backend.store("data/01/0123", b"x")
+    for target in ("data/01.del", "other/01"):
+        with pytest.raises(ObjectNotFound, match="a directory"):
+            backend.move("data/01", target)
+        assert not backend.info(target).exists
+    assert backend.load("data/01/0123") == b"x"
+    assert not backend.info("other").exists
+
+
+def test_rmdir_of_an_item_is_a_conflict(backend):
+    """rmdir() of an item raises BackendError (something is there), not ObjectNotFound."""
+    backend.store("data/item", b"x")
+    with pytest.raises(BackendError, match="item") as excinfo:
+        backend.rmdir("data/item")
+    assert not isinstance(excinfo.value, ObjectNotFound)
+    assert backend.load("data/item") == b"x"
+    with pytest.raises(ObjectNotFound):
+        backend.rmdir("data/item/below")
+
+
+def test_names_with_dots_inside_components_work(backend):
+    """'..' inside a component (the key '0.' soft-deleted is '0..del') and leading dots are names."""
+    for name in ("data/0..del", "data/.config", "..a/b..", "data/...x"):
+        backend.store(name, name.encode())
+        assert backend.load(name) == name.encode()
+    assert [i.name for i in backend.list("data")] == ["...x", ".config", "0..del"]
 
 
 # --- list ---------------------------------------------------------------------------------------
@@ -382,12 +427,14 @@ def test_hash_matches_hashlib(backend, algorithm):
 
 
 def test_hash_errors(backend):
-    """An unknown algorithm is a ValueError; a missing item ObjectNotFound."""
+    """An unknown algorithm is a ValueError naming it; a missing item or a directory ObjectNotFound."""
     backend.store("data/item", b"x")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Unsupported hash algorithm: nope"):
         backend.hash("data/item", "nope")
     with pytest.raises(ObjectNotFound):
         backend.hash("data/missing")
+    with pytest.raises(ObjectNotFound, match="a directory"):
+        backend.hash("data")
 
 
 def test_declared_hash_algorithms_all_work(backend):
@@ -405,28 +452,35 @@ def test_gather_concatenates_ranges(backend):
     assert backend.gather([]) == b""
 
 
-def test_gather_opens_each_run_of_one_item_once(backend, monkeypatch):
+def test_gather_opens_each_run_of_one_item_once(backend):
     """Consecutive ranges of one item share one open file."""
     backend.store("data/a", b"0123456789")
     backend.store("data/b", b"abcdefghij")
     opened = []
-    real_open = os.open
-    monkeypatch.setattr(
-        os, "open", lambda path, *args, **kwargs: (opened.append(path), real_open(path, *args, **kwargs))[1]
-    )
+    real_open = backend._open_beneath
+    backend._open_beneath = lambda name, flags: (opened.append(name), real_open(name, flags))[1]
     data = backend.gather([("data/a", 0, 2), ("data/a", 5, 2), ("data/b", 0, 1), ("data/b", 9, 1), ("data/a", 9, 1)])
     assert data == b"0156aj9"
-    assert [os.path.basename(path) for path in opened] == ["a", "b", "a"]
+    assert opened == ["data/a", "data/b", "data/a"]
 
 
 @pytest.mark.parametrize("source", [("data/a", 8, 5), ("data/a", 20, 1), ("data/a", -3, 5), ("data/a", 0, 10**12)])
 def test_gather_short_range_raises_read_range_error(backend, source):
-    """A range that cannot be read in full raises ReadRangeError (a huge one without allocating it)."""
+    """A range that cannot be read in full raises ReadRangeError worded as applications match it
+    (a huge one without allocating it)."""
     from borgstore.backends.errors import ReadRangeError
 
     backend.store("data/a", b"0123456789")
-    with pytest.raises(ReadRangeError, match="data/a"):
+    with pytest.raises(ReadRangeError, match="^Read range error from data/a"):
         backend.gather([("data/b", 0, 0), source])
+
+
+@pytest.mark.parametrize("source", [("data/a", 0, -1), ("data/a", 0, None), ("data/a", 0.5, 1), ("../a", 0, 1)])
+def test_gather_refuses_invalid_sources(backend, source):
+    """A negative or missing size, a non-int offset or a hostile name is a ValueError."""
+    backend.store("data/a", b"0123456789")
+    with pytest.raises(ValueError):
+        backend.gather([source])
 
 
 def test_gather_missing_item_or_directory_raises_object_not_found(backend):
@@ -435,5 +489,5 @@ def test_gather_missing_item_or_directory_raises_object_not_found(backend):
     backend.mkdir("data/dir")
     with pytest.raises(ObjectNotFound, match="data/nope"):
         backend.gather([("data/a", 0, 1), ("data/nope", 0, 1)])
-    with pytest.raises(ObjectNotFound, match="directory"):
+    with pytest.raises(ObjectNotFound, match="a directory"):
         backend.gather([("data/dir", 0, 1)])

@@ -3,6 +3,7 @@
 import pytest
 
 from borgstore import Store, _plugins
+from borgstore.store import get_backend
 from borgstore.backends.errors import BackendURLInvalid
 from borgstore_backend_posixfs import ACCEPTED_FORM, PosixFSBackend, backend_from_url, parse_url
 
@@ -51,17 +52,21 @@ def test_other_forms_raise_url_invalid_naming_url_and_accepted_form(url):
     assert ACCEPTED_FORM in str(excinfo.value)
 
 
-def test_unknown_option_is_a_value_error_naming_it():
-    """An unknown backend option raises ValueError naming it and the known ones."""
+def test_unknown_option_is_a_value_error_naming_it(tmp_path):
+    """The spec names the options, so the core refuses an unknown one, naming it and the known ones."""
     with pytest.raises(ValueError, match="fsync_everything.*durability, precreate_dirs"):
-        backend_from_url("file:///srv/store", fsync_everything=True)
+        get_backend(f"file://{tmp_path}", fsync_everything=True)
+    with pytest.raises(ValueError, match="fsync_everything"):
+        Store(f"file://{tmp_path}", backend_options={"fsync_everything": True})
 
 
 @pytest.mark.parametrize("options", [{"durability": "sometimes"}, {"durability": None}, {"precreate_dirs": "yes"}])
 def test_invalid_option_values_are_value_errors(options):
-    """Bad option values raise ValueError naming the value."""
+    """Bad option values raise ValueError naming the value, through the core and the factory."""
     with pytest.raises(ValueError, match="invalid"):
         backend_from_url("file:///srv/store", **options)
+    with pytest.raises(ValueError, match="invalid"):
+        get_backend("file:///srv/store", **options)
 
 
 def test_relative_path_is_refused():
@@ -70,23 +75,55 @@ def test_relative_path_is_refused():
         PosixFSBackend("srv/store")
 
 
-def test_options_reach_the_backend_and_its_capabilities():
-    """durability and precreate_dirs land on the backend; durable_flush follows durability."""
+def test_options_reach_the_backend():
+    """durability and precreate_dirs land on the backend; the capabilities do not depend on them."""
     default = backend_from_url("file:///srv/store")
-    assert default.durability == "close" and default.capabilities.durable_flush
-    assert default.precreate_dirs is False
+    assert default.durability == "close" and default.precreate_dirs is False
     fast = backend_from_url("file:///srv/store", durability="none", precreate_dirs=True)
-    assert fast.durability == "none" and not fast.capabilities.durable_flush
-    assert fast.precreate_dirs is True
-    assert fast.capabilities.thread_safe and fast.capabilities.needs_mkdir and fast.capabilities.range_reads
+    assert fast.durability == "none" and fast.precreate_dirs is True
+    assert fast.capabilities == default.capabilities
+
+
+def test_opened_capabilities(tmp_path):
+    """What an open backend declares: thread-safe, posix directories, atomic stores, list_tree."""
+    backend = get_backend(f"file://{tmp_path}/store")
+    backend.create()
+    with backend:
+        caps = backend.capabilities
+        assert caps.read and caps.write and caps.list
+        assert caps.thread_safe and caps.needs_mkdir and caps.atomic_store and caps.list_tree
+        assert {"sha256", "md5", "blake2b"} <= caps.hash_algorithms
+        assert not any(name.startswith("shake_") for name in caps.hash_algorithms)
 
 
 def test_file_scheme_comes_from_this_distribution():
-    """The 'file' scheme is served through the installed entry point of borgstore-backend-posixfs."""
+    """The 'file' scheme is served through the installed entry point of borgstore-backend-posixfs,
+    whose spec names the factory by import path and lists the options."""
     provided = _plugins.backends()["file"]
     assert provided.distribution == "borgstore-backend-posixfs"
-    assert provided.spec.factory is backend_from_url
+    assert _plugins.resolve(provided.spec.factory) is backend_from_url
+    assert provided.spec.options == ("durability", "precreate_dirs")
     assert provided.spec.capabilities.thread_safe
+
+
+def test_the_plugin_module_does_not_import_the_backend():
+    """Loading the plugin (what borgstore does at start) leaves the backend module unimported; a
+    file: URL imports it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from borgstore import _plugins\n"
+        "_plugins.backends()\n"
+        "import borgstore_backend_posixfs\n"
+        "print('borgstore_backend_posixfs._backend' in sys.modules)\n"
+        "from borgstore.store import get_backend\n"
+        "get_backend('file:///srv/x')\n"
+        "print('borgstore_backend_posixfs._backend' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True"]
 
 
 def test_store_on_a_file_url_works_through_the_entry_point(tmp_path):
