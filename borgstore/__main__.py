@@ -14,6 +14,8 @@ borgstore {version}: a key/value store framework.
   python -m borgstore demo URL       run the demo on the store at URL (e.g. file:///tmp/demo)
   python -m borgstore plugins        list installed backends, nesting strategies and middleware
   python -m borgstore check URL      check the store at URL with the conformance kit
+                                     (--middleware NAME: with a middleware in the chain;
+                                     --rules: list the rules; --only RULE; --profile deep)
 """
 
 
@@ -121,7 +123,11 @@ def main(argv=None) -> int:
     demo.add_argument("url", nargs="?", default=None)
     check = commands.add_parser("check", help="check a store with the conformance kit")
     check.add_argument("url")
-    check.add_argument("rest", nargs=argparse.REMAINDER)
+    check.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        help="--profile quick|deep, --only RULE, --middleware NAME[:OPTIONS], --rules (details: check URL --help)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "plugins":

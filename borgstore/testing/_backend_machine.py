@@ -5,59 +5,19 @@ move is reported as ``move-replaces-target`` and not as some later load that hap
 Rule ids used here are listed in :data:`MACHINE_RULES`.
 """
 
-import hashlib
-
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
+from ..backends._base import new_hash
 from ..backends.errors import BackendError, ObjectNotFound, ReadRangeError
 from ..constants import DEL_SUFFIX, TMP_SUFFIX
+from ._backend_base import gather_or_diagnose, opened_capabilities, show_bytes as _show, show_names
+from ._machine_rules import MACHINE_RULES  # noqa: F401  (imported from here by callers)
 from ._model import INTERNAL_ROOT_ITEMS, TreeModel, ancestors, join
-from ._rules import capabilities_of, expect, expect_raises, no_error, require
+from ._rules import ConformanceFailure, capabilities_of, expect, expect_raises, no_error, require
 from ._settings import kit_settings
 from ._strategies import HEX, ascii_components, backend_leaves, directory_paths, values
-
-#: rule id -> the promise it stands for (shown by ``python -m borgstore check``)
-MACHINE_RULES = {
-    "store": "a stored value loads back whole and info() shows its size",
-    "store-overwrite": "storing onto an existing item replaces its value",
-    "store-buffer-types": "store() accepts bytes, bytearray and a 1-D memoryview",
-    "info-item": "info() of an item: exists=True, directory=False",
-    "info-size": "info() reports the size of the current value, also after an overwrite or move",
-    "info-directory": "info() of a directory: exists=True, directory=True",
-    "info-missing": "info() of a missing name: exists=False, no exception",
-    "load-whole": "load() without range returns the whole value",
-    "load-range": "load(offset=, size=) returns exactly value[offset:offset+size]",
-    "load-negative-offset": "a negative offset counts from the end (clamped at the start)",
-    "load-past-end": "a range past the end returns the bytes up to the end, maybe none, without error",
-    "load-missing": "load() of a missing item raises ObjectNotFound",
-    "load-returns-bytes": "load() returns bytes",
-    "delete": "delete() removes the item: info() shows exists=False afterwards",
-    "delete-missing": "delete() of a missing item raises ObjectNotFound",
-    "move": "move() onto a free name: the value is at the new name, the old one is gone",
-    "move-replaces-target": "move() onto an existing item replaces it",
-    "move-missing": "move() of a missing item raises ObjectNotFound and changes nothing",
-    "mkdir": "mkdir() creates a directory; an existing one is fine",
-    "mkdir-parents": "mkdir() creates the missing parents too",
-    "rmdir": "rmdir() removes an empty directory",
-    "rmdir-non-empty": "rmdir() of a non-empty directory raises BackendError and removes nothing",
-    "rmdir-missing": "rmdir() of a missing directory raises ObjectNotFound",
-    "list-sorted": "list() yields entries sorted by name",
-    "list-no-tmp": "list() never yields items ending in .tmp",
-    "list-entries": "list() yields exactly the items and directories directly inside, with sizes",
-    "list-missing": "list() of a missing directory raises ObjectNotFound",
-    "list-tree": "walking the whole tree with list() shows exactly the stored items",
-    "hash": "hash() is the hex digest of the value",
-    "hash-missing": "hash() of a missing item raises ObjectNotFound",
-    "gather": "gather() returns the concatenated ranges",
-    "gather-short-read": "gather() with a range past the end raises ReadRangeError",
-    "reopen": "close() and open() keep every item",
-    "quota": "quota() returns {'limit': int, 'usage': int} (-1 where not tracked)",
-    "tmp-store": "an item may be stored under a .tmp name (as a store in progress leaves it)",
-    "create": "create() of a fresh location works (at the start of every example)",
-    "open": "open() right after create() works",
-    "destroy": "destroy() at the end of every example works",
-}
 
 
 class BackendMachine(RuleBasedStateMachine):
@@ -66,15 +26,16 @@ class BackendMachine(RuleBasedStateMachine):
     def __init__(self, backend, big: int):
         super().__init__()
         self.backend = backend
-        self.caps = capabilities_of(backend)
         self.big = big
-        self.model = TreeModel(implied_dirs=not self.caps.needs_mkdir, reserved_suffixes=reserved_suffixes(backend))
         self.is_open = False
         with no_error("create", "create() of a fresh location"):
             backend.create()
         with no_error("open", "open() right after create()"):
             backend.open()
         self.is_open = True
+        # read once open: a backend may learn its capabilities from the storage it connects to
+        self.caps = capabilities_of(backend)
+        self.model = TreeModel(implied_dirs=not self.caps.needs_mkdir)
 
     def teardown(self):
         if self.is_open:
@@ -88,7 +49,7 @@ class BackendMachine(RuleBasedStateMachine):
         """Start most examples with a few items, so that short runs already read, move and list."""
         if not self.caps.write:
             return
-        for _ in range(data.draw(st.integers(0, 4), label="items to start with")):
+        for _ in range(data.draw(st.integers(0, 6), label="items to start with")):
             self._store(data, self._names(data, "name"))
 
     # --- what to draw ---
@@ -100,6 +61,9 @@ class BackendMachine(RuleBasedStateMachine):
             kinds += ["existing", "existing"]
         if missing:
             kinds += ["new", "new in a new directory"] + (["deleted or moved"] if self.model.gone else [])
+            if self.model.items:
+                # an item and its soft-deleted twin side by side, as the Store keeps them
+                kinds.append("soft-deleted twin")
         if directories:
             kinds.append("directory")
         kind = data.draw(st.sampled_from(kinds), label=f"{label} is") if len(kinds) > 1 else kinds[0]
@@ -107,6 +71,8 @@ class BackendMachine(RuleBasedStateMachine):
             return data.draw(st.sampled_from(sorted(self.model.items)), label=label)
         if kind == "deleted or moved":
             return data.draw(st.sampled_from(sorted(self.model.gone)), label=label)
+        if kind == "soft-deleted twin":
+            return data.draw(st.sampled_from(sorted(self.model.items)), label=f"{label}'s twin") + DEL_SUFFIX
         if kind == "directory":
             return data.draw(st.sampled_from(sorted(self.model.all_dirs())), label=label)
         if kind == "new":
@@ -137,11 +103,16 @@ class BackendMachine(RuleBasedStateMachine):
                 f"after {what}, info({name!r}).size = {info.size}, expected {len(value)}",
             )
 
-    def _check_missing(self, name, rule, what):
+    def _check_missing(self, name, rule, what, item=True):
+        """*name* is gone: info() says so, and for an item load() too (a cache may still have it)."""
         if self.caps.read:
             with no_error(rule, f"info({name!r}) after {what}"):
                 info = self.backend.info(name)
             expect(rule, not info.exists, f"after {what}, info({name!r}) still shows {info}")
+            if item:
+                with expect_raises(rule, ObjectNotFound, f"after {what}, load({name!r}) of the old name"):
+                    got = self.backend.load(name)
+                    raise ConformanceFailure(rule, f"after {what}, load({name!r}) of the old name gave {_show(got)}")
 
     # --- rules ---
     @precondition(lambda self: self.caps.write)
@@ -182,6 +153,8 @@ class BackendMachine(RuleBasedStateMachine):
         self.model.hidden.add(name)
         if not self.model.implied_dirs:
             self.model.dirs.update(ancestors(name))
+        if self.caps.list:
+            self._check_listing(parent)
 
     @precondition(lambda self: self.caps.read and self.model.items)
     @rule(data=st.data())
@@ -250,6 +223,8 @@ class BackendMachine(RuleBasedStateMachine):
                 self.backend.delete(name)
             self.model.delete(name)
             self._check_missing(name, "delete", f"delete({name!r})")
+            with expect_raises("delete-missing", ObjectNotFound, f"a second delete({name!r})"):
+                self.backend.delete(name)
         elif not self.model.blocked(name):
             with expect_raises("delete-missing", ObjectNotFound, f"delete({name!r}) of a missing item"):
                 self.backend.delete(name)
@@ -257,13 +232,19 @@ class BackendMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.caps.write)
     @rule(data=st.data())
     def move(self, data):
-        self._move(self._names(data, "source"), self._names(data, "target"))
-
-    @precondition(lambda self: self.caps.write and len(self.model.items) >= 2)
-    @rule(data=st.data())
-    def move_onto_existing(self, data):
-        source = self._names(data, "source", missing=False)
-        target = data.draw(st.sampled_from(sorted(set(self.model.items) - {source})), label="target")
+        # each kind of move equally often: drawing source and target independently rarely makes
+        # one existing item replace another
+        items = sorted(self.model.items)
+        kinds = ["of a missing item"] + ["onto a free name"] * bool(items) + ["onto an existing item"] * (len(items) > 1)
+        kind = data.draw(st.sampled_from(kinds), label="move")
+        if kind == "onto an existing item":
+            source = data.draw(st.sampled_from(items), label="source")
+            target = data.draw(st.sampled_from([name for name in items if name != source]), label="target")
+        elif kind == "onto a free name":
+            source = data.draw(st.sampled_from(items), label="source")
+            target = self._names(data, "target", existing=False)
+        else:
+            source, target = self._names(data, "source", existing=False), self._names(data, "target")
         self._move(source, target)
 
     def _move(self, source, target):
@@ -310,10 +291,11 @@ class BackendMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def rmdir(self, data):
         candidates = sorted(self.model.all_dirs() - {""})
-        options = [st.builds(join, st.sampled_from(sorted(self.model.all_dirs())), directory_paths)]
-        if candidates:
-            options.append(st.sampled_from(candidates))
-        name = data.draw(st.one_of(options), label="directory")
+        if candidates and data.draw(st.sampled_from([True, True, False]), label="an existing directory"):
+            name = data.draw(st.sampled_from(candidates), label="directory")
+        else:
+            parent = data.draw(st.sampled_from(sorted(self.model.all_dirs())), label="under")
+            name = join(parent, data.draw(directory_paths, label="directory"))
         if not self.model.is_dir(name):
             if self.model.blocked(name) or any(a in self.model.items for a in ancestors(name)):
                 return
@@ -324,7 +306,10 @@ class BackendMachine(RuleBasedStateMachine):
             with no_error("rmdir", f"rmdir({name!r}) of an empty directory"):
                 self.backend.rmdir(name)
             self.model.rmdir(name)
-            self._check_missing(name, "rmdir", f"rmdir({name!r})")
+            self._check_missing(name, "rmdir", f"rmdir({name!r})", item=False)
+            if self.caps.list:
+                with expect_raises("list-missing", ObjectNotFound, f"list({name!r}) after rmdir({name!r})"):
+                    [*self.backend.list(name)]
             return
         with expect_raises("rmdir-non-empty", BackendError, f"rmdir({name!r}) of a non-empty directory"):
             self.backend.rmdir(name)
@@ -392,14 +377,46 @@ class BackendMachine(RuleBasedStateMachine):
         pending = [""]
         while pending:
             directory = pending.pop()
-            for info in self._check_listing(directory, "list-tree"):
+            for info in self._check_listing(directory, "list-walk"):
                 path = join(directory, info.name)
                 if info.directory:
                     pending.append(path)
                 elif path not in INTERNAL_ROOT_ITEMS:
                     found[path] = info.size
         expected = {name: len(value) for name, value in self.model.items.items()}
-        expect("list-tree", found == expected, f"the tree holds {found}, expected {expected}")
+        expect(
+            "list-walk",
+            found == expected,
+            f"the walk found {show_names(set(found.items()) - set(expected.items()))} that the model does not hold "
+            f"and missed {show_names(set(expected.items()) - set(found.items()))}",
+        )
+        if self.caps.list_tree:
+            self._check_tree("")
+
+    @precondition(lambda self: self.caps.list_tree)
+    @rule(data=st.data())
+    def list_tree(self, data):
+        directories = sorted(self.model.all_dirs())
+        self._check_tree(data.draw(st.sampled_from(directories), label="directory"))
+
+    def _check_tree(self, top):
+        """list_tree(*top*) yields the model's items below *top*, by relative path, sorted, with sizes."""
+        what = f"list_tree({top!r})"
+        with no_error("list-tree-agrees", what):
+            stream = [*self.backend.list_tree(top)]
+        prefix = top + "/" if top else ""
+        got = [(info.name, info.size) for info in stream if top or info.name not in INTERNAL_ROOT_ITEMS]
+        expected = sorted(
+            (name[len(prefix) :], len(value)) for name, value in self.model.items.items() if name.startswith(prefix)
+        )
+        expect(
+            "list-tree-agrees",
+            set(got) == set(expected),
+            f"{what} yielded {show_names(set(got) - set(expected))} that the model does not hold and missed "
+            f"{show_names(set(expected) - set(got))}",
+        )
+        expect("list-tree-agrees", got == expected, f"{what} is not sorted by path or yields an item twice")
+
 
     @precondition(lambda self: self.caps.read and self.model.items)
     @rule(data=st.data())
@@ -410,8 +427,13 @@ class BackendMachine(RuleBasedStateMachine):
         )
         with no_error("hash", f"hash({name!r}, {algorithm!r})"):
             got = self.backend.hash(name, algorithm)
-        expected = hashlib.new(algorithm, self.model.items[name]).hexdigest()
-        expect("hash", got == expected, f"hash({name!r}, {algorithm!r}) = {got!r}, expected {expected!r}")
+        value = self.model.items[name]
+        expected = new_hash(algorithm, value).hexdigest()
+        if got != expected:
+            loaded = self.backend.load(name)
+            expect("load-whole", loaded == value, f"load({name!r}) gave {_show(loaded)}, expected {_show(value)}")
+            shown = f"hash({name!r}, {algorithm!r}) of {len(value)} bytes = {got!r}, expected {expected!r}"
+            raise ConformanceFailure("hash", shown)
 
     @precondition(lambda self: self.caps.read)
     @rule(data=st.data())
@@ -426,26 +448,21 @@ class BackendMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def gather(self, data):
         count = data.draw(st.integers(1, 3), label="count")
-        sources, expected = [], b""
+        sources = []
         for _ in range(count):
             name = self._names(data, "source", missing=False)
             value = self.model.items[name]
             offset = data.draw(st.integers(0, len(value)), label="offset")
             size = data.draw(st.integers(0, len(value) - offset), label="size")
             sources.append((name, offset, size))
-            expected += value[offset : offset + size]
-        short = data.draw(st.booleans(), label="short")
-        if short:
-            name = self._names(data, "short source", missing=False)
-            value = self.model.items[name]
-            offset = data.draw(st.integers(0, len(value)), label="offset")
-            sources.append((name, offset, len(value) - offset + data.draw(st.integers(1, 9), label="excess")))
-            with expect_raises("gather-short-read", ReadRangeError, f"gather({sources!r}) with a range past the end"):
-                self.backend.gather(sources)
-            return
-        with no_error("gather", f"gather({sources!r})"):
-            got = self.backend.gather(sources)
-        expect("gather", got == expected, f"gather({sources!r}) gave {_show(got)}, expected {_show(expected)}")
+        gather_or_diagnose(self.backend, sources, self.model.items, "gather")
+        # the same ranges and one reaching past an end: every gather is also checked for that
+        name = self._names(data, "short source", missing=False)
+        value = self.model.items[name]
+        offset = data.draw(st.integers(0, len(value)), label="offset")
+        sources.append((name, offset, len(value) - offset + data.draw(st.integers(1, 9), label="excess")))
+        with expect_raises("gather-short-read", ReadRangeError, f"gather({sources!r}) with a range past the end"):
+            self.backend.gather(sources)
 
     @rule()
     def quota(self):
@@ -470,23 +487,17 @@ class BackendMachine(RuleBasedStateMachine):
             self._check_item(name, "reopen", "close() and open()")
 
 
-def reserved_suffixes(backend) -> tuple:
-    """Name suffixes a chain uses for its own purposes: none since soft deletion moved into the
-    Store (every link sees ``.del`` items as plain items)."""
-    return ()
-
-
-def _show(data) -> str:
-    if data is None:
-        return "None"
-    if len(data) <= 40:
-        return repr(bytes(data))
-    return f"<{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}>"
-
-
-def run_backend_machine(backend, settings=None, big: int = 3 * 1024 * 1024) -> None:
+def run_backend_machine(backend, settings=None, big: int = 3 * 1024 * 1024, seed=None) -> None:
     """Run the state machine on *backend*: a fresh backend object whose location does not exist yet
-    (or is empty).  Raises ConformanceFailure (with the rule's id) for the shrunk failing sequence."""
-    caps = capabilities_of(backend)
+    (or is empty).  Raises ConformanceFailure (with the rule's id) for the shrunk failing sequence.
+
+    *big* is the size of the largest values (rarely drawn); *seed* fixes Hypothesis' random seed."""
+    caps = opened_capabilities(backend)
     require(caps.write, "the state machine writes: the backend declares write=False")
-    run_state_machine_as_test(lambda: BackendMachine(backend, big), settings=settings or kit_settings())
+
+    def machine():
+        return BackendMachine(backend, big)
+
+    if seed is not None:
+        machine = hypothesis_seed(seed)(machine)
+    run_state_machine_as_test(machine, settings=settings or kit_settings())

@@ -9,9 +9,12 @@ TRANSPARENT_MIDDLEWARE = {
 }
 
 
+def store_chain_holding(middleware) -> list:
+    """A Store's middleware list holding *middleware* (``[(name, options)]``, outermost first)
+    inside ``stats`` (outermost), where the default chain puts its optional links."""
+    return ["stats"] + [entry for entry in middleware if entry[0] != "stats"]
+
+
 def store_chain_with(name: str, options: dict) -> list:
-    """A Store's middleware list with *name* inside ``stats`` (outermost), where the default
-    chain puts its optional links."""
-    if name == "stats":
-        return ["stats"]
-    return ["stats", (name, options)]
+    """A Store's middleware list with *name* inside ``stats`` (outermost)."""
+    return store_chain_holding([(name, options)])

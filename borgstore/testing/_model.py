@@ -35,13 +35,12 @@ class TreeModel:
     directories exist only through the items below them: an empty one may or may not be shown.
     """
 
-    def __init__(self, implied_dirs: bool = False, reserved_suffixes: tuple = ()):
+    def __init__(self, implied_dirs: bool = False):
         self.items: dict = {}
         self.dirs: set = {""}
         self.hidden: set = set()  # items stored under a .tmp name: present, but never listed
         self.gone: set = set()  # names that held an item once: good candidates for "missing"
         self.implied_dirs = implied_dirs
-        self.reserved_suffixes = tuple(reserved_suffixes)
 
     # --- questions ---
     def item_dirs(self) -> set:
@@ -59,8 +58,6 @@ class TreeModel:
     def blocked(self, name: str) -> bool:
         """True if *name* cannot hold an item: it is a directory, or lies below an item."""
         if self.is_dir(name) or name in self.hidden or name in INTERNAL_ROOT_ITEMS:
-            return True
-        if self.reserved_suffixes and name.endswith(self.reserved_suffixes):
             return True
         return any(a in self.items or a in self.hidden for a in ancestors(name))
 

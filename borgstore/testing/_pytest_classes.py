@@ -17,12 +17,22 @@ def _settings_for(test_class):
     return kit_settings(profile, **(test_class.quick_overrides if profile == "quick" else {}))
 
 
-def run_check(check, *args):
+def run_check(check, *args, **kwargs):
     """Run one kit check; a check that does not apply to the backend becomes a visible skip."""
     try:
-        check(*args)
+        check(*args, **kwargs)
     except NotApplicable as exc:
         pytest.skip(f"not applicable: {exc}")
+
+
+# a check that needs what another rule promises is waived with it
+_WAIVED_WITH = {"store-two-writers": "store-two-instances"}
+
+
+def _skip_if_waived(test_class, rule):
+    reason = test_class.waived_rules.get(rule) or test_class.waived_rules.get(_WAIVED_WITH.get(rule))
+    if reason:
+        pytest.skip(f"waived by {type(test_class).__name__}.waived_rules: {reason}")
 
 
 class BackendTests:
@@ -36,11 +46,16 @@ class BackendTests:
     Set ``conformance_profile`` to ``"quick"`` or ``"deep"`` to pin the budget; by default the
     environment variable ``BORGSTORE_CONFORMANCE_PROFILE`` (or ``--borgstore-profile``) decides.
     ``quick_overrides`` (Hypothesis settings, e.g. ``{"max_examples": 15}``) trims the quick
-    profile for a secondary run; the deep profile ignores it.
+    profile for a secondary run; the deep profile ignores it.  ``waived_rules``
+    (``{rule id: reason}``) turns the checks of promises the backend does not keep on purpose
+    into skips that show the reason.  See :mod:`borgstore.testing._settings`.
+
+    Capabilities are read from the backend once it is open, so a backend may learn them in open().
     """
 
     conformance_profile = None
     quick_overrides: dict = {}
+    waived_rules: dict = {}
 
     @pytest.fixture
     def backend(self):
@@ -48,11 +63,13 @@ class BackendTests:
 
     def test_state_machine(self, backend):
         """Random sequences of store, load, info, delete, move, mkdir, rmdir, list, hash, gather match a model."""
+        _skip_if_waived(self, "state-machine")
         run_check(run_backend_machine, backend, _settings_for(self))
 
 
 def _backend_test(check):
     def test(self, backend):
+        _skip_if_waived(self, check.rule)
         run_check(check, backend, self.conformance_profile)
 
     test.__name__ = test.__qualname__ = "test_" + check.rule.replace("-", "_")
@@ -69,12 +86,15 @@ class StoreTests:
     same location).  ``store_options`` are further Store arguments (``{"middleware": [...]}``);
     override the ``store_kwargs`` fixture instead when they depend on other fixtures.  The key
     ``namespace_options`` adds keys to every namespace's config (``{"cache": "mirror"}``).
-    ``store_class`` lets a Store subclass be checked.  ``conformance_profile`` and
-    ``quick_overrides`` work as in :class:`BackendTests`.
+    ``store_class`` lets a Store subclass be checked.  ``conformance_profile``,
+    ``quick_overrides`` and ``waived_rules`` work as in :class:`BackendTests`; waiving
+    ``store-two-instances`` (a chain with a private cache, say) also waives ``store-two-writers``
+    and keeps the state machine to one Store object per example.
     """
 
     conformance_profile = None
     quick_overrides: dict = {}
+    waived_rules: dict = {}
     store_options: dict = {}
     store_class = None
 
@@ -91,12 +111,15 @@ class StoreTests:
 
     def test_store_state_machine(self, store_location, store_kwargs):
         """Random sequences of Store calls over several namespaces and levels match a plain model."""
+        _skip_if_waived(self, "store-state-machine")
         factory = self.make_store_factory(store_location, store_kwargs)
-        run_check(run_store_machine, factory, _settings_for(self))
+        two_stores = "store-two-instances" not in self.waived_rules
+        run_check(run_store_machine, factory, _settings_for(self), two_stores=two_stores)
 
 
 def _store_test(check):
     def test(self, store_location, store_kwargs):
+        _skip_if_waived(self, check.rule)
         run_check(check, self.make_store_factory(store_location, store_kwargs), self.conformance_profile)
 
     test.__name__ = test.__qualname__ = "test_" + check.rule.replace("-", "_")

@@ -4,9 +4,24 @@ A failing check raises :class:`ConformanceFailure` carrying the rule's id (``"li
 a test, the pytest plugin and ``python -m borgstore check`` can all tell *which* promise of the
 contract was broken, not only that something was.  A check that cannot run because the backend
 declares it lacks a capability raises :class:`NotApplicable` instead of passing quietly.
+
+Capabilities are read from the *opened* backend (:func:`capabilities_of` after ``open()``): a
+backend may learn what its storage can do only when it connects.
+
+A few promises of the contract cannot be checked by a backend-independent kit; they are listed in
+:data:`UNCHECKED_RULES` (``python -m borgstore check URL --rules`` prints them too), and each
+plugin's own tests must cover them.
 """
 
 from contextlib import contextmanager
+
+
+#: rule id -> the promise, for the rules no generic check can provoke
+UNCHECKED_RULES = {
+    "errors-not-missing": "a generic failure (an I/O or permission error, an SFTP SSH_FX_FAILURE) is never "
+    "reported as missing (ObjectNotFound, info() exists=False, an empty listing) but raises BackendError "
+    "naming it; only a backend's own tests can inject such failures",
+}
 
 
 class ConformanceFailure(AssertionError):
@@ -65,7 +80,9 @@ def require(condition, reason: str) -> None:
 
 
 def capabilities_of(backend):
-    """The declared capabilities of a backend or chain link (defaults if it declares none)."""
+    """The declared capabilities of a backend or chain link (defaults if it declares none).
+
+    Call it on an open backend: before open() a backend may not know them yet."""
     from ..backends._base import Capabilities
 
     return getattr(backend, "capabilities", None) or Capabilities()

@@ -1,10 +1,35 @@
-"""Hypothesis budgets of the kit: "quick" for every test run, "deep" for nightly or manual runs.
+"""Budgets of the kit: "quick" for every test run, "deep" for nightly or manual runs, and the
+knobs that adjust them.
 
-The profile is chosen by ``BORGSTORE_CONFORMANCE_PROFILE`` (or the pytest option
-``--borgstore-profile``, which sets it).  The kit passes these settings to each state machine it
-runs instead of loading a global Hypothesis profile, so it never changes the settings of the
-project's other Hypothesis tests.
+Choosing the profile
+    ``BORGSTORE_CONFORMANCE_PROFILE=quick|deep`` in the environment, or the pytest option
+    ``--borgstore-profile quick|deep`` (which sets it), or ``--profile`` of
+    ``python -m borgstore check``.  A test class may pin one with ``conformance_profile``.
 
+What a profile sets
+    :data:`PROFILES`: the Hypothesis budget of each state machine (``max_examples`` generated
+    operation sequences, each at most ``stateful_step_count`` steps long);
+    :data:`LARGE_VALUE`: the size of the values of the ``large-value``, ``hash-matches-hashlib``
+    and ``gather-large`` checks; :data:`LIST_TREE_ITEMS`: the items ``list-tree-agrees`` stores
+    (more than one 1000-item page of an object store's listing).  The thread checks run more
+    rounds in the deep profile.
+
+Knobs of the test classes (:class:`~borgstore.testing.BackendTests`, ``StoreTests``)
+    ``quick_overrides``: Hypothesis settings applied on top of the *quick* profile only, e.g.
+    ``{"max_examples": 15}`` for a secondary run (the same backend inside one more middleware, a
+    slow remote); the deep profile ignores them, so a nightly run keeps its full budget.
+    ``waived_rules``: ``{rule id: reason}`` for promises a backend or chain does not keep on
+    purpose; each such check is reported as skipped with the reason instead of failing (waiving
+    ``store-two-instances``, as a chain with a private cache must, also waives
+    ``store-two-writers`` and keeps the Store state machine to one Store object).  A waived rule
+    is a documented limitation, not a pass: ``check`` has no such knob.
+
+Reproducing a run
+    ``run_backend_machine(..., seed=N)`` and ``run_store_machine(..., seed=N)`` fix the random
+    seed; a failure also prints a ``@reproduce_failure`` blob.
+
+The kit passes these settings to each state machine it runs instead of loading a global
+Hypothesis profile, so it never changes the settings of the project's other Hypothesis tests.
 Hypothesis is imported only when settings are built: the pytest plugin imports this module in
 every pytest run of a project that has borgstore installed, with or without ``borgstore[testing]``.
 """
@@ -18,8 +43,12 @@ PROFILES = {
     "deep": {"max_examples": 400, "stateful_step_count": 80},
 }
 
-#: the sizes of the values in the example checks; "large" is what a chunked upload must survive
+#: the sizes of the large values in the example checks; what a chunked upload and any read
+#: buffer must survive
 LARGE_VALUE = {"quick": 6 * 1024 * 1024, "deep": 48 * 1024 * 1024}
+
+#: items stored by the list-tree-agrees check: more than one page of a paginated listing
+LIST_TREE_ITEMS = {"quick": 1100, "deep": 5000}
 
 
 def profile_name(name=None) -> str:

@@ -1,96 +1,31 @@
 """The Store-level state machine: the Store API over several namespaces and nesting levels, with
-soft deletion, level changes, gather/defrag/hash and the stats counters, checked against a model.
-
-The model keeps, per namespace, the live and the soft-deleted items *per nesting level*, because
-that is what a store being converted between levels really holds: reads look at the configured
-levels in order, writes go to the last one, and ``change_level`` moves an item there.
+soft deletion, level changes, gather/defrag/hash and the stats counters, checked against the
+model of :mod:`._store_model`.  Rule ids are in :data:`STORE_MACHINE_RULES`.
 """
 
 import hashlib
 
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from .._names import check_name
 from ..backends.errors import ObjectNotFound, ReadRangeError
 from ..nesting import HashNesting, HexNesting
+from ._machine_rules import STORE_MACHINE_RULES  # noqa: F401  (imported from here by callers)
 from ._rules import capabilities_of, expect, expect_raises, no_error, require
 from ._settings import kit_settings
-from ._strategies import HEX, NAME_CHARS, values
-
-#: rule id -> the promise it stands for
-STORE_MACHINE_RULES = {
-    "store-load": "a stored value loads back, whole and in ranges, from whatever level it is on",
-    "store-info": "info() shows existence and size of the value a name resolves to",
-    "store-missing": "load/delete/hash/move of a missing name raise ObjectNotFound; info() shows exists=False",
-    "store-delete": "delete() removes the item for good",
-    "store-list": "list(namespace) yields exactly the items of the configured levels, sorted, without nesting",
-    "store-list-deleted": "list(namespace, deleted=True) yields exactly the soft-deleted items",
-    "store-soft-delete": "move(delete=True) hides an item from live reads and keeps it for deleted=True reads",
-    "store-undelete": "move(undelete=True) brings a soft-deleted item back",
-    "store-rename": "move(name, new_name) renames, replacing an existing target",
-    "store-change-level": "move(change_level=True) moves an item to the last configured level, keeping its value",
-    "store-set-levels": "set_levels() with the old level still listed keeps every item readable",
-    "store-hash": "hash() is the hex digest of the value",
-    "store-layout": "an item at level n lies under n directories of 2 hex digits of its key (hex) or SHA-256 (hash)",
-    "store-gather": "gather() returns the concatenated ranges; a short range raises ReadRangeError",
-    "store-defrag": "defrag() stores the concatenated ranges under the target or their digest",
-    "store-stats": "stats count every store/delete/move call and the exact store and load volumes",
-    "store-reopen": "flush(), close() and open() keep every item",
-    "store-quota": "quota() returns {'limit': int, 'usage': int}",
-    "names-invalid-rejected": "an invalid name raises ValueError and changes nothing",
-    "store-lifecycle": "create(), create_levels() and destroy() of every example work",
-}
-
-# namespace -> how its keys look
-HEX_NAMESPACES = ("data", "index")
-ASCII_NAMESPACES = ("", "config")
-LEVELS = (0, 1, 2)
-
-# a root key named like a namespace would be that namespace's directory
-ascii_keys = st.text(NAME_CHARS, min_size=1, max_size=93).filter(
-    lambda key: _valid(key) and _valid("config/" + key) and key not in HEX_NAMESPACES + ASCII_NAMESPACES
-)
-hex_keys = st.text(HEX, min_size=8, max_size=90)  # "index/" + 90 is still a valid name
-invalid_names = st.one_of(
-    st.sampled_from(
-        [
-            "Data/abcd",
-            "data/ABCD",
-            "data/ab cd",
-            "data\\abcd",
-            "data/../x",
-            "/data",
-            "data/",
-            "",
-            "data/x.tmp",
-            "data/x.del",
-            "data/x.hid",
-            "a/b/c",
-            "data/" + "a" * 96,
-            "data/\u00e4",
-        ]
-    ),
-    st.text(min_size=1, max_size=12).filter(lambda s: not _valid(s)),
-)
+from ._store_model import HEX_NAMESPACES, StoreModel, config_key, full_name, invalid_names
+from ._strategies import HEX, values
 
 
-def _valid(name) -> bool:
-    try:
-        check_name(name)
-    except ValueError:
-        return False
-    return True
 
 
-def _name(namespace, key):
-    return f"{namespace}/{key}" if namespace else key
 
-
-class StoreMachine(RuleBasedStateMachine):
-    def __init__(self, make_store):
+class StoreMachine(StoreModel, RuleBasedStateMachine):
+    def __init__(self, make_store, allow_two_stores=True):
         super().__init__()
         self.make_store = make_store
+        self.allow_two_stores = allow_two_stores
         self.store = None
 
     @initialize(
@@ -112,11 +47,11 @@ class StoreMachine(RuleBasedStateMachine):
     def create_store(self, data_level, index_levels, nesting, precreate, two_stores, items):
         self.nesting = nesting
         self.levels = {"": [0], "config": [0], "data": [data_level], "index": list(index_levels)}
-        config = {_ns_key(ns): {"levels": list(levels)} for ns, levels in self.levels.items()}
+        config = {config_key(ns): {"levels": list(levels)} for ns, levels in self.levels.items()}
         config["data/"]["nesting"] = nesting
         # with two_stores, a second Store object on the same location takes turns with the first
         # (rule switch_store): each must see every change the other made
-        self.stores = [self.make_store(config) for _ in range(2 if two_stores else 1)]
+        self.stores = [self.make_store(config) for _ in range(2 if two_stores and self.allow_two_stores else 1)]
         self.current = 0
         self.store = self.stores[0]
         self.opened = [False] * len(self.stores)
@@ -142,24 +77,19 @@ class StoreMachine(RuleBasedStateMachine):
             if ns not in HEX_NAMESPACES:
                 key = f"item-{seed}"
             value = (hashlib.sha256(key.encode()).digest() * (size // 32 + 1))[:size]
-            self.store.store(_name(ns, key), value)
+            self.store.store(full_name(ns, key), value)
             self.touched.add(ns)
             self._put(ns, key, self._find(ns, key, False), value)
             self.expected_calls["store"] += 1
             self.expected_volume["store"] += len(value)
             if soft_deleted:
                 level = self._find(ns, key, False)
-                self.store.move(_name(ns, key), delete=True)
+                self.store.move(full_name(ns, key), delete=True)
                 self._put(ns, key, level, self._take(ns, key, level), deleted=True)
                 self.expected_calls["move"] += 1
-
-    @property
-    def expected_calls(self):
-        return self.expected[self.current][0]
-
-    @property
-    def expected_volume(self):
-        return self.expected[self.current][1]
+                if self._value(ns, key) is None:
+                    name = full_name(ns, key)
+                    self._expect_gone("store-soft-delete", name, False, f"move({name!r}, delete=True)")
 
     def _open(self):
         with no_error("store-reopen", "Store.open()"):
@@ -181,64 +111,14 @@ class StoreMachine(RuleBasedStateMachine):
         self.current = 1 - self.current
         self.store = self.stores[self.current]
 
-    # --- model helpers ---
-    def _table(self, deleted):
-        return self.deleted if deleted else self.live
-
-    def _find(self, ns, key, deleted):
-        """The level the Store resolves *key* to: the first configured one holding it, else the last."""
-        levels = self.levels[ns]
-        held = self._table(deleted)[ns].get(key, {})
-        for level in levels:
-            if level in held:
-                return level
-        return levels[-1]
-
-    def _value(self, ns, key, deleted=False):
-        return self._table(deleted)[ns].get(key, {}).get(self._find(ns, key, deleted))
-
-    def _put(self, ns, key, level, value, deleted=False):
-        self._table(deleted)[ns].setdefault(key, {})[level] = value
-
-    def _take(self, ns, key, level, deleted=False):
-        held = self._table(deleted)[ns][key]
-        value = held.pop(level)
-        if not held:
-            del self._table(deleted)[ns][key]
-        return value
-
-    def _visible(self, ns, deleted):
-        """(key, size) of every item a listing shows, sorted."""
-        levels = set(self.levels[ns])
-        return sorted(
-            (key, len(value))
-            for key, held in self._table(deleted)[ns].items()
-            for level, value in held.items()
-            if level in levels
-        )
-
-    def _draw_key(self, data, ns, label, deleted=False, existing_only=False):
-        keys = sorted(self._table(deleted)[ns])
-        if keys and (existing_only or data.draw(st.sampled_from([True, True, True, False]), label=f"{label} exists")):
-            return data.draw(st.sampled_from(keys), label=label)
-        if existing_only:
-            return None
-        new = hex_keys if ns in HEX_NAMESPACES else ascii_keys
-        return data.draw(new, label=label)
-
-    def _draw_ns(self, data, label="namespace"):
-        # mostly a namespace that holds something, so that reads find what they look for
-        used = sorted(ns for ns in self.levels if self.live[ns] or self.deleted[ns])
-        return data.draw(st.sampled_from(used * 3 + sorted(self.levels)), label=label)
-
     # --- rules ---
     @rule(data=st.data())
     def store_item(self, data):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key")
         value = data.draw(values(), label="value")
-        with no_error("store-load", f"store({_name(ns, key)!r}, {len(value)} bytes)"):
-            self.store.store(_name(ns, key), value)
+        with no_error("store-load", f"store({full_name(ns, key)!r}, {len(value)} bytes)"):
+            self.store.store(full_name(ns, key), value)
         self.touched.add(ns)
         self._put(ns, key, self._find(ns, key, False), value)
         self.expected_calls["store"] += 1
@@ -248,7 +128,7 @@ class StoreMachine(RuleBasedStateMachine):
     def load_item(self, data, deleted):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key", deleted)
-        name = _name(ns, key)
+        name = full_name(ns, key)
         value = self._value(ns, key, deleted)
         if value is None:
             with expect_raises("store-missing", ObjectNotFound, f"load({name!r}, deleted={deleted}) of a missing item"):
@@ -274,22 +154,22 @@ class StoreMachine(RuleBasedStateMachine):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key", deleted)
         value = self._value(ns, key, deleted)
-        with no_error("store-info", f"info({_name(ns, key)!r}, deleted={deleted})"):
-            info = self.store.info(_name(ns, key), deleted=deleted)
+        with no_error("store-info", f"info({full_name(ns, key)!r}, deleted={deleted})"):
+            info = self.store.info(full_name(ns, key), deleted=deleted)
         if value is None:
-            expect("store-missing", not info.exists, f"info({_name(ns, key)!r}, deleted={deleted}) = {info}")
+            expect("store-missing", not info.exists, f"info({full_name(ns, key)!r}, deleted={deleted}) = {info}")
         else:
             expect(
                 "store-info",
                 info.exists and info.size == len(value) and not info.directory,
-                f"info({_name(ns, key)!r}, deleted={deleted}) = {info}, expected size {len(value)}",
+                f"info({full_name(ns, key)!r}, deleted={deleted}) = {info}, expected size {len(value)}",
             )
 
     @rule(data=st.data(), deleted=st.booleans())
     def delete_item(self, data, deleted):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key", deleted)
-        name = _name(ns, key)
+        name = full_name(ns, key)
         self.expected_calls["delete"] += 1
         if self._value(ns, key, deleted) is None:
             with expect_raises(
@@ -300,17 +180,19 @@ class StoreMachine(RuleBasedStateMachine):
         with no_error("store-delete", f"delete({name!r}, deleted={deleted})"):
             self.store.delete(name, deleted=deleted)
         self._take(ns, key, self._find(ns, key, deleted), deleted)
-        expect(
-            "store-delete",
-            not self.store.info(name, deleted=deleted).exists or self._value(ns, key, deleted) is not None,
-            f"after delete({name!r}, deleted={deleted}) info() still shows it",
-        )
+        if self._value(ns, key, deleted) is None:
+            expect(
+                "store-delete",
+                not self.store.info(name, deleted=deleted).exists,
+                f"after delete({name!r}, deleted={deleted}) info() still shows it",
+            )
+            self._expect_gone("store-delete", name, deleted, f"delete({name!r}, deleted={deleted})")
 
     @rule(data=st.data())
     def soft_delete(self, data):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key")
-        name = _name(ns, key)
+        name = full_name(ns, key)
         self.expected_calls["move"] += 1
         if self._value(ns, key) is None:
             with expect_raises("store-missing", ObjectNotFound, f"move({name!r}, delete=True) of a missing item"):
@@ -325,12 +207,14 @@ class StoreMachine(RuleBasedStateMachine):
             got = self.store.load(name, deleted=True)
         self.expected_volume["load"] += len(got)
         expect("store-soft-delete", got == expected, f"after move({name!r}, delete=True), load(deleted=True) differs")
+        if self._value(ns, key) is None:
+            self._expect_gone("store-soft-delete", name, False, f"move({name!r}, delete=True)")
 
     @rule(data=st.data())
     def undelete(self, data):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key", deleted=True)
-        name = _name(ns, key)
+        name = full_name(ns, key)
         self.expected_calls["move"] += 1
         if self._value(ns, key, True) is None:
             with expect_raises("store-missing", ObjectNotFound, f"move({name!r}, undelete=True) of a missing item"):
@@ -345,6 +229,8 @@ class StoreMachine(RuleBasedStateMachine):
             got = self.store.load(name)
         self.expected_volume["load"] += len(got)
         expect("store-undelete", got == expected, f"after move({name!r}, undelete=True), load() differs")
+        if self._value(ns, key, True) is None:
+            self._expect_gone("store-undelete", name, True, f"move({name!r}, undelete=True)")
 
     @rule(data=st.data(), deleted=st.booleans())
     def rename(self, data, deleted):
@@ -367,7 +253,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _rename(self, ns, key, new_ns, new_key, deleted):
         if (ns, key) == (new_ns, new_key):
             return
-        name, new_name = _name(ns, key), _name(new_ns, new_key)
+        name, new_name = full_name(ns, key), full_name(new_ns, new_key)
         if new_ns in HEX_NAMESPACES and any(c not in HEX for c in new_key[:4]) and self.nesting == "hex":
             return
         self.expected_calls["move"] += 1
@@ -384,6 +270,8 @@ class StoreMachine(RuleBasedStateMachine):
         got = self.store.load(new_name, deleted=deleted)
         self.expected_volume["load"] += len(got)
         expect("store-rename", got == expected, f"after move({name!r}, {new_name!r}), the target holds other data")
+        if self._value(ns, key, deleted) is None:
+            self._expect_gone("store-rename", name, deleted, f"move({name!r}, {new_name!r}, deleted={deleted})")
 
     @rule(data=st.data(), deleted=st.booleans())
     def change_level(self, data, deleted):
@@ -391,7 +279,7 @@ class StoreMachine(RuleBasedStateMachine):
         key = self._draw_key(data, ns, "key", deleted, existing_only=True)
         if key is None:
             return
-        name = _name(ns, key)
+        name = full_name(ns, key)
         current, target = self._find(ns, key, deleted), self.levels[ns][-1]
         if current == target:
             return
@@ -425,14 +313,14 @@ class StoreMachine(RuleBasedStateMachine):
             self.touched.update(self.levels)
 
     def _levels_arg(self):
-        return {_ns_key(ns): list(levels) for ns, levels in self.levels.items()}
+        return {config_key(ns): list(levels) for ns, levels in self.levels.items()}
 
-    @precondition(lambda self: self.store is not None and capabilities_of(self.store.backend).list)
+    @precondition(lambda self: self.store is not None and capabilities_of(self.store.chain).list)
     @rule(data=st.data(), deleted=st.booleans())
     def list_namespace(self, data, deleted):
         self._check_listing(self._draw_ns(data), deleted)
 
-    @precondition(lambda self: self.store is not None and capabilities_of(self.store.backend).list)
+    @precondition(lambda self: self.store is not None and capabilities_of(self.store.chain).list)
     @rule()
     def list_everything(self):
         # through every Store object: a second one must see what the first one changed
@@ -454,7 +342,7 @@ class StoreMachine(RuleBasedStateMachine):
                 listed = None
         expected = self._visible(ns, deleted)
         if listed is None:
-            vanished = not expected and not self.store.backend.capabilities.needs_mkdir
+            vanished = not expected and not capabilities_of(self.store.chain).needs_mkdir
             expect(
                 rule_id,
                 ns not in self.touched or vanished,
@@ -471,7 +359,7 @@ class StoreMachine(RuleBasedStateMachine):
     def layout(self, data):
         ns = data.draw(st.sampled_from(sorted(ns for ns in self.levels if self.live[ns])), label="namespace")
         key = self._draw_key(data, ns, "key", existing_only=True)
-        name = _name(ns, key)
+        name = full_name(ns, key)
         level = self._find(ns, key, False)
         strategy = HashNesting() if ns == "data" and self.nesting == "hash" else HexNesting()
         expected = strategy.nest(name, level)
@@ -490,7 +378,7 @@ class StoreMachine(RuleBasedStateMachine):
     def hash_item(self, data):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key")
-        name = _name(ns, key)
+        name = full_name(ns, key)
         value = self._value(ns, key)
         if value is None:
             with expect_raises("store-missing", ObjectNotFound, f"hash({name!r}) of a missing item"):
@@ -499,22 +387,6 @@ class StoreMachine(RuleBasedStateMachine):
         with no_error("store-hash", f"hash({name!r})"):
             got = self.store.hash(name)
         expect("store-hash", got == hashlib.sha256(value).hexdigest(), f"hash({name!r}) = {got!r}")
-
-    def _draw_sources(self, data, ns):
-        keys = sorted(key for key in self.live[ns] if self._value(ns, key) is not None)
-        if not keys:
-            return None, None
-        sources, expected = [], b""
-        for _ in range(data.draw(st.integers(1, 3), label="ranges")):
-            key = data.draw(st.sampled_from(keys), label="source")
-            value = self._value(ns, key)
-            # a negative offset counts from the end, as in load()
-            offset = data.draw(st.integers(-len(value), len(value)), label="offset")
-            start = len(value) + offset if offset < 0 else offset
-            size = data.draw(st.integers(0, len(value) - start), label="size")
-            sources.append((key, offset, size))
-            expected += value[start : start + size]
-        return sources, expected
 
     @rule(data=st.data(), short=st.booleans())
     def gather(self, data, short):
@@ -547,7 +419,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.touched.add(ns)
         self.expected_calls["store"] += 1
         self.expected_volume["store"] += len(expected)
-        got = self.store.load(_name(ns, key))
+        got = self.store.load(full_name(ns, key))
         self.expected_volume["load"] += len(got)
         expect("store-defrag", got == expected, f"the item defrag() stored as {key!r} holds other data")
 
@@ -601,16 +473,37 @@ class StoreMachine(RuleBasedStateMachine):
         self._open()
 
 
-def _ns_key(ns):
-    return f"{ns}/" if ns else ""
 
 
-def run_store_machine(make_store, settings=None) -> None:
-    """Run the Store state machine.  *make_store(config)* returns a new, not yet created Store with
-    that namespace config at a location that does not exist yet (or is empty)."""
+
+
+def opened_store_capabilities(make_store):
+    """The capabilities of the chain of a Store from *make_store*, read once it is open."""
     probe = make_store({"": {"levels": [0]}})
-    caps = capabilities_of(probe.backend)
+    with no_error("store-lifecycle", "Store.create() and open() of a fresh location"):
+        probe.create()
+        probe.open()
+    try:
+        return capabilities_of(probe.chain)
+    finally:
+        probe.close()
+        probe.destroy()
+
+
+def run_store_machine(make_store, settings=None, seed=None, two_stores=True) -> None:
+    """Run the Store state machine.  *make_store(config)* returns a new, not yet created Store with
+    that namespace config at a location that does not exist yet (or is empty).
+
+    *seed* fixes Hypothesis' random seed; *two_stores* False keeps every example to one Store
+    object (for a chain that waives ``store-two-instances``)."""
+    caps = opened_store_capabilities(make_store)
     require(
         caps.read and caps.write, "the Store state machine reads and writes: the backend declares read or write False"
     )
-    run_state_machine_as_test(lambda: StoreMachine(make_store), settings=settings or kit_settings())
+
+    def machine():
+        return StoreMachine(make_store, two_stores)
+
+    if seed is not None:
+        machine = hypothesis_seed(seed)(machine)
+    run_state_machine_as_test(machine, settings=settings or kit_settings())

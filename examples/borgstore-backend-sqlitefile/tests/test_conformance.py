@@ -1,16 +1,16 @@
-"""The whole conformance test of the example backend: the kit does the rest."""
-
 import pytest
-from borgstore.testing import BackendTests, StoreTests
 
-from borgstore_backend_sqlitefile import SQLiteFileBackend
+import borgstore
+from borgstore.testing import BackendTests, StoreTests
 
 
 class TestSQLiteFileBackend(BackendTests):
     @pytest.fixture
     def backend(self, tmp_path):
         # fresh and unopened; the file does not exist yet: the kit creates and destroys it
-        return SQLiteFileBackend(str(tmp_path / "store.sqlite"))
+        backend = borgstore.get_backend(f"sqlitefile://{tmp_path}/store.sqlite")
+        assert backend is not None, "the sqlitefile: backend is not installed (pip install -e .)"
+        return backend
 
 
 class TestSQLiteFileStore(StoreTests):
