@@ -46,8 +46,8 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+# No __dir__ listing the lazy names: pluggy looks up every name dir() gives when it registers
+# this module as a plugin, which would import paramiko at start-up.
 
 
 @hookimpl

@@ -329,10 +329,20 @@ class SftpBackend(BackendBase):
         missing = f"directory {name!r} does not exist"
 
         def listing(session, attempt):
+            path = self._root.path_of(name)
             try:
-                return listdir(session, self._root.path_of(name))
+                return listdir(session, path)
             except p.StatusError as exc:
-                raise self._root.error(exc, "list", name, missing=missing) from None
+                if exc.code != p.NO_SUCH_FILE:
+                    raise self._root.error(exc, "list", name, missing=missing) from None
+            # OpenSSH answers OPENDIR of an item (ENOTDIR) with NO_SUCH_FILE too: look what is there
+            try:
+                attrs = stat(session, path)
+            except p.StatusError as exc:
+                raise self._root.failure(exc, "list", name) from None
+            if attrs is not None and not attrs.is_dir:
+                raise BackendError(f"list {name!r}: it is an item, not a directory")
+            raise ObjectNotFound(missing)
 
         # all entries are needed before the first can be yielded in name order
         entries = self._run(listing, what="list")
