@@ -17,6 +17,7 @@ from borgstore.backends.toolkit import check_backend_name, check_load_range, mis
 
 from . import CAPABILITIES, DEFAULT_DURABILITY, DURABILITY_MODES, _beneath, _root, _sync, parse_url
 from ._beneath import DIR, DIR_READ, READ
+from ._dircache import DirectoryCache
 from ._errors import os_error as _os_error
 from ._io import hash_file, kind, read_item, read_range, unlink_quietly, write_fully
 from ._listing import list_directory, list_tree
@@ -25,9 +26,8 @@ from ._listing import list_directory, list_tree
 FILE_MODE = 0o600
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-# info opens the name itself (O_PATH: no read permission needed, nothing opened but the name)
-_INFO = getattr(os, "O_PATH", 0) | os.O_CLOEXEC
-_HAVE_O_PATH = hasattr(os, "O_PATH")
+# an item is opened as one name inside its directory's descriptor: never through a link
+_READ_ITEM = READ | os.O_NOFOLLOW
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
 _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, stat.S_IFREG, stat.S_IFDIR
 
@@ -81,6 +81,7 @@ class PosixFSBackend(BackendBase):
         self.capabilities = CAPABILITIES
         self._root_fd = -1
         self._open_beneath = None
+        self._dirs = None  # the DirectoryCache while open
         # set by every change, cleared by the sync that makes the changes durable
         self._dirty = False
 
@@ -107,6 +108,10 @@ class PosixFSBackend(BackendBase):
         except OSError as exc:
             raise _os_error(exc, f"open the posixfs store {self.path}") from None
         self._open_beneath = _beneath.opener(self._root_fd, self._prefix, walk=self.walk_names)
+        flags = self._dir_flags
+        self._dirs = DirectoryCache(
+            lambda directory: self._open_beneath(directory, flags), _beneath.child_opener(flags, self._prefix)
+        )
         self._dirty = False
         self.opened = True
 
@@ -117,6 +122,7 @@ class PosixFSBackend(BackendBase):
         finally:
             self.opened = False
             self._open_beneath = None
+            self._dirs.close()
             fd, self._root_fd = self._root_fd, -1
             os.close(fd)
 
@@ -158,18 +164,20 @@ class PosixFSBackend(BackendBase):
         except OSError as exc:
             raise _os_error(exc, f"{op} {name!r}") from None
 
-    def _dir_fd(self, directory: str, op: str, name: str, create: bool = True) -> int:
-        """A descriptor of *directory* (the root's for ``""``: never close that one).  A missing
+    def _dir_fd(self, directory: str, op: str, name: str, create: bool = True):
+        """``(fd, kept)``: a descriptor of *directory*; close it with :meth:`_close_dir`.  A missing
         directory is created with its parents, or with *create* False raises _NoDirectory, as
         does one below an item."""
         if not directory:
-            return self._root_fd
+            return self._root_fd, True
         try:
-            return self._open_beneath(directory, self._dir_flags)
+            return self._dirs.acquire(directory)
         except FileNotFoundError:
             if not create:
                 raise _NoDirectory() from None
-            return self._makedirs(directory, op, name)
+            fd = self._makedirs(directory, op, name)
+            os.close(fd)
+            return self._dirs.acquire(directory)
         except NotADirectoryError:
             if not create:
                 raise _NoDirectory() from None
@@ -177,9 +185,33 @@ class PosixFSBackend(BackendBase):
         except OSError as exc:
             raise _os_error(exc, f"{op} {name!r}") from None
 
-    def _close_dir(self, fd: int) -> None:
-        if fd != self._root_fd:
+    @staticmethod
+    def _close_dir(fd: int, kept: bool) -> None:
+        if not kept:
             os.close(fd)
+
+    def _in_directory(self, directory: str, op: str, name: str, action, create: bool = True):
+        """``action(dir_fd)`` in *directory*'s descriptor.  A FileNotFoundError from a kept
+        descriptor of a directory removed since (by another Store) repeats it once with a fresh
+        one; any other goes to the caller."""
+        held = self._dirs.kept.get(directory) if directory else self._root_fd
+        if held is None:
+            held, kept = self._dir_fd(directory, op, name, create)
+            if not kept:
+                try:
+                    return action(held)
+                finally:
+                    os.close(held)
+        try:
+            return action(held)
+        except FileNotFoundError:
+            if not self._dirs.is_dead(directory, held):
+                raise
+        parent, kept = self._dir_fd(directory, op, name, create)
+        try:
+            return action(parent)
+        finally:
+            self._close_dir(parent, kept)
 
     def _gone(self, exc: OSError, op: str, name: str) -> BackendError:
         """The error for ENOENT from an operation in a directory we hold open."""
@@ -201,7 +233,7 @@ class PosixFSBackend(BackendBase):
         self.check_open()
         check_backend_name(name)
         directory, _, base = name.rpartition("/")
-        parent = self._dir_fd(directory, "mkdir", name)
+        parent, kept = self._dir_fd(directory, "mkdir", name)
         try:
             os.mkdir(base, dir_fd=parent)
             self._changed(parent, "mkdir", name)
@@ -212,25 +244,29 @@ class PosixFSBackend(BackendBase):
             if found != stat.S_IFDIR:
                 raise BackendError(f"cannot create directory {name!r}: an item of that name exists") from None
         except FileNotFoundError as exc:
+            if kept and self._dirs.is_dead(directory, parent):
+                return self.mkdir(name)  # its parent was removed and is made anew
             raise self._gone(exc, "mkdir", name) from None
         except OSError as exc:
             raise _os_error(exc, f"mkdir {name!r}", self._prefix + name) from None
         finally:
-            self._close_dir(parent)
+            self._close_dir(parent, kept)
 
     def rmdir(self, name):
         self.check_open()
         check_backend_name(name)
         directory, _, base = name.rpartition("/")
         try:
-            parent = self._dir_fd(directory, "rmdir", name, create=False)
-        except _NoDirectory:
+            self._in_directory(directory, "rmdir", name, lambda parent: self._rmdir_in(parent, base, name), create=False)
+        except (_NoDirectory, FileNotFoundError):
             raise ObjectNotFound(f"directory {name!r} does not exist") from None
+        finally:
+            self._dirs.forget(name)
+
+    def _rmdir_in(self, parent: int, base: str, name: str) -> None:
         try:
             os.rmdir(base, dir_fd=parent)
             self._changed(parent, "rmdir", name)
-        except FileNotFoundError:
-            raise ObjectNotFound(f"directory {name!r} does not exist") from None
         except NotADirectoryError:
             found = self._kind(base, parent, "rmdir", name)
             if found == stat.S_IFLNK:
@@ -238,71 +274,68 @@ class PosixFSBackend(BackendBase):
             if found is None:
                 raise ObjectNotFound(f"directory {name!r} does not exist") from None
             raise BackendError(f"cannot remove directory {name!r}: it is an item") from None
+        except FileNotFoundError:
+            raise
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise BackendError(f"cannot remove directory {name!r}: it is not empty") from None
             raise _os_error(exc, f"rmdir {name!r}", self._prefix + name) from None
-        finally:
-            self._close_dir(parent)
 
     # --- items ---
     def info(self, name):
         self.check_open()
         check_backend_name(name, root_ok=True)
-        base = name.rpartition("/")[2]
+        directory, _, base = name.rpartition("/")
         try:
-            st = self._stat(name)
+            st = self._stat(directory, base, name)
+        except (_NoDirectory, FileNotFoundError, NotADirectoryError):
+            return _tuple_new(ItemInfo, (base, False, 0, False, 0, 0))
         except OSError as exc:
-            if exc.errno in _MISSING:
-                return _tuple_new(ItemInfo, (base, False, 0, False, 0, 0))
-            raise _os_error(exc, f"info {name!r}") from None
+            raise _os_error(exc, f"info {name!r}", self._prefix + name) from None
         found = st.st_mode & _S_IFMT
         if found == _S_IFREG:
             return _tuple_new(ItemInfo, (base, True, st.st_size, False, st.st_atime, st.st_mtime))
         if found == _S_IFDIR:
             return _tuple_new(ItemInfo, (base, True, 0, True, st.st_atime, st.st_mtime))
-        if found == stat.S_IFLNK:  # the portable walk opens a link as itself
+        if found == stat.S_IFLNK:
             raise self._link_error("info", name)
         raise BackendError(f"info {name!r}: {self._prefix + name} is neither an item nor a directory")
 
-    def _stat(self, name: str) -> os.stat_result:
-        if _HAVE_O_PATH:
-            fd = self._open_beneath(name, _INFO)
-            try:
-                return os.stat(fd)
-            finally:
-                os.close(fd)
-        # without O_PATH, opening the item would need read permission: stat it in its directory
-        directory, _, base = name.rpartition("/")
+    def _stat(self, directory: str, base: str, name: str) -> os.stat_result:
+        """The entry *base* in *directory*, not following a link (the root for ``""``)."""
         if not base:
             return os.stat(self._root_fd)
-        parent = self._open_beneath(directory, DIR_READ) if directory else self._root_fd
-        try:
-            return os.stat(base, dir_fd=parent, follow_symlinks=False)
-        finally:
-            if parent != self._root_fd:
-                os.close(parent)
+        return self._in_directory(
+            directory, "info", name, lambda parent: os.stat(base, dir_fd=parent, follow_symlinks=False), create=False
+        )
 
     def _open_item(self, name: str, op: str) -> int:
+        directory, _, base = name.rpartition("/")
+        held = self._dirs.kept.get(directory) if directory else self._root_fd
+        if held is not None:  # the common case, without the generic path's calls
+            try:
+                return os.open(base, _READ_ITEM, dir_fd=held)
+            except FileNotFoundError:
+                pass  # missing, or a directory removed since: the generic path tells which
+            except OSError as exc:
+                raise self._item_error(exc, op, name) from None
         try:
-            return self._open_beneath(name, READ)
+            return self._in_directory(directory, op, name, lambda parent: os.open(base, _READ_ITEM, dir_fd=parent), create=False)
+        except _NoDirectory:
+            raise ObjectNotFound(name) from None
         except OSError as exc:
             raise self._item_error(exc, op, name) from None
 
-    @staticmethod
-    def _item_error(exc: OSError, op: str, name: str) -> BackendError:
+    def _item_error(self, exc: OSError, op: str, name: str) -> BackendError:
         if exc.errno in _MISSING:
             return ObjectNotFound(name)
-        return _os_error(exc, f"{op} {name!r}")
+        return _os_error(exc, f"{op} {name!r}", self._prefix + name)
 
     def load(self, name, *, size=None, offset=0):
         self.check_open()
         check_backend_name(name)
         check_load_range(size, offset)
-        try:
-            fd = self._open_beneath(name, READ)
-        except OSError as exc:
-            raise self._item_error(exc, "load", name) from None
+        fd = self._open_item(name, "load")
         try:
             return read_item(fd, size, offset)
         except IsADirectoryError:
@@ -316,92 +349,104 @@ class PosixFSBackend(BackendBase):
         self.check_open()
         check_backend_name(name)
         directory, _, base = name.rpartition("/")
-        parent = self._dir_fd(directory, "store", name)
         try:
-            temp = temp_name(base)
+            self._in_directory(directory, "store", name, lambda parent: self._store_in(parent, base, name, value))
+        except FileNotFoundError as exc:
+            raise self._gone(exc, "store", name) from None
+
+    def _store_in(self, parent: int, base: str, name: str, value) -> None:
+        """Write *value* to a temp item in *parent* and rename it to *base*.  FileNotFoundError
+        (the directory is gone) goes to the caller untranslated."""
+        temp = temp_name(base)
+        try:
+            fd = os.open(temp, _WRITE_FLAGS, FILE_MODE, dir_fd=parent)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise _os_error(exc, f"store {name!r}", self._prefix + name) from None
+        try:
             try:
-                fd = os.open(temp, _WRITE_FLAGS, FILE_MODE, dir_fd=parent)
-            except FileNotFoundError as exc:
-                raise self._gone(exc, "store", name) from None
-            except OSError as exc:
+                write_fully(fd, value)
+                if self._always:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            # the rename replaces a symbolic link of that name itself, never its target
+            os.rename(temp, base, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException as exc:
+            unlink_quietly(temp, parent)
+            if isinstance(exc, IsADirectoryError):
+                raise BackendError(f"cannot store {name!r}: a directory of that name exists") from None
+            if isinstance(exc, OSError):
                 raise _os_error(exc, f"store {name!r}", self._prefix + name) from None
-            try:
-                try:
-                    write_fully(fd, value)
-                    if self._always:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                # the rename replaces a symbolic link of that name itself, never its target
-                os.rename(temp, base, src_dir_fd=parent, dst_dir_fd=parent)
-            except BaseException as exc:
-                unlink_quietly(temp, parent)
-                if isinstance(exc, IsADirectoryError):
-                    raise BackendError(f"cannot store {name!r}: a directory of that name exists") from None
-                if isinstance(exc, OSError):
-                    raise _os_error(exc, f"store {name!r}", self._prefix + name) from None
-                raise
-            self._changed(parent, "store", name)
-        finally:
-            self._close_dir(parent)
+            raise
+        self._changed(parent, "store", name)
 
     def delete(self, name):
         self.check_open()
         check_backend_name(name)
         directory, _, base = name.rpartition("/")
         try:
-            parent = self._dir_fd(directory, "delete", name, create=False)
-        except _NoDirectory:
+            self._in_directory(directory, "delete", name, lambda parent: self._delete_in(parent, base, name), create=False)
+        except (_NoDirectory, FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(name) from None
+
+    def _delete_in(self, parent: int, base: str, name: str) -> None:
         try:
             # a symbolic link of that name is removed itself, never what it points to
             os.unlink(base, dir_fd=parent)
-            self._changed(parent, "delete", name)
         except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(name) from None
+            raise
         except OSError as exc:
             # unlink(2) of a directory: EISDIR on Linux, EPERM elsewhere
             if isinstance(exc, IsADirectoryError) or self._kind(base, parent, "delete", name) == stat.S_IFDIR:
                 raise missing_or_directory(name, True) from None
             raise _os_error(exc, f"delete {name!r}", self._prefix + name) from None
-        finally:
-            self._close_dir(parent)
+        self._changed(parent, "delete", name)
 
     def move(self, curr_name, new_name):
         self.check_open()
         check_backend_name(curr_name)
         check_backend_name(new_name)
         source_dir, _, source = curr_name.rpartition("/")
+        try:
+            self._in_directory(
+                source_dir, "move", curr_name, lambda source_fd: self._move_from(source_fd, source, curr_name, new_name), create=False
+            )
+        except (_NoDirectory, FileNotFoundError):
+            raise ObjectNotFound(curr_name) from None
+
+    def _move_from(self, source_fd: int, source: str, curr_name: str, new_name: str) -> None:
+        # rename(2) would move a directory too: only an item may move, and nothing is made for
+        # a missing one (a missing source's FileNotFoundError goes to the caller)
+        found = self._kind(source, source_fd, "move", curr_name)
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, "no such item", curr_name)
+        if found == stat.S_IFDIR:
+            raise missing_or_directory(curr_name, True)
         target_dir, _, target = new_name.rpartition("/")
+        if target_dir == curr_name.rpartition("/")[0]:
+            self._rename(source_fd, source, source_fd, target, curr_name, new_name)
+            return
+        # a FileNotFoundError left after a dead target directory was retried: the source is gone
+        self._in_directory(
+            target_dir, "move", new_name, lambda target_fd: self._rename(source_fd, source, target_fd, target, curr_name, new_name)
+        )
+
+    def _rename(self, source_fd, source, target_fd, target, curr_name, new_name) -> None:
         try:
-            source_fd = self._dir_fd(source_dir, "move", curr_name, create=False)
-        except _NoDirectory:
-            raise ObjectNotFound(curr_name) from None
-        target_fd = source_fd
-        try:
-            # rename(2) would move a directory too: only an item may move, and nothing is made
-            # for a missing one
-            found = self._kind(source, source_fd, "move", curr_name)
-            if found is None or found == stat.S_IFDIR:
-                raise missing_or_directory(curr_name, found == stat.S_IFDIR)
-            if target_dir != source_dir:
-                target_fd = self._dir_fd(target_dir, "move", new_name)
             os.rename(source, target, src_dir_fd=source_fd, dst_dir_fd=target_fd)
-            self._changed(target_fd, "move", curr_name)
-            if target_fd != source_fd:
-                self._changed(source_fd, "move", curr_name)
         except FileNotFoundError:
-            raise ObjectNotFound(curr_name) from None
+            raise
         except IsADirectoryError:
             raise BackendError(f"cannot move {curr_name!r} to {new_name!r}: the target is a directory") from None
         except NotADirectoryError:
             raise BackendError(f"cannot move {curr_name!r} to {new_name!r}: the source is a directory") from None
         except OSError as exc:
             raise _os_error(exc, f"move {curr_name!r} to {new_name!r}") from None
-        finally:
-            self._close_dir(source_fd)
-            if target_fd != source_fd:
-                self._close_dir(target_fd)
+        self._changed(target_fd, "move", curr_name)
+        if target_fd != source_fd:
+            self._changed(source_fd, "move", curr_name)
 
     def list(self, name) -> Iterator[ItemInfo]:
         self.check_open()
@@ -431,9 +476,10 @@ class PosixFSBackend(BackendBase):
             raise _os_error(exc, what) from None
 
     def _is_item(self, name: str) -> bool:
+        directory, _, base = name.rpartition("/")
         try:
-            return stat.S_ISREG(self._stat(name).st_mode)
-        except OSError:
+            return stat.S_ISREG(self._stat(directory, base, name).st_mode)
+        except (OSError, _NoDirectory):
             return False
 
     def hash(self, name, algorithm="sha256"):

@@ -156,6 +156,21 @@ def opener(root_fd: int, prefix: str, walk: bool = False) -> Opener:
     return _openat2_opener(root_fd, prefix) if _openat2_works else _walk_opener(root_fd, prefix)
 
 
+def child_opener(flags: int, prefix: str) -> Callable[[int, str, str], int]:
+    """``open_child(parent_fd, component, directory) -> fd``: open the directory *component*
+    inside the held directory *parent_fd* with *flags*, never following a link (ELOOP for one);
+    errors name ``prefix + directory``."""
+    flags = flags | os.O_NOFOLLOW | os.O_DIRECTORY
+
+    def open_child(parent_fd: int, component: str, directory: str) -> int:
+        try:
+            return os.open(component, flags, dir_fd=parent_fd)
+        except OSError as exc:
+            _raise(_symlink_errno(exc.errno, component, parent_fd), prefix + directory)
+
+    return open_child
+
+
 def makedirs(root_fd: int, prefix: str, directory: str, created: Callable[[int], None]) -> int:
     """Create *directory* and its missing parents below *root_fd*, never through a symbolic
     link; return a descriptor of it (DIR_READ).  ``created(parent_fd)`` is called after each

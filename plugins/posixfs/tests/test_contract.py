@@ -457,8 +457,8 @@ def test_gather_opens_each_run_of_one_item_once(backend):
     backend.store("data/a", b"0123456789")
     backend.store("data/b", b"abcdefghij")
     opened = []
-    real_open = backend._open_beneath
-    backend._open_beneath = lambda name, flags: (opened.append(name), real_open(name, flags))[1]
+    real_open = backend._open_item
+    backend._open_item = lambda name, op: (opened.append(name), real_open(name, op))[1]
     data = backend.gather([("data/a", 0, 2), ("data/a", 5, 2), ("data/b", 0, 1), ("data/b", 9, 1), ("data/a", 9, 1)])
     assert data == b"0156aj9"
     assert opened == ["data/a", "data/b", "data/a"]
