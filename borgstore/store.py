@@ -380,10 +380,9 @@ class Store:
     ) -> None:
         self._check_open()
         namespace = self._namespace_of(name)
-        chosen = [flag for flag, on in (("delete", delete), ("undelete", undelete), ("change_level", change_level)) if on]
-        if new_name is not None:
-            chosen.append("new_name")
-        if len(chosen) != 1:
+        if (new_name is not None) + bool(delete) + bool(undelete) + bool(change_level) != 1:
+            flags = (("new_name", new_name is not None), ("delete", delete), ("undelete", undelete), ("change_level", change_level))
+            chosen = [flag for flag, on in flags if on]
             raise ValueError(f"move needs exactly one of new_name, delete, undelete, change_level; got {chosen or 'none'}")
         if delete:
             if deleted:

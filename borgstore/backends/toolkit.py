@@ -17,6 +17,7 @@ See docs/writing-a-backend.md.
 
 import os
 import random
+import re
 from typing import Iterable, Optional
 
 from ..constants import TMP_SUFFIX
@@ -44,9 +45,8 @@ def check_backend_name(name, *, root_ok: bool = False) -> str:
     ``0..del``.
     """
     if type(name) is str and name:
-        # fast path for the common names (ASCII letters and digits between single slashes):
-        # always safe; anything else takes the full check (bytes methods: ASCII only, and fast)
-        if name.replace("/", "").encode().isalnum() and name[0] != "/" and name[-1] != "/" and "//" not in name:
+        # the common names pass one regular expression; anything else takes the full check
+        if _PLAIN_NAME(name):
             return name
     elif type(name) is not str:
         raise ValueError(f"invalid backend name {name!r}: names are str, not {type(name).__name__}")
@@ -58,6 +58,11 @@ def check_backend_name(name, *, root_ok: bool = False) -> str:
     if problem:
         raise ValueError(f"invalid backend name {name!r}: {problem}")
     return name
+
+
+# components of ASCII letters, digits, '.', '-' and '_' that do not start with '.' (so never
+# '.' or '..'), between single slashes: always safe (the soft-deleted '0..del' is one of them)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*").fullmatch
 
 
 def _name_problem(name: str) -> Optional[str]:

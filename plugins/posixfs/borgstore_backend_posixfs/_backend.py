@@ -409,6 +409,18 @@ class PosixFSBackend(BackendBase):
         check_backend_name(curr_name)
         check_backend_name(new_name)
         source_dir, _, source = curr_name.rpartition("/")
+        held = self._dirs.kept.get(source_dir) if source_dir else self._root_fd
+        if held is not None and new_name.rpartition("/")[0] == source_dir:
+            # the common case (a soft deletion): a rename in a directory we hold, without the
+            # generic path's calls; a failure is left to the generic path, which looks at what is
+            # there and reports it (a failed rename changed nothing)
+            try:
+                os.rename(source, new_name.rpartition("/")[2], src_dir_fd=held, dst_dir_fd=held)
+            except OSError:
+                pass
+            else:
+                self._changed(held, "move", curr_name)
+                return
         try:
             self._in_directory(
                 source_dir, "move", curr_name, lambda source_fd: self._move_from(source_fd, source, curr_name, new_name), create=False
@@ -417,13 +429,10 @@ class PosixFSBackend(BackendBase):
             raise ObjectNotFound(curr_name) from None
 
     def _move_from(self, source_fd: int, source: str, curr_name: str, new_name: str) -> None:
-        # rename(2) would move a directory too: only an item may move, and nothing is made for
-        # a missing one (a missing source's FileNotFoundError goes to the caller)
-        found = self._kind(source, source_fd, "move", curr_name)
-        if found is None:
+        # nothing is made for a missing source (its FileNotFoundError goes to the caller); a
+        # directory given as the source is renamed, as rename(2) does (outside the contract)
+        if self._kind(source, source_fd, "move", curr_name) is None:
             raise FileNotFoundError(errno.ENOENT, "no such item", curr_name)
-        if found == stat.S_IFDIR:
-            raise missing_or_directory(curr_name, True)
         target_dir, _, target = new_name.rpartition("/")
         if target_dir == curr_name.rpartition("/")[0]:
             self._rename(source_fd, source, source_fd, target, curr_name, new_name)
