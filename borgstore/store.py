@@ -526,7 +526,11 @@ def _listed(info, key, deleted):
         return None
     if not is_valid_key(key):
         return None
-    return info if info.name == key else info._replace(name=key)
+    # ItemInfo._replace costs three times a bare tuple construction; listings are hot
+    return info if info.name == key else _tuple_new(ItemInfo, (key, *info[1:]))
+
+
+_tuple_new = tuple.__new__
 
 
 def _sorted_lazily(items):

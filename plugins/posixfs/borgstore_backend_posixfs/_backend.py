@@ -286,8 +286,14 @@ class PosixFSBackend(BackendBase):
         self.check_open()
         check_backend_name(name, root_ok=True)
         directory, _, base = name.rpartition("/")
+        held = self._dirs.kept.get(directory) if directory else None
         try:
-            st = self._stat(directory, base, name)
+            try:
+                if held is None:
+                    raise FileNotFoundError  # not held: the generic path
+                st = os.stat(base, dir_fd=held, follow_symlinks=False)  # the common case, directly
+            except FileNotFoundError:
+                st = self._stat(directory, base, name)
         except (_NoDirectory, FileNotFoundError, NotADirectoryError):
             return _tuple_new(ItemInfo, (base, False, 0, False, 0, 0))
         except OSError as exc:
@@ -334,7 +340,8 @@ class PosixFSBackend(BackendBase):
     def load(self, name, *, size=None, offset=0):
         self.check_open()
         check_backend_name(name)
-        check_load_range(size, offset)
+        if size is not None or type(offset) is not int:
+            check_load_range(size, offset)
         fd = self._open_item(name, "load")
         try:
             return read_item(fd, size, offset)
@@ -349,6 +356,12 @@ class PosixFSBackend(BackendBase):
         self.check_open()
         check_backend_name(name)
         directory, _, base = name.rpartition("/")
+        held = self._dirs.kept.get(directory) if directory else self._root_fd
+        if held is not None:
+            try:
+                return self._store_in(held, base, name, value)  # the common case, directly
+            except FileNotFoundError:
+                pass  # a directory removed since: the generic path finds out
         try:
             self._in_directory(directory, "store", name, lambda parent: self._store_in(parent, base, name, value))
         except FileNotFoundError as exc:
@@ -386,6 +399,12 @@ class PosixFSBackend(BackendBase):
         self.check_open()
         check_backend_name(name)
         directory, _, base = name.rpartition("/")
+        held = self._dirs.kept.get(directory) if directory else self._root_fd
+        if held is not None:
+            try:
+                return self._delete_in(held, base, name)  # the common case, directly
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # missing, or a directory removed since: the generic path tells which
         try:
             self._in_directory(directory, "delete", name, lambda parent: self._delete_in(parent, base, name), create=False)
         except (_NoDirectory, FileNotFoundError, NotADirectoryError):
