@@ -14,12 +14,11 @@ from borgstore.backends._base import Capabilities, ItemInfo
 from borgstore.backends.errors import BackendError, ObjectNotFound, PermissionDenied
 from borgstore.backends.memory import MemoryBackend
 from borgstore.backends.toolkit import check_backend_name
-from borgstore.middleware import Middleware
 from borgstore.store import build_chain
 from borgstore.testing import NotApplicable, kit_settings
 from borgstore.testing._backend_checks import BACKEND_CHECKS
 from borgstore.testing._backend_machine import run_backend_machine
-from borgstore.testing._teeth import SEEDS, caught, caught_in_every_run, quick_settings
+from borgstore.testing._teeth import SEEDS, StaleLoadCache, caught, caught_in_every_run, quick_settings
 
 QUICK = quick_settings()
 
@@ -209,26 +208,6 @@ class NameSanitizing(MemoryBackend):
 
     def list_tree(self, name):
         return super().list_tree(self._fold(name))
-
-
-class StaleLoadCache(Middleware):
-    """A read cache that forgets a value only when this link stores the name again: a delete, or
-    a move from or onto the name, leaves the old value to be served."""
-
-    def __init__(self, inner):
-        super().__init__(inner)
-        self._values = {}
-
-    def load(self, name, *, size=None, offset=0):
-        if name not in self._values:
-            self._values[name] = self.inner.load(name)
-        data = self._values[name]
-        start = max(len(data) + offset, 0) if offset < 0 else offset
-        return data[start:] if size is None else data[start : start + size]
-
-    def store(self, name, value):
-        self._values.pop(name, None)
-        return self.inner.store(name, value)
 
 
 def stale_load_cache():

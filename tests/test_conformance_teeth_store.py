@@ -16,7 +16,7 @@ from borgstore.middleware.stats import StatsMiddleware
 from borgstore.store import Store, build_chain
 from borgstore.testing._store_checks import STORE_CHECKS, store_factory
 from borgstore.testing._store_machine import run_store_machine
-from borgstore.testing._teeth import caught, caught_in_every_run, quick_settings
+from borgstore.testing._teeth import StaleLoadCache, caught, caught_in_every_run, quick_settings
 
 QUICK = quick_settings()
 
@@ -54,24 +54,9 @@ class DelMoveCopies(Middleware):
         self.inner.store(new_name, self.inner.load(curr_name))
 
 
-class CacheMissesMoves(Middleware):
+class CacheMissesMoves(StaleLoadCache):
     """A read cache that forgets a name on store and delete, but not when a move takes the item
     away: a soft-deleted or renamed item is still served under its old name."""
-
-    def __init__(self, inner):
-        super().__init__(inner)
-        self._values = {}
-
-    def load(self, name, *, size=None, offset=0):
-        if name not in self._values:
-            self._values[name] = self.inner.load(name)
-        data = self._values[name]
-        start = max(len(data) + offset, 0) if offset < 0 else offset
-        return data[start:] if size is None else data[start : start + size]
-
-    def store(self, name, value):
-        self._values.pop(name, None)
-        return self.inner.store(name, value)
 
     def delete(self, name):
         self._values.pop(name, None)

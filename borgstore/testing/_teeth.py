@@ -5,6 +5,7 @@ of several seeds of the quick profile, not only under a lucky one.  Used by the 
 tests; a middleware or backend author can use it the same way for variants of their own.
 """
 
+from ..middleware import Middleware
 from ._rules import ConformanceFailure
 from ._settings import kit_settings
 
@@ -40,3 +41,24 @@ def caught_in_every_run(run, rules, what: str, seeds=SEEDS) -> None:
             raise AssertionError(
                 f"{what} (seed {seed}) was caught by {failure.rule!r}, expected one of {sorted(rules)}: {failure}"
             )
+
+
+class StaleLoadCache(Middleware):
+    """A broken read cache, for teeth tests: it forgets a value only when this link stores the
+    name again, so a delete, or a move from or onto the name, leaves the old value to be
+    served.  Subclasses forget on more operations to break in narrower ways."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self._values = {}
+
+    def load(self, name, *, size=None, offset=0):
+        if name not in self._values:
+            self._values[name] = self.inner.load(name)
+        data = self._values[name]
+        start = max(len(data) + offset, 0) if offset < 0 else offset
+        return data[start:] if size is None else data[start : start + size]
+
+    def store(self, name, value):
+        self._values.pop(name, None)
+        return self.inner.store(name, value)

@@ -70,11 +70,6 @@ class SftpBackend(BackendBase):
         self.user, self.host, self.port, self.path = parse_url(url)
         self._durability = Durability(durability)
         _check_seconds(connect_timeout, timeout, keepalive, retries, retry_time, ssh_config)
-        self.ssh_config = ssh_config
-        self.use_agent = use_agent
-        self.connect_timeout = connect_timeout
-        self.timeout = timeout
-        self.keepalive = keepalive
         self.retries = retries
         self.retry_time = retry_time
         self._pool = Pool(
