@@ -216,3 +216,11 @@ def test_waived_rules_skip_with_the_reason_and_keep_the_machine_to_one_store():
     assert outcomes["test_store_state_machine"] == "passed"
     for name in ("test_store_two_instances", "test_store_two_writers"):
         assert "waived" in outcomes[name] and "a cache of its own" in outcomes[name]
+
+
+def test_kit_hostile_names_rule_through_get_backend():
+    """The kit's names-stay-inside-root rule holds for the raw backend get_backend() returns."""
+    from borgstore.store import get_backend
+    from borgstore.testing._backend_checks import BACKEND_CHECKS
+
+    BACKEND_CHECKS["names-stay-inside-root"](get_backend("memory:"), None)

@@ -25,3 +25,11 @@ class TestPosixFSConformanceWalkingNames(BackendTests):
         backend = PosixFSBackend(str(tmp_path / "store"))
         backend.walk_names = True
         return backend
+
+
+def test_kit_hostile_names_rule_through_get_backend(tmp_path):
+    """The kit's names-stay-inside-root rule holds for the raw backend get_backend() returns."""
+    from borgstore.store import get_backend
+    from borgstore.testing._backend_checks import BACKEND_CHECKS
+
+    BACKEND_CHECKS["names-stay-inside-root"](get_backend(f"file://{tmp_path}/store"), None)

@@ -13,3 +13,11 @@ class TestRcloneLocalConformance(BackendTests):
     @pytest.fixture
     def backend(self, make_backend):
         return make_backend()
+
+
+def test_kit_hostile_names_rule_through_get_backend(rclone_binary, store_path):
+    """The kit's names-stay-inside-root rule holds for the raw backend get_backend() returns."""
+    from borgstore.store import get_backend
+    from borgstore.testing._backend_checks import BACKEND_CHECKS
+
+    BACKEND_CHECKS["names-stay-inside-root"](get_backend(f"rclone:{store_path}"), None)

@@ -44,3 +44,16 @@ class TestSftpStore(StoreTests):
         """Random sequences of Store calls match a plain model (a smaller budget, see the module docstring)."""
         factory = self.make_store_factory(store_location, store_kwargs)
         run_check(run_store_machine, factory, kit_settings(self.conformance_profile, max_examples=20))
+
+
+def test_kit_hostile_names_rule_through_get_backend(absolute_location):
+    """The kit's names-stay-inside-root rule holds for the raw backend get_backend() returns."""
+    from borgstore.store import get_backend
+    from borgstore.testing._backend_checks import BACKEND_CHECKS
+
+    backend = get_backend(absolute_location.url, **absolute_location.server.backend_options())
+    try:
+        BACKEND_CHECKS["names-stay-inside-root"](backend, None)
+    finally:
+        with contextlib.suppress(BackendMustBeOpen):
+            backend.close()
