@@ -26,6 +26,7 @@ BUILTIN_PLUGINS = {
     "permissions": "borgstore.middleware.permissions",
     "quota": "borgstore.middleware.quota",
     "cache": "borgstore.middleware.cache",
+    "readonly": "borgstore.middleware.readonly",
 }
 
 # Schemes served by distributions of this project, to tell the user what to install.

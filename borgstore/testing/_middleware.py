@@ -6,6 +6,8 @@ TRANSPARENT_MIDDLEWARE = {
     "emulate": {"latency": 0, "bandwidth": 0},
     "permissions": {"permissions": {"": "lrwWD"}},
     "quota": {"limit": 10**15},
+    # not "readonly": it refuses every change, which the kit's checks of a writable store would
+    # all report; tests/test_middleware_readonly.py checks it instead
 }
 
 

@@ -1,0 +1,86 @@
+"""Building a store's chain: the middleware list the application gives, around a backend.
+
+``build_chain``, ``get_backend`` and ``default_middleware`` are public (``borgstore`` and
+``borgstore.store`` export them).
+"""
+
+from typing import Optional
+
+from . import _plugins
+from .backends._base import BackendBase
+from .backends.errors import BackendURLInvalid
+from .middleware._base import BackendAdapter, Link
+
+
+def _middleware_entry(entry):
+    """Return (name, options) for one entry of a middleware list."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], dict):
+        return entry
+    raise ValueError(f"invalid middleware entry {entry!r}: use a name or (name, {{options}})")
+
+
+def build_chain(backend, middleware=(), *, name: Optional[str] = None) -> Link:
+    """Wrap *backend* (a backend or a chain link) in *middleware*, given outermost first.
+
+    Each entry is a middleware name or ``(name, options)``; options go to the middleware's
+    factory as keyword arguments.
+    """
+    if isinstance(backend, Link):
+        link = backend
+    elif isinstance(backend, BackendBase) or hasattr(backend, "load"):
+        link = BackendAdapter(backend, name or type(backend).__name__)
+    else:
+        raise ValueError(f"not a backend: {backend!r}")
+    for entry in reversed(list(middleware)):
+        mw_name, options = _middleware_entry(entry)
+        if mw_name == "softdelete":
+            raise ValueError(
+                "'softdelete' is no middleware any more: soft deletion is part of the Store, and every "
+                "middleware sees a soft deletion as a move to '<name>.del'; drop it from the list"
+            )
+        factory = _plugins.middleware_factory(mw_name)
+        try:
+            new_link = factory(link, **options)
+        except TypeError as exc:
+            raise ValueError(f"middleware {mw_name!r}: invalid options {options!r}: {exc}") from None
+        new_link.name = mw_name
+        link = new_link
+    return link
+
+
+def get_backend(url: str, permissions: Optional[dict] = None, quota: Optional[int] = None, **options):
+    """Return an unopened backend for *url*, or None if no installed backend serves it.
+
+    With *permissions* or *quota*, the backend comes wrapped in the ``permissions`` and ``quota``
+    middleware, so these work on every backend.  Extra keyword arguments are backend options.
+    """
+    try:
+        backend = _plugins.backend_for_url(url, options)
+    except BackendURLInvalid:
+        return None
+    return _wrap_with_limits(backend, permissions, quota)
+
+
+def _wrap_with_limits(backend, permissions, quota):
+    chain = []
+    if permissions is not None:
+        chain.append(("permissions", {"permissions": permissions}))
+    if quota is not None:
+        chain.append(("quota", {"limit": quota}))
+    return build_chain(backend, chain) if chain else backend
+
+
+def default_middleware(permissions=None, quota=None) -> list:
+    """The chain that reproduces the PyPI borgstore's behaviour (COMPAT.md), outermost first."""
+    from .middleware.emulate import emulation_requested
+
+    chain = ["stats"]
+    if permissions is not None:
+        chain.append(("permissions", {"permissions": permissions}))
+    if quota is not None:
+        chain.append(("quota", {"limit": quota}))
+    if emulation_requested():
+        chain.append("emulate")
+    return chain

@@ -1,0 +1,165 @@
+"""The directories below a posixfs store's root: reaching them, making them, removing them.
+
+The half of :class:`~._backend.PosixFSBackend` that deals with directories (a mixin: it uses the
+backend's root descriptor, its :class:`~._dircache.DirectoryCache` and its durability setting).
+"""
+
+import errno
+import os
+import stat
+
+from borgstore.backends.errors import BackendDoesNotExist, BackendError, ObjectNotFound
+from borgstore.backends.toolkit import check_backend_name
+
+from . import _beneath
+from ._errors import os_error as _os_error
+from ._io import kind
+
+
+class _NoDirectory(Exception):
+    """The directory of a name is missing (or an item), where it is not to be created."""
+
+
+class DirectoryPlumbing:
+    """Directory descriptors, mkdir and rmdir for PosixFSBackend."""
+
+    def _changed(self, dir_fd: int, op: str, name: str) -> None:
+        """Record a change of an entry in the directory *dir_fd*; with durability "always",
+        make it durable now (the entry's name lives in its directory)."""
+        self._dirty = True
+        if self._always:
+            try:
+                os.fsync(dir_fd)
+            except OSError as exc:
+                raise _os_error(exc, f"{op} {name!r}: sync its directory") from None
+
+    def _makedirs(self, directory: str, op: str, name: str) -> int:
+        """Create *directory* and its missing parents; return a descriptor of it (DIR_READ).
+        A missing store root is an error, never recreated."""
+        try:
+            return _beneath.makedirs(self._root_fd, self._prefix, directory, lambda fd: self._changed(fd, op, name))
+        except FileNotFoundError:
+            if _beneath.root_is_gone(self._root_fd):
+                raise BackendDoesNotExist(f"the posixfs store location {self.path} does not exist any more") from None
+            raise BackendError(f"{op} {name!r}: a directory was removed while it was being created") from None
+        except NotADirectoryError:
+            raise BackendError(f"{op} {name!r}: an item is in the way of directory {directory!r}") from None
+        except OSError as exc:
+            raise _os_error(exc, f"{op} {name!r}") from None
+
+    def _dir_fd(self, directory: str, op: str, name: str, create: bool = True):
+        """``(fd, kept)``: a descriptor of *directory*; close it with :meth:`_close_dir`.  A missing
+        directory is created with its parents, or with *create* False raises _NoDirectory, as
+        does one below an item."""
+        if not directory:
+            return self._root_fd, True
+        try:
+            return self._dirs.acquire(directory)
+        except FileNotFoundError:
+            if not create:
+                raise _NoDirectory() from None
+            fd = self._makedirs(directory, op, name)
+            os.close(fd)
+            return self._dirs.acquire(directory)
+        except NotADirectoryError:
+            if not create:
+                raise _NoDirectory() from None
+            raise BackendError(f"{op} {name!r}: a parent is an item, not a directory") from None
+        except OSError as exc:
+            raise _os_error(exc, f"{op} {name!r}") from None
+
+    @staticmethod
+    def _close_dir(fd: int, kept: bool) -> None:
+        if not kept:
+            os.close(fd)
+
+    def _in_directory(self, directory: str, op: str, name: str, action, create: bool = True):
+        """``action(dir_fd)`` in *directory*'s descriptor.  A FileNotFoundError from a kept
+        descriptor of a directory removed since (by another Store) repeats it once with a fresh
+        one; any other goes to the caller."""
+        held = self._dirs.kept.get(directory) if directory else self._root_fd
+        if held is None:
+            held, kept = self._dir_fd(directory, op, name, create)
+            if not kept:
+                try:
+                    return action(held)
+                finally:
+                    os.close(held)
+        try:
+            return action(held)
+        except FileNotFoundError:
+            if not self._dirs.is_dead(directory, held):
+                raise
+        parent, kept = self._dir_fd(directory, op, name, create)
+        try:
+            return action(parent)
+        finally:
+            self._close_dir(parent, kept)
+
+    def _gone(self, exc: OSError, op: str, name: str) -> BackendError:
+        """The error for ENOENT from an operation in a directory we hold open."""
+        if _beneath.root_is_gone(self._root_fd):
+            return BackendDoesNotExist(f"the posixfs store location {self.path} does not exist any more")
+        return _os_error(exc, f"{op} {name!r}", self._prefix + name)
+
+    def _kind(self, base: str, dir_fd: int, op: str, name: str):
+        """The file type bits of *base* in *dir_fd* (None: missing); a failure raises BackendError."""
+        try:
+            return kind(base, dir_fd)
+        except OSError as exc:
+            raise _os_error(exc, f"{op} {name!r}", self._prefix + name) from None
+
+    def _link_error(self, op: str, name: str) -> BackendError:
+        return _os_error(OSError(errno.ELOOP, "a symbolic link"), f"{op} {name!r}", self._prefix + name)
+
+    def mkdir(self, name):
+        self.check_open()
+        check_backend_name(name)
+        directory, _, base = name.rpartition("/")
+        parent, kept = self._dir_fd(directory, "mkdir", name)
+        try:
+            os.mkdir(base, dir_fd=parent)
+            self._changed(parent, "mkdir", name)
+        except FileExistsError:
+            found = self._kind(base, parent, "mkdir", name)
+            if found == stat.S_IFLNK:
+                raise self._link_error("mkdir", name) from None
+            if found != stat.S_IFDIR:
+                raise BackendError(f"cannot create directory {name!r}: an item of that name exists") from None
+        except FileNotFoundError as exc:
+            if kept and self._dirs.is_dead(directory, parent):
+                return self.mkdir(name)  # its parent was removed and is made anew
+            raise self._gone(exc, "mkdir", name) from None
+        except OSError as exc:
+            raise _os_error(exc, f"mkdir {name!r}", self._prefix + name) from None
+        finally:
+            self._close_dir(parent, kept)
+
+    def rmdir(self, name):
+        self.check_open()
+        check_backend_name(name)
+        directory, _, base = name.rpartition("/")
+        try:
+            self._in_directory(directory, "rmdir", name, lambda parent: self._rmdir_in(parent, base, name), create=False)
+        except (_NoDirectory, FileNotFoundError):
+            raise ObjectNotFound(f"directory {name!r} does not exist") from None
+        finally:
+            self._dirs.forget(name)
+
+    def _rmdir_in(self, parent: int, base: str, name: str) -> None:
+        try:
+            os.rmdir(base, dir_fd=parent)
+            self._changed(parent, "rmdir", name)
+        except NotADirectoryError:
+            found = self._kind(base, parent, "rmdir", name)
+            if found == stat.S_IFLNK:
+                raise self._link_error("rmdir", name) from None
+            if found is None:
+                raise ObjectNotFound(f"directory {name!r} does not exist") from None
+            raise BackendError(f"cannot remove directory {name!r}: it is an item") from None
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise BackendError(f"cannot remove directory {name!r}: it is not empty") from None
+            raise _os_error(exc, f"rmdir {name!r}", self._prefix + name) from None
