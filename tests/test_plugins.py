@@ -28,7 +28,7 @@ def test_builtins_are_registered():
     """The core provides memory, both nesting strategies and its middleware."""
     assert "memory" in _plugins.backends()
     assert {"hex", "hash"} <= set(_plugins.nesting_strategies())
-    assert {"stats", "emulate", "permissions", "quota", "cache"} <= set(_plugins.middlewares())
+    assert {"stats", "emulate", "permissions", "quota", "cache", "readonly"} <= set(_plugins.middlewares())
     assert "softdelete" not in _plugins.middlewares()  # soft deletion is the Store's own
 
 

@@ -7,6 +7,7 @@ Each middleware lives in its own module here and is registered as a plugin under
 * ``permissions``: grants list/read/write/overwrite/delete per name prefix.
 * ``quota``: limits the bytes a store may hold.
 * ``cache``: keeps copies of items in a second backend.
+* ``readonly``: refuses every change before any I/O.
 
 Every middleware speaks the backend contract on backend names; soft deletion is the Store's own
 (a move to ``<name>.del`` that each layer sees as a move).

@@ -13,8 +13,8 @@ promise, refusing a new read breaks read-only clients.
 
 import dataclasses
 
-from ..backends.errors import PermissionDenied
 from .._plugins import MiddlewareSpec, hookimpl
+from ..backends.errors import PermissionDenied
 from ._base import Middleware
 
 #: the operations of the link contract that change the store: each is refused below
