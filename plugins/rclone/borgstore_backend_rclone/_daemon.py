@@ -3,7 +3,8 @@
 One :class:`RcDaemon` is one rclone process, bound to 127.0.0.1 on a free port and protected by a
 random user name and password that reach it through its environment (``ps`` shows command lines
 to every user on the machine, environments only to the owner).  If the process dies, the next
-request starts a new one; if that fails too, the caller gets rclone's own error text.
+request starts a new one; if that fails too, the caller gets rclone's own error text.  A watchdog
+stops rclone when the application dies without stopping it (SIGKILL, a crash, ``os._exit``).
 """
 
 import base64
@@ -15,6 +16,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +37,15 @@ POOL_SIZE = 4
 STDERR_TAIL = 2000  # characters of rclone's output quoted in an error message
 # rclone 1.60 logs this for every rc call after its first 1000, whatever the log level
 _OUTPUT_NOISE = "Max number of stats groups reached"
+
+# The watchdog: a shell that waits for EOF on its stdin, a pipe whose write end only the
+# application holds, so EOF means the application is gone, whichever thread started rclone and
+# however the application died.  It then stops its process group, which rclone joined at its start
+# (SIGTERM; SIGKILL for whatever still runs 5 s later, the watchdog included).  The application
+# stops it with SIGKILL, which it cannot trap, so a normal stop never signals the group.  It ignores
+# the signals a terminal or a careless kill sends; /bin/sh (no interpreter) starts in ~0.2 ms.
+WATCHDOG_SCRIPT = 'trap "" HUP INT TERM; while read -r _; do :; done; kill -TERM 0; sleep 5; kill -KILL 0'
+WATCHDOG_NAME = "borgstore-rclone-watchdog"  # its $0, so that `ps` says what the shell is for
 
 _version_cache: dict = {}
 _version_lock = threading.Lock()
@@ -118,6 +129,42 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _in_group(pgid: int) -> dict:
+    """Popen arguments that put the child in process group *pgid* (0: a new one of its own)."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": pgid}
+    return {"preexec_fn": lambda: os.setpgid(0, pgid)}  # only a system call between fork and exec
+
+
+def start_watchdog():
+    """Start the watchdog in a new process group, for rclone to join; see WATCHDOG_SCRIPT.
+
+    A group of its own, not the application's: the terminal's Ctrl-C goes to the foreground group
+    only, so it reaches the application and neither the watchdog nor rclone."""
+    try:
+        return subprocess.Popen(
+            ["/bin/sh", "-c", WATCHDOG_SCRIPT, WATCHDOG_NAME],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": os.defpath},
+            close_fds=True,
+            **_in_group(0),
+        )
+    except OSError as exc:
+        raise BackendConnectionError(f"cannot start the watchdog for rclone rcd (/bin/sh): {exc}") from None
+
+
+def stop_watchdog(watchdog):
+    """Stop the watchdog without letting it signal its group, and reap it."""
+    try:
+        watchdog.kill()
+    except OSError:
+        pass
+    watchdog.wait()
+    watchdog.stdin.close()
+
+
 class _OutputTail:
     """Keeps the last lines rclone printed, read from its pipe by a thread that ends with rclone.
 
@@ -174,6 +221,7 @@ class RcDaemon:
         self._scrub = scrub or (lambda text: text)
         self._lock = threading.Lock()
         self._process = None
+        self._watchdog = None
         self._client = None
         self._secrets_dir = None
         self._output = None
@@ -220,20 +268,27 @@ class RcDaemon:
             *self.extra_args,
         ]
         try:
+            watchdog = start_watchdog()
+        except BackendError:
+            self._remove_secrets()
+            raise
+        try:
             process = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=_child_environment(),
-                close_fds=True,
-                # its own session: the terminal's Ctrl-C goes to the application, which decides
-                start_new_session=True,
+                close_fds=True,  # the watchdog's pipe must have one writer: this process
+                # the watchdog's group: stopped with it, and away from the terminal's Ctrl-C
+                **_in_group(watchdog.pid),
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
+            stop_watchdog(watchdog)
             self._remove_secrets()
             raise BackendConnectionError(f"cannot start {self.binary} rcd: {exc}") from None
         self._process = process
+        self._watchdog = watchdog
         self._output = _OutputTail(process.stdout)
         authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         headers = {"Authorization": authorization}
@@ -298,6 +353,10 @@ class RcDaemon:
         process, self._process = self._process, None
         if process is not None:
             terminate(process)
+        # after rclone: stopped first, the watchdog would leave rclone unguarded meanwhile
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            stop_watchdog(watchdog)
         self._remove_secrets()
 
     def close(self):
