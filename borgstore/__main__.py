@@ -82,8 +82,10 @@ def _demo(url, out, interactive: bool) -> int:
                 say(f"   {info.name[:16]}...  {info.size} bytes")
             say("\n3. soft deletion: data/" + keys[0][:16] + "... is moved aside, not removed")
             store.move(f"data/{keys[0]}", delete=True)
-            say(f"   live items: {sum(1 for _ in store.list('data'))}, soft-deleted: "
-                f"{sum(1 for _ in store.list('data', deleted=True))}")
+            say(
+                f"   live items: {sum(1 for _ in store.list('data'))}, soft-deleted: "
+                f"{sum(1 for _ in store.list('data', deleted=True))}"
+            )
             store.move(f"data/{keys[0]}", undelete=True)
             say(f"   undeleted: live items now {sum(1 for _ in store.list('data'))}")
             say("\n4. partial loads of config/main (b'demo settings'):")
@@ -92,8 +94,10 @@ def _demo(url, out, interactive: bool) -> int:
             say("\n5. stats (calls and volume counted by the 'stats' middleware):")
             stats = store.stats
             for op in ("store", "load", "info", "list", "move"):
-                say(f"   {op:6} calls={stats[op + '_calls']:3}  time={stats[op + '_time'] * 1000:.2f} ms"
-                    + (f"  volume={stats[op + '_volume']} bytes" if op + "_volume" in stats else ""))
+                say(
+                    f"   {op:6} calls={stats[op + '_calls']:3}  time={stats[op + '_time'] * 1000:.2f} ms"
+                    + (f"  volume={stats[op + '_volume']} bytes" if op + "_volume" in stats else "")
+                )
         if interactive and scratch is None:
             answer = input(f"\ndestroy the demo store at {url}? [y/N] ")
             if answer.strip().lower() != "y":
@@ -115,8 +119,11 @@ def main(argv=None) -> int:
     if not argv:
         print(USAGE.format(version=__version__))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m borgstore", description=USAGE.format(version=__version__),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m borgstore",
+        description=USAGE.format(version=__version__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("plugins", help="list installed plugins")
     demo = commands.add_parser("demo", help="run the demo")

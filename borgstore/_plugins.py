@@ -219,7 +219,12 @@ class _Registry:
                     for spec in specs or []:
                         if not isinstance(spec, SPEC_TYPES[hook_name]):
                             failures.append(
-                                LoadFailure(plugin_name, hook_name, dist, f"returned {spec!r}, not a {SPEC_TYPES[hook_name].__name__}")
+                                LoadFailure(
+                                    plugin_name,
+                                    hook_name,
+                                    dist,
+                                    f"returned {spec!r}, not a {SPEC_TYPES[hook_name].__name__}",
+                                )
                             )
                             continue
                         provided = Provided(spec, plugin_name, dist, version)

@@ -24,7 +24,15 @@ from .middleware._base import BackendAdapter, Link
 from ._chain import _middleware_entry, build_chain, default_middleware, get_backend  # noqa: F401 (public here too)
 
 
-__all__ = ["Store", "ItemInfo", "ObjectNotFound", "ReadRangeError", "get_backend", "BackendURLInvalid", "NoBackendGiven"]
+__all__ = [
+    "Store",
+    "ItemInfo",
+    "ObjectNotFound",
+    "ReadRangeError",
+    "get_backend",
+    "BackendURLInvalid",
+    "NoBackendGiven",
+]
 
 
 class Store:
@@ -308,9 +316,16 @@ class Store:
         self._check_open()
         namespace = self._namespace_of(name)
         if (new_name is not None) + bool(delete) + bool(undelete) + bool(change_level) != 1:
-            flags = (("new_name", new_name is not None), ("delete", delete), ("undelete", undelete), ("change_level", change_level))
+            flags = (
+                ("new_name", new_name is not None),
+                ("delete", delete),
+                ("undelete", undelete),
+                ("change_level", change_level),
+            )
             chosen = [flag for flag, on in flags if on]
-            raise ValueError(f"move needs exactly one of new_name, delete, undelete, change_level; got {chosen or 'none'}")
+            raise ValueError(
+                f"move needs exactly one of new_name, delete, undelete, change_level; got {chosen or 'none'}"
+            )
         if delete:
             if deleted:
                 raise ValueError("move(delete=True) soft-deletes a live item; deleted=True makes no sense with it")
@@ -357,7 +372,9 @@ class Store:
         for info in self._chain.list(directory):
             if info.directory:
                 if depth < deepest:
-                    yield from self._walk(f"{directory}/{info.name}" if directory else info.name, namespace, depth + 1, deleted)
+                    yield from self._walk(
+                        f"{directory}/{info.name}" if directory else info.name, namespace, depth + 1, deleted
+                    )
             elif depth in namespace.level_set:
                 item = _listed(info, info.name, deleted)
                 if item is not None:
@@ -462,4 +479,3 @@ _tuple_new = tuple.__new__
 
 def _sorted_lazily(items):
     yield from sorted(items, key=lambda info: info.name)
-

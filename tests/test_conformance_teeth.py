@@ -338,4 +338,3 @@ def test_read_only_backend_refuses_writes_and_the_rest_is_not_applicable():
     for rule in ("lifecycle", "create-non-empty", "large-value", "empty-value", "names-stay-inside-root"):
         with pytest.raises(NotApplicable):
             BACKEND_CHECKS[rule](ReadOnlyMemory(), "quick")
-

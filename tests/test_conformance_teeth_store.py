@@ -166,4 +166,3 @@ def test_correct_store_passes_the_teeth_runs(list_tree):
     for seed in range(5):
         make_store = store_factory(_memory_factory(backend_class=lambda name: MemoryBackend(name, list_tree=list_tree)))
         run_store_machine(make_store, QUICK, seed=seed)
-

@@ -35,7 +35,8 @@ def test_python_blocks_run_as_written(path, tmp_path):
     """Each block runs without error, in page order; a failure names the block."""
     blocks = python_blocks(path)
     script = "\n".join(
-        f"print('--- block {number} of {len(blocks)}', flush=True)\n" + f"exec(compile({block!r}, {f'{path.name} block {number}'!r}, 'exec'))"
+        f"print('--- block {number} of {len(blocks)}', flush=True)\n"
+        + f"exec(compile({block!r}, {f'{path.name} block {number}'!r}, 'exec'))"
         for number, block in enumerate(blocks, 1)
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)

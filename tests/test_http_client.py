@@ -343,8 +343,26 @@ def sliced(value: bytes, offset: int, size):
     return value[start:] if size is None else value[start : start + size]
 
 
-RANGES = [(0, None), (0, 5), (3, 4), (3, None), (1027, None), (1028, None), (5000, None), (5000, 3), (1020, 100),
-          (-5, None), (-5, 2), (-1028, None), (-5000, None), (-5000, 3), (0, 0), (7, 0), (-3, 0), (2000, 0)]
+RANGES = [
+    (0, None),
+    (0, 5),
+    (3, 4),
+    (3, None),
+    (1027, None),
+    (1028, None),
+    (5000, None),
+    (5000, 3),
+    (1020, 100),
+    (-5, None),
+    (-5, 2),
+    (-1028, None),
+    (-5000, None),
+    (-5000, 3),
+    (0, 0),
+    (7, 0),
+    (-3, 0),
+    (2000, 0),
+]
 
 
 @pytest.mark.parametrize("path", ["/item", "/ignores-range", "/empty"])
@@ -399,10 +417,28 @@ def certificate(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 

@@ -122,7 +122,9 @@ def test_bad_policy_is_rejected():
     from borgstore._config import CachePolicy
 
     with pytest.raises(ValueError, match="mode"):
-        build_chain(MemoryBackend(), [("cache", {"cache": MemoryBackend(), "policies": {"data": CachePolicy("off", 0, 0)}})])
+        build_chain(
+            MemoryBackend(), [("cache", {"cache": MemoryBackend(), "policies": {"data": CachePolicy("off", 0, 0)}})]
+        )
     with pytest.raises(ValueError, match="size"):
         build_chain(
             MemoryBackend(), [("cache", {"cache": MemoryBackend(), "policies": {"data": CachePolicy("mirror", 0, -1)}})]

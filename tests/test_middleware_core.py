@@ -100,7 +100,11 @@ def test_stats_counts_one_list_for_a_tree_listing():
 
 def test_every_compat_stats_key_is_always_there():
     """Store.stats has every key COMPAT lists, also without a stats or cache layer."""
-    keys = {f"{op}_{what}" for op in ("info", "load", "store", "delete", "move", "list", "gather") for what in ("calls", "time")}
+    keys = {
+        f"{op}_{what}"
+        for op in ("info", "load", "store", "delete", "move", "list", "gather")
+        for what in ("calls", "time")
+    }
     keys |= {f"{op}_{what}" for op in ("load", "store", "gather") for what in ("volume", "throughput")}
     keys |= {f"backend_{op}_calls" for op in ("load", "gather", "store", "delete")}
     keys |= {f"backend_{op}_volume" for op in ("load", "gather", "store")}
@@ -194,7 +198,12 @@ def test_a_key_ending_in_a_dot_can_be_soft_deleted():
 def test_cache_named_twice_is_refused():
     """A config asking for a cache and a middleware list naming 'cache' too: ValueError."""
     with pytest.raises(ValueError, match="cache"):
-        Store("memory:", config={"data/": {"levels": [1], "cache": "mirror"}}, cache_url="memory:", middleware=["stats", "cache"])
+        Store(
+            "memory:",
+            config={"data/": {"levels": [1], "cache": "mirror"}},
+            cache_url="memory:",
+            middleware=["stats", "cache"],
+        )
 
 
 def test_memory_tells_a_directory_from_a_missing_item():

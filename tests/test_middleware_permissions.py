@@ -285,7 +285,9 @@ def test_move_onto_an_existing_target_needs_W():
 def test_soft_delete_is_a_move_to_the_del_name():
     """Soft deletion (the Store's move to name.del) needs D on the item and w/W on name.del
     (W if name.del exists)."""
-    chain, backend = chain_with({"data": "lrD", "data/x.del": "w", "data/y.del": "w"}, ["data/x", "data/y", "data/y.del"])
+    chain, backend = chain_with(
+        {"data": "lrD", "data/x.del": "w", "data/y.del": "w"}, ["data/x", "data/y", "data/y.del"]
+    )
     chain.move("data/x", "data/x.del")
     assert backend.info("data/x.del").exists and not backend.info("data/x").exists
     with pytest.raises(PermissionDenied, match="'W'"):

@@ -261,7 +261,20 @@ def test_open_without_quota_makes_no_storage_call_beyond_the_backend_open():
 
         return call
 
-    operations = ("open", "close", "flush", "info", "load", "store", "delete", "move", "list", "list_tree", "mkdir", "rmdir")
+    operations = (
+        "open",
+        "close",
+        "flush",
+        "info",
+        "load",
+        "store",
+        "delete",
+        "move",
+        "list",
+        "list_tree",
+        "mkdir",
+        "rmdir",
+    )
     Recording = type("Recording", (MemoryBackend,), {op: recorded(op) for op in operations})
 
     backend = Recording(memory_url().partition(":")[2])

@@ -181,7 +181,9 @@ def test_broken_declarations_are_reported(fresh_registry):
 def test_builtins_are_listed_once_in_code_not_as_entry_points():
     """The core's own plugins come from one list in code; no entry point of the core repeats it."""
     core_entry_points = [
-        ep for ep in importlib.metadata.entry_points(group="borgstore") if ep.dist is not None and ep.dist.name == "borgstore"
+        ep
+        for ep in importlib.metadata.entry_points(group="borgstore")
+        if ep.dist is not None and ep.dist.name == "borgstore"
     ]
     assert core_entry_points == []
     assert set(_plugins.BUILTIN_PLUGINS) <= {name for name, _ in borgstore.plugin_manager().list_name_plugin()}

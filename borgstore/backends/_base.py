@@ -66,10 +66,7 @@ class Capabilities:
     list_tree: bool = False
 
     def as_dict(self) -> dict:
-        return {
-            name: sorted(value) if isinstance(value, frozenset) else value
-            for name, value in self.__dict__.items()
-        }
+        return {name: sorted(value) if isinstance(value, frozenset) else value for name, value in self.__dict__.items()}
 
 
 class BackendBase(ABC):

@@ -229,7 +229,6 @@ class MemoryBackend(BackendBase):
             else:
                 yield ItemInfo(name=key, exists=True, size=len(child.data), directory=False, mtime=child.mtime)
 
-
     def list_tree(self, name) -> Iterator[ItemInfo]:
         """Every item below directory *name*, by path, one page of PAGE_SIZE at a time."""
         self._check_open()
@@ -258,7 +257,9 @@ class MemoryBackend(BackendBase):
 
     def _collect(self, directory, prefix, after, page):
         # a directory sorts as its name plus "/", as the paths below it do ("a-b" < "a/x")
-        entries = sorted(directory.items(), key=lambda entry: entry[0] + "/" if isinstance(entry[1], dict) else entry[0])
+        entries = sorted(
+            directory.items(), key=lambda entry: entry[0] + "/" if isinstance(entry[1], dict) else entry[0]
+        )
         for key, child in entries:
             if len(page) >= PAGE_SIZE:
                 return

@@ -174,12 +174,27 @@ class BackendAdapter(Link):
         self.name = name
         capabilities = getattr(backend, "capabilities", None)
         calls = backend if getattr(capabilities, "thread_safe", False) else _Serialized(backend)
-        for op in ("create", "destroy", "open", "close", "mkdir", "rmdir", "info", "load", "store", "delete", "move", "list"):
+        for op in (
+            "create",
+            "destroy",
+            "open",
+            "close",
+            "mkdir",
+            "rmdir",
+            "info",
+            "load",
+            "store",
+            "delete",
+            "move",
+            "list",
+        ):
             setattr(self, op, getattr(calls, op))
         self.flush = getattr(calls, "flush", _nothing)
         self.quota = getattr(calls, "quota", _unknown_quota)
         hash_ = getattr(calls, "hash", None)
-        self.hash = hash_ if hash_ is not None else lambda name, algorithm="sha256": BackendBase.hash(calls, name, algorithm)
+        self.hash = (
+            hash_ if hash_ is not None else lambda name, algorithm="sha256": BackendBase.hash(calls, name, algorithm)
+        )
         gather = getattr(calls, "gather", None)
         self.gather = gather if gather is not None else lambda sources: BackendBase.gather(calls, sources)
         if hasattr(backend, "list_tree"):

@@ -135,9 +135,7 @@ class CacheMiddleware(Middleware):
         if not isinstance(policies, dict):
             raise ValueError(f"cache: policies must be a dict {{namespace: CachePolicy}}, not {policies!r}")
         self.cache = cache if isinstance(cache, Link) else BackendAdapter(cache, "cache")
-        self._indexes = {
-            namespace: _Index(_check_policy(namespace, policy)) for namespace, policy in policies.items()
-        }
+        self._indexes = {namespace: _Index(_check_policy(namespace, policy)) for namespace, policy in policies.items()}
         self._lock = threading.RLock()  # the indexes, the counters and every call on the cache
         self._name_locks = [threading.Lock() for _ in range(NAME_LOCKS)]
         self._counters = dict.fromkeys(CACHE_COUNTERS + PRIMARY_COUNTERS, 0)

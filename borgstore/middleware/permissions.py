@@ -40,7 +40,9 @@ def check_permissions(permissions) -> dict:
                 f"(use e.g. 'data' or 'data/01'; '' is the root)"
             )
         if not isinstance(letters, str):
-            raise ValueError(f"invalid permissions for {prefix!r}: {letters!r} is not a str of letters from {LETTERS!r}")
+            raise ValueError(
+                f"invalid permissions for {prefix!r}: {letters!r} is not a str of letters from {LETTERS!r}"
+            )
         bad = sorted(set(letters) - set(LETTERS))
         if bad:
             raise ValueError(

@@ -235,7 +235,9 @@ class BackendMachine(RuleBasedStateMachine):
         # each kind of move equally often: drawing source and target independently rarely makes
         # one existing item replace another
         items = sorted(self.model.items)
-        kinds = ["of a missing item"] + ["onto a free name"] * bool(items) + ["onto an existing item"] * (len(items) > 1)
+        kinds = (
+            ["of a missing item"] + ["onto a free name"] * bool(items) + ["onto an existing item"] * (len(items) > 1)
+        )
         kind = data.draw(st.sampled_from(kinds), label="move")
         if kind == "onto an existing item":
             source = data.draw(st.sampled_from(items), label="source")
@@ -416,7 +418,6 @@ class BackendMachine(RuleBasedStateMachine):
             f"{show_names(set(expected) - set(got))}",
         )
         expect("list-tree-agrees", got == expected, f"{what} is not sorted by path or yields an item twice")
-
 
     @precondition(lambda self: self.caps.read and self.model.items)
     @rule(data=st.data())

@@ -18,9 +18,6 @@ from ._store_model import HEX_NAMESPACES, StoreModel, config_key, full_name, inv
 from ._strategies import HEX, values
 
 
-
-
-
 class StoreMachine(StoreModel, RuleBasedStateMachine):
     def __init__(self, make_store, allow_two_stores=True):
         super().__init__()
@@ -471,10 +468,6 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             self.store.close()
         self.opened[self.current] = False
         self._open()
-
-
-
-
 
 
 def opened_store_capabilities(make_store):

@@ -186,7 +186,9 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             except OSError as exc:
                 raise self._item_error(exc, op, name) from None
         try:
-            return self._in_directory(directory, op, name, lambda parent: os.open(base, _READ_ITEM, dir_fd=parent), create=False)
+            return self._in_directory(
+                directory, op, name, lambda parent: os.open(base, _READ_ITEM, dir_fd=parent), create=False
+            )
         except _NoDirectory:
             raise ObjectNotFound(name) from None
         except OSError as exc:
@@ -266,7 +268,9 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             except (FileNotFoundError, NotADirectoryError):
                 pass  # missing, or a directory removed since: the generic path tells which
         try:
-            self._in_directory(directory, "delete", name, lambda parent: self._delete_in(parent, base, name), create=False)
+            self._in_directory(
+                directory, "delete", name, lambda parent: self._delete_in(parent, base, name), create=False
+            )
         except (_NoDirectory, FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(name) from None
 
@@ -302,7 +306,11 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
                 return
         try:
             self._in_directory(
-                source_dir, "move", curr_name, lambda source_fd: self._move_from(source_fd, source, curr_name, new_name), create=False
+                source_dir,
+                "move",
+                curr_name,
+                lambda source_fd: self._move_from(source_fd, source, curr_name, new_name),
+                create=False,
             )
         except (_NoDirectory, FileNotFoundError):
             raise ObjectNotFound(curr_name) from None
@@ -318,7 +326,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             return
         # a FileNotFoundError left after a dead target directory was retried: the source is gone
         self._in_directory(
-            target_dir, "move", new_name, lambda target_fd: self._rename(source_fd, source, target_fd, target, curr_name, new_name)
+            target_dir,
+            "move",
+            new_name,
+            lambda target_fd: self._rename(source_fd, source, target_fd, target, curr_name, new_name),
         )
 
     def _rename(self, source_fd, source, target_fd, target, curr_name, new_name) -> None:

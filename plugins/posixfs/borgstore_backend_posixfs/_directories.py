@@ -140,7 +140,9 @@ class DirectoryPlumbing:
         check_backend_name(name)
         directory, _, base = name.rpartition("/")
         try:
-            self._in_directory(directory, "rmdir", name, lambda parent: self._rmdir_in(parent, base, name), create=False)
+            self._in_directory(
+                directory, "rmdir", name, lambda parent: self._rmdir_in(parent, base, name), create=False
+            )
         except (_NoDirectory, FileNotFoundError):
             raise ObjectNotFound(f"directory {name!r} does not exist") from None
         finally:

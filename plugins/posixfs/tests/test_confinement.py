@@ -108,7 +108,7 @@ def test_hostile_names_raise_value_error_and_touch_nothing(place, name):
 
 
 def test_the_root_is_a_name_only_for_info_and_listing(place):
-    """"" is the root for info, list and list_tree; every other operation refuses it."""
+    """ "" is the root for info, list and list_tree; every other operation refuses it."""
     _, root, _, backend = place
     assert backend.info("").directory
     assert list(backend.list("")) == [] and list(backend.list_tree("")) == []

@@ -212,9 +212,7 @@ def test_load_ranges(backend, size, offset, expected):
     assert backend.load("data/item", size=size, offset=offset) == expected
 
 
-@pytest.mark.parametrize(
-    "length", [0, 1, _io.FIRST_CHUNK - 1, _io.FIRST_CHUNK, _io.FIRST_CHUNK + 1, 3 << 20]
-)
+@pytest.mark.parametrize("length", [0, 1, _io.FIRST_CHUNK - 1, _io.FIRST_CHUNK, _io.FIRST_CHUNK + 1, 3 << 20])
 def test_load_whole_items_around_the_first_chunk_size(backend, length):
     """Whole loads are exact for sizes below, at and beyond the first read."""
     value = os.urandom(length)

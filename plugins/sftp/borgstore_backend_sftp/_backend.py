@@ -73,8 +73,14 @@ class SftpBackend(BackendBase):
         self.retries = retries
         self.retry_time = retry_time
         self._pool = Pool(
-            self.host, self.port, self.user, ssh_config=ssh_config, use_agent=use_agent,
-            connect_timeout=connect_timeout, timeout=timeout, keepalive=keepalive,
+            self.host,
+            self.port,
+            self.user,
+            ssh_config=ssh_config,
+            use_agent=use_agent,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            keepalive=keepalive,
         )
         self._runner = Runner(self._pool, retries=retries, retry_time=retry_time)
         self._root = Root(self.host, self.path)

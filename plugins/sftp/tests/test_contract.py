@@ -289,8 +289,9 @@ def test_hash_and_gather(backend):
 
 def test_store_api_on_sftp(location):
     """The Store with its default chain works through an sftp URL (levels, soft delete, list)."""
-    store = Store(url=location.url, levels={"data/": [2], "config/": [0]},
-                  backend_options=location.server.backend_options())
+    store = Store(
+        url=location.url, levels={"data/": [2], "config/": [0]}, backend_options=location.server.backend_options()
+    )
     store.create()
     with store:
         key = "data/0123456789abcdef"

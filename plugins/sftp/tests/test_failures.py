@@ -28,9 +28,7 @@ def make_backend(server, path, **options):
 
 
 def files_under(root):
-    return sorted(
-        os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
-    )
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
 
 
 def wait_for_temp_file(root, min_size=1, timeout=20.0):
@@ -410,8 +408,9 @@ def test_durability_modes_fsync_on_the_server(own_sshd, tmp_path, require_binary
     for event in events:
         if event[0] == "rename" and event[2].startswith(("a-", "b-")):
             by_mode.setdefault(event[2].split("-", 1)[1], set()).add(event[1])
-    sequence = {mode: [e[0] if e[0] == "fsync" else e[2] for e in events if e[1] in pids]
-                for mode, pids in by_mode.items()}
+    sequence = {
+        mode: [e[0] if e[0] == "fsync" else e[2] for e in events if e[1] in pids] for mode, pids in by_mode.items()
+    }
     assert sequence["always"] == ["fsync", "a-always", "fsync", "b-always"]
     assert sequence["close"] == ["a-close", "b-close", "fsync", "fsync"]
     assert sequence["none"] == ["a-none", "b-none"]

@@ -70,7 +70,14 @@ def test_the_spec_declares_options_and_capabilities():
 
     spec = _plugins.backends()["sftp"].spec
     assert set(spec.options) == {
-        "ssh_config", "use_agent", "durability", "connect_timeout", "timeout", "keepalive", "retries", "retry_time"
+        "ssh_config",
+        "use_agent",
+        "durability",
+        "connect_timeout",
+        "timeout",
+        "keepalive",
+        "retries",
+        "retry_time",
     }
     assert spec.capabilities == SftpBackend.capabilities == borgstore_backend_sftp.CAPABILITIES
     assert isinstance(spec.factory, str) and isinstance(spec.redact, str)
