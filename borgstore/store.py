@@ -296,12 +296,16 @@ class Store:
                     value = value.cast("B")
             elif value_type is not bytearray:
                 raise ValueError(f"value must be bytes, bytearray or memoryview, not {value_type.__name__}")
-        self._chain.store(self._find(namespace, name, False), value)
+        self._chain.store(namespace.nest_write(name) if namespace.single else self._find(namespace, name, False), value)
 
     def delete(self, name: str, *, deleted: bool = False) -> None:
-        self._check_open()
+        if not self._opened:
+            raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
-        self._chain.delete(self._find(namespace, name, deleted))
+        if namespace.single and not deleted:
+            self._chain.delete(namespace.nest_write(name))
+        else:
+            self._chain.delete(self._find(namespace, name, deleted))
 
     def move(
         self,

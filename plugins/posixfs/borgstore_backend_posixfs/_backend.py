@@ -20,7 +20,7 @@ from ._beneath import DIR, DIR_READ, READ
 from ._dircache import DirectoryCache
 from ._directories import DirectoryPlumbing, _NoDirectory
 from ._errors import os_error as _os_error
-from ._io import hash_file, read_item, read_range, unlink_quietly, write_fully
+from ._io import hash_file, read_item, read_range, unlink_quietly, write_rest
 from ._listing import list_directory, list_tree
 
 #: files are private to their owner, as the PyPI borgstore makes them (through mkstemp)
@@ -241,7 +241,9 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             raise _os_error(exc, f"store {name!r}", self._prefix + name) from None
         try:
             try:
-                write_fully(fd, value)
+                written = os.write(fd, value)
+                if written != len(value):
+                    write_rest(fd, value, written)
                 if self._always:
                     os.fsync(fd)
             finally:
@@ -255,7 +257,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             if isinstance(exc, OSError):
                 raise _os_error(exc, f"store {name!r}", self._prefix + name) from None
             raise
-        self._changed(parent, "store", name)
+        if self._always:
+            self._changed(parent, "store", name)
+        else:
+            self._dirty = True  # the common case, without a call
 
     def delete(self, name):
         self.check_open()
@@ -285,7 +290,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             if isinstance(exc, IsADirectoryError) or self._kind(base, parent, "delete", name) == stat.S_IFDIR:
                 raise missing_or_directory(name, True) from None
             raise _os_error(exc, f"delete {name!r}", self._prefix + name) from None
-        self._changed(parent, "delete", name)
+        if self._always:
+            self._changed(parent, "delete", name)
+        else:
+            self._dirty = True  # the common case, without a call
 
     def move(self, curr_name, new_name):
         self.check_open()

@@ -86,13 +86,12 @@ def hash_file(fd: int, hasher) -> None:
         offset += n
 
 
-def write_fully(fd: int, value) -> None:
-    written = os.write(fd, value)
-    if written != len(value):
-        # a partial write, or a multi-byte memoryview format: continue byte-wise
-        view = memoryview(value).cast("B")
-        while written < view.nbytes:
-            written += os.write(fd, view[written:])
+def write_rest(fd: int, value, written: int) -> None:
+    """Write what one ``os.write(fd, value)`` that wrote *written* left: after a partial write,
+    or for a memoryview of a multi-byte format (whose len() counts elements, not bytes)."""
+    view = memoryview(value).cast("B")
+    while written < view.nbytes:
+        written += os.write(fd, view[written:])
 
 
 def unlink_quietly(name: str, dir_fd: int) -> None:
