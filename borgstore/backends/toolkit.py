@@ -15,8 +15,8 @@ what is the same for all of them lives here and in the core, so no plugin writes
 See docs/writing-a-backend.md.
 """
 
+import itertools
 import os
-import random
 import re
 from typing import Iterable, Optional
 
@@ -25,11 +25,21 @@ from .errors import ObjectNotFound
 
 # bytes that must never reach a path: NUL ends a C string, the others are control characters
 _CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
-# temp names come from a generator of their own: seeded from the OS, never by an application
-# (or a test framework) seeding the random module, and seeded anew in a forked child
-_temp_random = random.Random()
-os.register_at_fork(after_in_child=_temp_random.seed)
-_random_bits = _temp_random.getrandbits
+class _TempNames:
+    """A random prefix of this process (48 bits from the OS, new in a forked child) and a
+    counter: unique among all writers without a system call per name, and never derived from
+    the random module an application or a test framework may seed."""
+
+    def __init__(self):
+        self.renew()
+
+    def renew(self):
+        self.prefix = os.urandom(6).hex()
+        self.counter = itertools.count()
+
+
+_temp = _TempNames()
+os.register_at_fork(after_in_child=_temp.renew)
 
 
 def check_backend_name(name, *, root_ok: bool = False) -> str:
@@ -91,8 +101,7 @@ def check_load_range(size, offset) -> None:
 def temp_name(name: str) -> str:
     """A name for writing *name* first: in the same directory, unique among all writers (also in
     other processes and on other machines), ending in ``.tmp`` so that no listing shows it."""
-    # 64 random bits, at a fraction of the cost of an os.urandom() system call
-    return f"{name}.{_random_bits(64):016x}{TMP_SUFFIX}"
+    return f"{name}.{_temp.prefix}{next(_temp.counter):x}{TMP_SUFFIX}"
 
 
 def check_options(options: dict, known: Iterable[str], backend: str) -> dict:
