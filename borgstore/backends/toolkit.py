@@ -70,9 +70,12 @@ def check_backend_name(name, *, root_ok: bool = False) -> str:
     return name
 
 
-# components of ASCII letters, digits, '.', '-' and '_' that do not start with '.' (so never
-# '.' or '..'), between single slashes: always safe (the soft-deleted '0..del' is one of them)
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*").fullmatch
+#: Common backend names, safe without further checks: components of ASCII letters, digits,
+#: ``.``, ``-`` and ``_`` that do not start with ``.`` (so never ``.`` or ``..``; the soft-deleted
+#: ``0..del`` is one of them), between single slashes.  For the hottest paths:
+#: ``if type(name) is not str or not PLAIN_NAME.fullmatch(name): check_backend_name(name)``.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+_PLAIN_NAME = PLAIN_NAME.fullmatch
 
 
 def _name_problem(name: str) -> Optional[str]:
@@ -130,6 +133,7 @@ __all__ = [
     "check_backend_name",
     "check_load_range",
     "check_options",
+    "PLAIN_NAME",
     "missing_or_directory",
     "temp_name",
 ]

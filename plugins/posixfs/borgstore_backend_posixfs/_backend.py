@@ -14,6 +14,7 @@ from typing import Iterator
 from borgstore.backends._base import BackendBase, ItemInfo, new_hash
 from borgstore.backends.errors import BackendDoesNotExist, BackendError, ObjectNotFound
 from borgstore.backends.toolkit import check_backend_name, check_load_range, missing_or_directory, temp_name
+from borgstore.backends.toolkit import PLAIN_NAME
 
 from . import CAPABILITIES, DEFAULT_DURABILITY, DURABILITY_MODES, _beneath, _root, _sync, parse_url
 from ._beneath import DIR, DIR_READ, READ
@@ -34,6 +35,7 @@ _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, stat.S_IFREG, stat.S_IFDIR
 
 # ItemInfo's generated __new__ costs twice the bare tuple construction; info() and list() are hot
 _tuple_new = tuple.__new__
+_plain = PLAIN_NAME.fullmatch
 
 
 def backend_from_url(url: str, **options) -> "PosixFSBackend":
@@ -143,8 +145,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
     # --- directories ---
     # --- items ---
     def info(self, name):
-        self.check_open()
-        check_backend_name(name, root_ok=True)
+        if not self.opened:
+            self.check_open()
+        if type(name) is not str or not _plain(name):  # the common names: no call
+            check_backend_name(name, root_ok=True)
         directory, _, base = name.rpartition("/")
         held = self._dirs.kept.get(directory) if directory else None
         try:
@@ -200,8 +204,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
         return _os_error(exc, f"{op} {name!r}", self._prefix + name)
 
     def load(self, name, *, size=None, offset=0):
-        self.check_open()
-        check_backend_name(name)
+        if not self.opened:
+            self.check_open()
+        if type(name) is not str or not _plain(name):  # the common names: no call
+            check_backend_name(name)
         if size is not None or type(offset) is not int:
             check_load_range(size, offset)
         fd = self._open_item(name, "load")
@@ -215,8 +221,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             os.close(fd)
 
     def store(self, name, value):
-        self.check_open()
-        check_backend_name(name)
+        if not self.opened:
+            self.check_open()
+        if type(name) is not str or not _plain(name):  # the common names: no call
+            check_backend_name(name)
         directory, _, base = name.rpartition("/")
         held = self._dirs.kept.get(directory) if directory else self._root_fd
         if held is not None:
@@ -263,8 +271,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             self._dirty = True  # the common case, without a call
 
     def delete(self, name):
-        self.check_open()
-        check_backend_name(name)
+        if not self.opened:
+            self.check_open()
+        if type(name) is not str or not _plain(name):  # the common names: no call
+            check_backend_name(name)
         directory, _, base = name.rpartition("/")
         held = self._dirs.kept.get(directory) if directory else self._root_fd
         if held is not None:
@@ -296,9 +306,12 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             self._dirty = True  # the common case, without a call
 
     def move(self, curr_name, new_name):
-        self.check_open()
-        check_backend_name(curr_name)
-        check_backend_name(new_name)
+        if not self.opened:
+            self.check_open()
+        if type(curr_name) is not str or not _plain(curr_name):  # the common names: no call
+            check_backend_name(curr_name)
+        if type(new_name) is not str or not _plain(new_name):  # the common names: no call
+            check_backend_name(new_name)
         source_dir, _, source = curr_name.rpartition("/")
         held = self._dirs.kept.get(source_dir) if source_dir else self._root_fd
         if held is not None and new_name.rpartition("/")[0] == source_dir:
@@ -356,8 +369,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             self._changed(source_fd, "move", curr_name)
 
     def list(self, name) -> Iterator[ItemInfo]:
-        self.check_open()
-        check_backend_name(name, root_ok=True)
+        if not self.opened:
+            self.check_open()
+        if type(name) is not str or not _plain(name):  # the common names: no call
+            check_backend_name(name, root_ok=True)
         what = f"list {name!r}"
         return list_directory(self._open_directory(name, what), what, self._prefix + name)
 
@@ -365,8 +380,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
         """Every item below directory *name* (no directories), by its path relative to *name*,
         sorted by that path where a directory sorts as its name plus "/", never ``.tmp`` items;
         one directory read per directory, and no stat for a directory."""
-        self.check_open()
-        check_backend_name(name, root_ok=True)
+        if not self.opened:
+            self.check_open()
+        if type(name) is not str or not _plain(name):  # the common names: no call
+            check_backend_name(name, root_ok=True)
         what = f"list_tree {name!r}"
         return list_tree(self._open_directory(name, what), what, self._prefix + name)
 
@@ -390,8 +407,10 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             return False
 
     def hash(self, name, algorithm="sha256"):
-        self.check_open()
-        check_backend_name(name)
+        if not self.opened:
+            self.check_open()
+        if type(name) is not str or not _plain(name):  # the common names: no call
+            check_backend_name(name)
         hasher = new_hash(algorithm)  # an unknown algorithm fails before the file is opened
         fd = self._open_item(name, "hash")
         try:
