@@ -161,6 +161,10 @@ class Middleware(Link):
         return self.inner.quota()
 
 
+# what every backend has; the rest have generic stand-ins below, or exist only where declared
+_EVERY_BACKEND_HAS = tuple(op for op in OPERATIONS if op not in ("flush", "quota", "hash", "gather", "list_tree"))
+
+
 class BackendAdapter(Link):
     """The innermost link: binds the chain's operations to the backend's methods.
 
@@ -174,20 +178,7 @@ class BackendAdapter(Link):
         self.name = name
         capabilities = getattr(backend, "capabilities", None)
         calls = backend if getattr(capabilities, "thread_safe", False) else _Serialized(backend)
-        for op in (
-            "create",
-            "destroy",
-            "open",
-            "close",
-            "mkdir",
-            "rmdir",
-            "info",
-            "load",
-            "store",
-            "delete",
-            "move",
-            "list",
-        ):
+        for op in _EVERY_BACKEND_HAS:
             setattr(self, op, getattr(calls, op))
         self.flush = getattr(calls, "flush", _nothing)
         self.quota = getattr(calls, "quota", _unknown_quota)
