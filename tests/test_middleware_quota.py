@@ -8,6 +8,7 @@ import pytest
 from borgstore.backends.errors import QuotaExceeded
 from borgstore.backends.memory import MemoryBackend
 from borgstore.constants import QUOTA_STORE_NAME
+from borgstore.middleware import OPERATIONS
 from borgstore.middleware.quota import QuotaMiddleware
 from borgstore.store import Store, build_chain
 
@@ -261,20 +262,8 @@ def test_open_without_quota_makes_no_storage_call_beyond_the_backend_open():
 
         return call
 
-    operations = (
-        "open",
-        "close",
-        "flush",
-        "info",
-        "load",
-        "store",
-        "delete",
-        "move",
-        "list",
-        "list_tree",
-        "mkdir",
-        "rmdir",
-    )
+    # every operation of the contract but those that make or remove a store
+    operations = [op for op in OPERATIONS if op not in ("create", "destroy")]
     Recording = type("Recording", (MemoryBackend,), {op: recorded(op) for op in operations})
 
     backend = Recording(memory_url().partition(":")[2])

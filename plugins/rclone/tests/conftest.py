@@ -63,10 +63,10 @@ def backend(make_backend, store_path):
     return b
 
 
-def rclone_children() -> list:
-    """Process ids of this process's rclone children that still exist (zombies included)."""
+def child_processes() -> dict:
+    """{pid: command name} of every child of this process that still exists (zombies included)."""
     mine = os.getpid()
-    found = []
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -76,11 +76,15 @@ def rclone_children() -> list:
         except OSError:
             continue
         # "pid (comm) state ppid ..."; comm may contain blanks, so split after the last ")"
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == mine and comm.startswith("rclone"):
-            found.append(int(entry))
+        if ppid == mine:
+            found[int(entry)] = stat[stat.index("(") + 1 : stat.rindex(")")]
     return found
+
+
+def rclone_children() -> list:
+    """Process ids of this process's rclone children that still exist (zombies included)."""
+    return [pid for pid, comm in child_processes().items() if comm.startswith("rclone")]
 
 
 def process_exists(pid: int) -> bool:
@@ -97,6 +101,12 @@ def process_exists(pid: int) -> bool:
 def children():
     """The function that lists this process's rclone children."""
     return rclone_children
+
+
+@pytest.fixture
+def child_pids():
+    """The function that lists the pids of all of this process's children."""
+    return lambda: set(child_processes())
 
 
 @pytest.fixture

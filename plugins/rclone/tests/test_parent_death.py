@@ -61,23 +61,6 @@ def group_members(pgid: int) -> list:
     return found
 
 
-def child_pids() -> set:
-    """Every process (of any kind, zombies included) whose parent is this process."""
-    mine = os.getpid()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == mine:
-            found.add(int(entry))
-    return found
-
-
 @pytest.fixture
 def application(rclone_binary, store_path):
     """Start a child Python process running *body* (with ``b``, an unopened rclone backend on
@@ -198,7 +181,7 @@ def test_rclone_and_its_watchdog_are_outside_the_applications_process_group(back
     assert os.getpgid(backend.pid) != os.getpgrp()
 
 
-def test_open_close_cycles_leave_no_watchdog(rclone_binary, store_path):
+def test_open_close_cycles_leave_no_watchdog(rclone_binary, store_path, child_pids):
     """close() stops the watchdog too and reaps it: no child process of any kind is left, not
     even a zombie; and a close from a thread other than the opener's works the same."""
     store_path.mkdir()
