@@ -317,8 +317,14 @@ class Store:
         change_level: bool = False,
         deleted: bool = False,
     ) -> None:
-        self._check_open()
+        if not self._opened:
+            raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
+        if delete is True and new_name is None and not (undelete or change_level or deleted):
+            # a soft deletion, the common case, without the checks of the combinations below
+            current = namespace.nest_write(name) if namespace.single else self._find(namespace, name, False)
+            self._chain.move(current, current + DEL_SUFFIX)
+            return
         if (new_name is not None) + bool(delete) + bool(undelete) + bool(change_level) != 1:
             flags = (
                 ("new_name", new_name is not None),

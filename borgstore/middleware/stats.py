@@ -18,15 +18,9 @@ from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, COUNTED_OPS as COUNTE
 from ._base import Middleware
 
 
-class _Counters:
-    """One thread's counters; only that thread writes them."""
-
-    __slots__ = ("calls", "ns", "volume")
-
-    def __init__(self):
-        self.calls = dict.fromkeys(COUNTED, 0)
-        self.ns = dict.fromkeys(COUNTED, 0)
-        self.volume = dict.fromkeys(WITH_VOLUME, 0)
+def _new_counters() -> dict:
+    """One thread's counters, ``op -> [calls, nanoseconds, volume]``; only that thread writes them."""
+    return {op: [0, 0, 0] for op in COUNTED}
 
 
 class StatsMiddleware(Middleware):
@@ -42,23 +36,23 @@ class StatsMiddleware(Middleware):
             self._local = threading.local()
             self._all_counters = []
 
-    def _new_counters(self) -> _Counters:
-        counters = _Counters()
+    def _thread_counters(self) -> dict:
+        counters = _new_counters()
         with self._lock:
             self._all_counters.append(counters)
         self._local.counters = counters
         return counters
 
-    def _add(self, op, started, calls=1, volume=0):
+    def _add(self, op, started, volume=0):
+        # on every call: one lookup and three additions, positional arguments only
         elapsed = perf_counter_ns() - started
         try:
-            counters = self._local.counters
+            counter = self._local.counters[op]
         except AttributeError:
-            counters = self._new_counters()
-        counters.calls[op] += calls
-        counters.ns[op] += elapsed
-        if volume:
-            counters.volume[op] += volume
+            counter = self._thread_counters()[op]
+        counter[0] += 1
+        counter[1] += elapsed
+        counter[2] += volume
 
     def info(self, name):
         t = perf_counter_ns()
@@ -74,7 +68,7 @@ class StatsMiddleware(Middleware):
             data = self.inner.load(name, size=size, offset=offset)
             return data
         finally:
-            self._add("load", t, volume=len(data))
+            self._add("load", t, len(data))
 
     def store(self, name, value):
         t = perf_counter_ns()
@@ -83,7 +77,7 @@ class StatsMiddleware(Middleware):
             self.inner.store(name, value)
             ok = True
         finally:
-            self._add("store", t, volume=len(value) if ok else 0)
+            self._add("store", t, len(value) if ok else 0)
 
     def delete(self, name):
         t = perf_counter_ns()
@@ -113,7 +107,7 @@ class StatsMiddleware(Middleware):
             data = self.inner.gather(sources)
             return data
         finally:
-            self._add("gather", t, volume=len(data))
+            self._add("gather", t, len(data))
 
     def list(self, name):
         return self._listing(self.inner.list, name)
@@ -142,8 +136,12 @@ class StatsMiddleware(Middleware):
                 finally:
                     spent += perf_counter_ns() - t
                 yield item
-        finally:  # also when the caller stops early
-            self._add("list", perf_counter_ns() - spent, calls=0)
+        finally:  # also when the caller stops early: the time pulling items, not another call
+            try:
+                counter = self._local.counters["list"]
+            except AttributeError:
+                counter = self._thread_counters()["list"]
+            counter[1] += spent
 
     def contribute_stats(self, stats: dict) -> None:
         counted = self.snapshot()
@@ -158,9 +156,9 @@ class StatsMiddleware(Middleware):
         throughputs in bytes per second."""
         with self._lock:
             all_counters = list(self._all_counters)
-        calls = {op: sum(c.calls[op] for c in all_counters) for op in COUNTED}
-        ns = {op: sum(c.ns[op] for c in all_counters) for op in COUNTED}
-        volume = {op: sum(c.volume[op] for c in all_counters) for op in WITH_VOLUME}
+        calls = {op: sum(c[op][0] for c in all_counters) for op in COUNTED}
+        ns = {op: sum(c[op][1] for c in all_counters) for op in COUNTED}
+        volume = {op: sum(c[op][2] for c in all_counters) for op in WITH_VOLUME}
         result = {}
         for op in COUNTED:
             result[f"{op}_calls"] = calls[op]

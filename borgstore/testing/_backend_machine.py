@@ -298,6 +298,10 @@ class BackendMachine(RuleBasedStateMachine):
         else:
             parent = data.draw(st.sampled_from(sorted(self.model.all_dirs())), label="under")
             name = join(parent, data.draw(directory_paths, label="directory"))
+        if name in self.model.items:
+            with expect_raises("conflict-rmdir-of-item", BackendError, f"rmdir({name!r}) of an item"):
+                self.backend.rmdir(name)
+            return
         if not self.model.is_dir(name):
             if self.model.blocked(name) or any(a in self.model.items for a in ancestors(name)):
                 return

@@ -171,13 +171,17 @@ def child_opener(flags: int, prefix: str) -> Callable[[int, str, str], int]:
     return open_child
 
 
-def makedirs(root_fd: int, prefix: str, directory: str, created: Callable[[int], None]) -> int:
+def makedirs(
+    root_fd: int, prefix: str, directory: str, created: Callable[[int], None], below: str = ""
+) -> int:
     """Create *directory* and its missing parents below *root_fd*, never through a symbolic
     link; return a descriptor of it (DIR_READ).  ``created(parent_fd)`` is called after each
     directory made, with its parent's descriptor.  A missing root raises FileNotFoundError for the
-    root; an item or a link in the way raises NotADirectoryError or ELOOP naming it."""
+    root; an item or a link in the way raises NotADirectoryError or ELOOP naming it.
+
+    *root_fd* may be a held directory below the store's root, named *below* in messages."""
     fd = root_fd
-    done = ""
+    done = below
     try:
         for part in directory.split("/"):
             done = done + "/" + part if done else part

@@ -66,6 +66,11 @@ class DirectoryCache:
         parent, _, last = directory.rpartition("/")
         parent_fd = self.kept.get(parent) if parent else None
         fd = self._open_child(parent_fd, last, directory) if parent_fd is not None else self._open_directory(directory)
+        return self.adopt(directory, fd)
+
+    def adopt(self, directory: str, fd: int):
+        """Like :meth:`acquire`, for a descriptor of *directory* the caller just opened (a
+        directory it made): ``(fd, kept)``, *fd* closed if one is kept already."""
         with self._lock:
             if directory in self.kept:  # another thread kept one meanwhile
                 os.close(fd)

@@ -36,8 +36,19 @@ class DirectoryPlumbing:
     def _makedirs(self, directory: str, op: str, name: str) -> int:
         """Create *directory* and its missing parents; return a descriptor of it (DIR_READ).
         A missing store root is an error, never recreated."""
+        created = lambda fd: self._changed(fd, op, name)  # noqa: E731
+        parent, _, last = directory.rpartition("/")
+        held = self._kept.get(parent) if parent else None
+        if held is not None:
+            # the common case (a nesting directory made on demand): one mkdir in its held parent
+            try:
+                return _beneath.makedirs(held, self._prefix, last, created, below=parent)
+            except FileNotFoundError:
+                self._dirs.is_dead(parent, held)  # removed since: set aside, made anew from the root
+            except OSError:
+                pass  # the path from the root says what is in the way
         try:
-            return _beneath.makedirs(self._root_fd, self._prefix, directory, lambda fd: self._changed(fd, op, name))
+            return _beneath.makedirs(self._root_fd, self._prefix, directory, created)
         except FileNotFoundError:
             if _beneath.root_is_gone(self._root_fd):
                 raise BackendDoesNotExist(f"the posixfs store location {self.path} does not exist any more") from None
@@ -58,9 +69,7 @@ class DirectoryPlumbing:
         except FileNotFoundError:
             if not create:
                 raise _NoDirectory() from None
-            fd = self._makedirs(directory, op, name)
-            os.close(fd)
-            return self._dirs.acquire(directory)
+            return self._dirs.adopt(directory, self._makedirs(directory, op, name))
         except NotADirectoryError:
             if not create:
                 raise _NoDirectory() from None
