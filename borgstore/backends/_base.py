@@ -54,6 +54,15 @@ class Capabilities:
     :ivar list_tree: the backend has ``list_tree(name)``: every item below a directory as one
         stream (one paginated request per page on an object store).  ``Store.list()`` uses it
         instead of one ``list`` call per nesting directory (kit rule ``list-tree-agrees``).
+    :ivar store_new: the backend has ``store_new(name, value)``, which writes only where no item
+        of that name exists, atomically: of writers racing on one new name exactly one succeeds
+        (an exclusive create, a rename that refuses an existing target, a conditional PUT).  The
+        ``permissions`` middleware enforces "write new, never overwrite" (``w`` without ``W``)
+        with it; without it, that check is a look followed by a store (kit rule
+        ``store-new-races``).
+    :ivar transient_errors: the backend's failures may be temporary (a network, a server between
+        it and its storage), so its default chain includes the ``retry`` middleware.  Read from
+        the backend *before* open(), when the chain is built: declare it on the class.
     """
 
     read: bool = True
@@ -64,6 +73,8 @@ class Capabilities:
     atomic_store: bool = True
     thread_safe: bool = False
     list_tree: bool = False
+    store_new: bool = False
+    transient_errors: bool = False
 
     def as_dict(self) -> dict:
         return {name: sorted(value) if isinstance(value, frozenset) else value for name, value in self.__dict__.items()}
@@ -170,6 +181,19 @@ class BackendBase(ABC):
     #     its path relative to *name* (``01/23/0123abcd``), sorted by that path, never items
     #     ending in ``.tmp``.  Missing directory: ObjectNotFound, or nothing at all where
     #     directories are implied by names (needs_mkdir=False)."""
+
+    # A backend declaring ``Capabilities(store_new=True)`` also has:
+    #
+    # def store_new(self, name: str, value: bytes) -> None:
+    #     """Store *value* under *name* only if no item of that name exists, atomically against
+    #     every other writer; an existing item: ObjectAlreadyExists, and nothing is written."""
+    #
+    # A backend may also have (the Store's remove_stale_temps() uses it; no capability flag):
+    #
+    # def list_temp(self, name: str) -> Iterator[ItemInfo]:
+    #     """Yield every ``.tmp`` item below directory *name* (at any depth), named by its path
+    #     relative to *name*, with its mtime: the items writers are writing, or writers that died
+    #     left behind.  Missing directory: nothing."""
 
     # --- generic operations with default implementations ---
     def hash(self, name: str, algorithm: str = "sha256") -> str:

@@ -1,21 +1,55 @@
 """Every error a store, a middleware or a backend raises on purpose.
 
 All of them derive from :class:`BackendError`, so an application can catch the whole family at
-once.  :attr:`BackendError.temporary` tells a retrying layer whether repeating the same operation
-may succeed (a lost connection) or never will (a missing object, a denied permission).
+once.  Each error answers two questions a retrying layer asks (docs/errors.md is the table):
+
+* :attr:`BackendError.temporary`: may the same operation succeed if tried again later (a lost
+  connection, a server that does not answer, a throttled request)?  False: it never will (a
+  missing item, a denied permission, a bad name).
+* :attr:`BackendError.maybe_applied`: may the failed operation have taken effect anyway (the
+  request reached the storage, its reply was lost)?  Only a mutation (store, delete, move,
+  mkdir, rmdir, create, destroy) sets it, and only when the backend cannot rule it out.
+
+Both are class defaults that a backend may override per error::
+
+    raise BackendConnectionError("connection lost after the rename was sent", maybe_applied=True)
 """
 
 
 class BackendError(Exception):
-    """Base class of all store errors."""
+    """Base class of all store errors: permanent unless a subclass or the raiser says otherwise."""
 
     temporary = False
+    maybe_applied = False
+
+    def __init__(self, *args, temporary=None, maybe_applied=None):
+        super().__init__(*args)
+        if temporary is not None:
+            self.temporary = bool(temporary)
+        if maybe_applied is not None:
+            self.maybe_applied = bool(maybe_applied)
 
 
 class BackendConnectionError(BackendError):
-    """The connection to the storage was lost or could not be made."""
+    """The connection to the storage was lost or could not be made; a later try may succeed."""
 
     temporary = True
+
+
+class BackendTimeout(BackendConnectionError):
+    """The storage did not answer within the configured time (a frozen server, a dead link)."""
+
+
+class BackendUnavailable(BackendError):
+    """The storage answered, but refused for now: throttled, overloaded, restarting (HTTP 429,
+    500, 502, 503, 504; a busy resource).  A later try may succeed."""
+
+    temporary = True
+
+
+class CircuitOpen(BackendUnavailable):
+    """The ``retry`` middleware fails fast: recent calls kept failing, so it does not try the
+    storage again until its cool-down has passed (the message says when)."""
 
 
 class BackendURLInvalid(BackendError):
@@ -50,8 +84,12 @@ class ObjectNotFound(BackendError):
     """The named item does not exist."""
 
 
+class ObjectAlreadyExists(BackendError):
+    """``store_new()`` found an item of that name: nothing was written."""
+
+
 class PermissionDenied(BackendError):
-    """The store's permissions do not grant this operation on this name."""
+    """The store's permissions (or the storage's own) do not grant this operation on this name."""
 
 
 class QuotaExceeded(BackendError):
@@ -64,3 +102,13 @@ class ReadRangeError(BackendError):
 
 class PluginError(BackendError):
     """A plugin is broken: it failed to load or declared something invalid."""
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """True if *exc* is a borgstore error that a later try of the same operation may not raise."""
+    return isinstance(exc, BackendError) and exc.temporary
+
+
+def may_have_been_applied(exc: BaseException) -> bool:
+    """True if *exc* is a borgstore error raised by an operation that may have taken effect."""
+    return isinstance(exc, BackendError) and exc.maybe_applied

@@ -10,6 +10,8 @@ what is the same for all of them lives here and in the core, so no plugin writes
 * :func:`check_options`: reject backend options that the backend does not know, naming them;
 * ``BackendBase.check_open()`` / ``check_closed()``: the open/closed guard;
 * :func:`missing_or_directory`: the error for an item operation on a name that holds no item;
+* :func:`error_for_errno`, :func:`error_for_http_status`, :func:`lost_reply`: failures mapped
+  onto the error classes the same way in every backend (docs/errors.md);
 * :mod:`borgstore.backends.http`: an HTTP/1.1 keep-alive client (pipelining, ranges, timeouts).
 
 See docs/writing-a-backend.md.
@@ -21,6 +23,7 @@ import re
 from typing import Iterable, Optional
 
 from ..constants import TMP_SUFFIX
+from ._errormap import error_for_errno, error_for_http_status, lost_reply
 from .errors import ObjectNotFound
 
 # bytes that must never reach a path: NUL ends a C string, the others are control characters
@@ -131,6 +134,9 @@ def missing_or_directory(name: str, is_directory: bool) -> ObjectNotFound:
 
 __all__ = [
     "check_backend_name",
+    "error_for_errno",
+    "error_for_http_status",
+    "lost_reply",
     "check_load_range",
     "check_options",
     "PLAIN_NAME",

@@ -22,10 +22,15 @@ OPERATIONS = (
     "move",
     "list",
     "list_tree",
+    "list_temp",
     "hash",
     "gather",
     "quota",
+    "store_new",
 )
+#: operations a backend may lack (list_tree, store_new: see its capabilities; list_temp: the
+#: stale temp clean-up); a link has them only where the link further in has them
+OPTIONAL_OPERATIONS = ("list_tree", "list_temp", "store_new")
 
 
 class Link:
@@ -100,9 +105,7 @@ class Middleware(Link):
         cls = type(self)
         for op in OPERATIONS:
             if getattr(cls, op, None) is getattr(Middleware, op, None):
-                # the attribute lookup on inner happens per call for list_tree, which a chain
-                # without that capability does not have
-                if op == "list_tree" and not hasattr(inner, op):
+                if op in OPTIONAL_OPERATIONS and not hasattr(inner, op):
                     continue
                 setattr(self, op, getattr(inner, op))
 
@@ -151,6 +154,9 @@ class Middleware(Link):
     def list_tree(self, name):
         return self.inner.list_tree(name)
 
+    def list_temp(self, name):
+        return self.inner.list_temp(name)
+
     def hash(self, name, algorithm="sha256"):
         return self.inner.hash(name, algorithm)
 
@@ -160,9 +166,12 @@ class Middleware(Link):
     def quota(self):
         return self.inner.quota()
 
+    def store_new(self, name, value):
+        return self.inner.store_new(name, value)
+
 
 # what every backend has; the rest have generic stand-ins below, or exist only where declared
-_EVERY_BACKEND_HAS = tuple(op for op in OPERATIONS if op not in ("flush", "quota", "hash", "gather", "list_tree"))
+_EVERY_BACKEND_HAS = tuple(op for op in OPERATIONS if op not in ("flush", "quota", "hash", "gather") + OPTIONAL_OPERATIONS)
 
 
 class BackendAdapter(Link):
@@ -188,8 +197,9 @@ class BackendAdapter(Link):
         )
         gather = getattr(calls, "gather", None)
         self.gather = gather if gather is not None else lambda sources: BackendBase.gather(calls, sources)
-        if hasattr(backend, "list_tree"):
-            self.list_tree = getattr(calls, "list_tree")
+        for op in OPTIONAL_OPERATIONS:
+            if hasattr(backend, op):
+                setattr(self, op, getattr(calls, op))
 
     def __repr__(self):
         return f"<BackendAdapter {type(self._backend).__name__}>"
@@ -234,7 +244,7 @@ class _Serialized:
             with lock:
                 return attribute(*args, **kwargs)
 
-        if name in ("list", "list_tree"):
+        if name in ("list", "list_tree", "list_temp"):
             return lambda *args, **kwargs: self._serialized_iteration(attribute, args, kwargs)
         return serialized
 

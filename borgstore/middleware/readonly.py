@@ -18,10 +18,22 @@ from ..backends.errors import PermissionDenied
 from ._base import Middleware
 
 #: the operations of the link contract that change the store: each is refused below
-REFUSED = ("create", "destroy", "mkdir", "rmdir", "store", "delete", "move")
+REFUSED = ("create", "destroy", "mkdir", "rmdir", "store", "store_new", "delete", "move")
 
 #: the operations that only read (or only concern this client's session): bound to the next link
-PASSED_THROUGH = ("open", "close", "flush", "info", "load", "list", "list_tree", "hash", "gather", "quota")
+PASSED_THROUGH = (
+    "open",
+    "close",
+    "flush",
+    "info",
+    "load",
+    "list",
+    "list_tree",
+    "list_temp",
+    "hash",
+    "gather",
+    "quota",
+)
 
 
 def _refuse(op: str, *names: str):
@@ -31,14 +43,14 @@ def _refuse(op: str, *names: str):
 
 
 class ReadOnlyMiddleware(Middleware):
-    """Refuses create, destroy, mkdir, rmdir, store, delete and move with PermissionDenied."""
+    """Refuses create, destroy, mkdir, rmdir, store, store_new, delete and move with PermissionDenied."""
 
     name = "readonly"
 
     @property
     def capabilities(self):
         # what the chain can do from here: read and list as the backend does, never write
-        return dataclasses.replace(self.inner.capabilities, write=False)
+        return dataclasses.replace(self.inner.capabilities, write=False, store_new=False)
 
     # The passed-through operations are not defined here: Middleware binds them straight to the
     # next link, so reading through this layer costs nothing.
@@ -57,6 +69,9 @@ class ReadOnlyMiddleware(Middleware):
 
     def store(self, name, value):
         raise _refuse("store", name)
+
+    def store_new(self, name, value):
+        raise _refuse("store_new", name)
 
     def delete(self, name):
         raise _refuse("delete", name)
