@@ -72,8 +72,12 @@ def _wrap_with_limits(backend, permissions, quota):
     return build_chain(backend, chain) if chain else backend
 
 
-def default_middleware(permissions=None, quota=None) -> list:
-    """The chain that reproduces the PyPI borgstore's behaviour (COMPAT.md), outermost first."""
+def default_middleware(permissions=None, quota=None, backend=None) -> list:
+    """The chain that reproduces the PyPI borgstore's behaviour (COMPAT.md), outermost first.
+
+    A *backend* (unopened) whose capabilities declare ``transient_errors`` (a network backend)
+    also gets ``retry``, inside the limits (a refused call is not retried) and outside any
+    emulation."""
     from .middleware.emulate import emulation_requested
 
     chain = ["stats"]
@@ -81,6 +85,8 @@ def default_middleware(permissions=None, quota=None) -> list:
         chain.append(("permissions", {"permissions": permissions}))
     if quota is not None:
         chain.append(("quota", {"limit": quota}))
+    if backend is not None and getattr(getattr(backend, "capabilities", None), "transient_errors", False):
+        chain.append("retry")
     if emulation_requested():
         chain.append("emulate")
     return chain

@@ -27,6 +27,7 @@ BUILTIN_PLUGINS = {
     "quota": "borgstore.middleware.quota",
     "cache": "borgstore.middleware.cache",
     "readonly": "borgstore.middleware.readonly",
+    "retry": "borgstore.middleware.retry",
 }
 
 # Schemes served by distributions of this project, to tell the user what to install.

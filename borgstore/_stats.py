@@ -19,6 +19,10 @@ CACHE_COUNTERS = (
     "cache_store_volume",
 )
 
+#: the ``retry`` middleware's counters: retries made (first tries not counted), calls that gave
+#: up, lost replies resolved by looking, times the circuit breaker opened, calls it refused
+RETRY_COUNTERS = ("retry_attempts", "retry_giveups", "retry_resolved", "retry_breaker_opened", "retry_fast_failures")
+
 
 def empty_stats() -> dict:
     """Every key of ``Store.stats`` with the value it has when nothing happened."""
@@ -36,4 +40,6 @@ def empty_stats() -> dict:
     stats.update(dict.fromkeys(CACHE_COUNTERS, 0))
     stats["cache_hit_ratio"] = 0.0
     stats["cache_disabled"] = False
+    stats.update(dict.fromkeys(RETRY_COUNTERS, 0))
+    stats["stale_temps_removed"] = 0  # by Store.remove_stale_temps(), since the Store was made
     return stats

@@ -8,11 +8,14 @@ Each middleware lives in its own module here and is registered as a plugin under
 * ``quota``: limits the bytes a store may hold.
 * ``cache``: keeps copies of items in a second backend.
 * ``readonly``: refuses every change before any I/O.
+* ``retry``: retries temporary errors (backoff, a time budget, a circuit breaker); in the default
+  chain of a backend declaring ``transient_errors``.
 
 Every middleware speaks the backend contract on backend names; soft deletion is the Store's own
 (a move to ``<name>.del`` that each layer sees as a move).
 """
 
-from ._base import OPERATIONS, BackendAdapter, Link, Middleware
+from ._base import OPERATIONS, OPTIONAL_OPERATIONS, BackendAdapter, Link, Middleware
+from ._optional import optional_operation
 
-__all__ = ["OPERATIONS", "BackendAdapter", "Link", "Middleware"]
+__all__ = ["OPERATIONS", "OPTIONAL_OPERATIONS", "BackendAdapter", "Link", "Middleware", "optional_operation"]

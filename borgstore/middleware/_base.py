@@ -3,6 +3,7 @@
 import threading
 
 from ..backends._base import BackendBase
+from ._optional import optional_operation
 
 # Every operation of the link contract: exactly the backend contract (names are backend names,
 # no soft deletion).  A middleware overrides the ones it changes; the rest are bound straight to
@@ -45,6 +46,7 @@ class Link:
     #: the name the application used for this link (the middleware name, or the URL scheme)
     name = ""
     inner = None
+    enforces_limits = False  #: refuses what the application may not do; Store.backend starts at the outermost such link
 
     def layers(self):
         """Yield the links from this one inwards to the backend adapter."""
@@ -151,9 +153,11 @@ class Middleware(Link):
     def list(self, name):
         return self.inner.list(name)
 
+    @optional_operation
     def list_tree(self, name):
         return self.inner.list_tree(name)
 
+    @optional_operation
     def list_temp(self, name):
         return self.inner.list_temp(name)
 
@@ -166,6 +170,7 @@ class Middleware(Link):
     def quota(self):
         return self.inner.quota()
 
+    @optional_operation
     def store_new(self, name, value):
         return self.inner.store_new(name, value)
 
