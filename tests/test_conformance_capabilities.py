@@ -26,7 +26,9 @@ class LearnsAtOpen(MemoryBackend):
     Before open() it declares the most careful answers, which would turn many checks off."""
 
     BEFORE = Capabilities(write=False, list=False, needs_mkdir=False)
-    OPENED = Capabilities(hash_algorithms=frozenset({"md5", "sha256", "sha512"}), thread_safe=True, list_tree=True)
+    OPENED = Capabilities(
+        hash_algorithms=frozenset({"md5", "sha256", "sha512"}), thread_safe=True, list_tree=True, store_new=True
+    )
 
     def __init__(self, name=""):
         super().__init__(name, list_tree=True)

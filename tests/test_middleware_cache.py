@@ -145,6 +145,24 @@ def test_store_delete_move_are_mirrored(wt):
     assert wt.cached(NESTED2) is None
 
 
+def test_store_new_is_cached_like_a_store_unless_the_item_exists(wt):
+    """A store_new that stores fills the cache as a store does; one that finds an item
+    (ObjectAlreadyExists) caches nothing: the cached copy stays the item's value."""
+    from borgstore.backends.errors import ObjectAlreadyExists
+
+    chain = wt.store.chain
+    chain.store_new(NESTED, b"value")
+    assert wt.cached(NESTED) == b"value"
+    with pytest.raises(ObjectAlreadyExists):
+        chain.store_new(NESTED, b"refused")
+    assert wt.cached(NESTED) == b"value" and wt.primary.load(NESTED) == b"value"
+    wt.primary.store(NESTED2, b"by another client")
+    with pytest.raises(ObjectAlreadyExists):
+        chain.store_new(NESTED2, b"refused")
+    assert wt.cached(NESTED2) is None
+    assert wt.layer.snapshot()["backend_store_calls"] == 1  # the store_new that stored
+
+
 def test_move_onto_a_cached_target_drops_its_old_copy(wt):
     wt.store.store(f"data/{KEY2}", b"old target")
     wt.store.store("config/c", b"from elsewhere")
@@ -454,3 +472,13 @@ def test_cache_on_each_backend_kind_survives_a_reopen(url):
         assert store.load(f"data/{KEY2}") == b"value2"
         assert store.load(f"data/{KEY}", deleted=True) == b"value"
         assert layer.snapshot()["cache_hits"] == 2
+
+
+def test_items_being_written_are_never_served_from_the_cache(wt):
+    """A ``.tmp`` item (a lock or a write in progress of another session) is read from the primary
+    every time: a stale copy of another session's lock would be taken for the current one."""
+    temp = f"data/01/{KEY}.lock.tmp"
+    wt.store.chain.store(temp, b"token one")
+    assert wt.cached(temp) is None
+    wt.primary.store(temp, b"token two")  # another session replaced it
+    assert wt.store.chain.load(temp) == b"token two"

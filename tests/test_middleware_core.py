@@ -5,7 +5,9 @@ import pytest
 from borgstore import build_chain, default_middleware
 from borgstore.backends.errors import BackendError, ObjectNotFound
 from borgstore.backends.memory import MemoryBackend
+from borgstore.backends._base import Capabilities
 from borgstore.middleware import BackendAdapter, Middleware
+from borgstore.middleware._base import OPTIONAL_OPERATIONS
 from borgstore.middleware.emulate import EmulateMiddleware
 from borgstore.middleware.quota import QuotaMiddleware
 from borgstore.middleware.stats import StatsMiddleware
@@ -222,3 +224,66 @@ def test_memory_tells_a_directory_from_a_missing_item():
         with pytest.raises(ObjectNotFound):
             backend.load("dir/item/below")
         assert backend.load("dir/item") == b"x"
+
+
+def _shipped_middleware_classes() -> dict:
+    """name -> class of every middleware the borgstore distribution registers."""
+    from borgstore import _plugins
+
+    return {
+        name: _plugins.middleware_factory(name)
+        for name, provided in _plugins.middlewares().items()
+        if provided.distribution == "borgstore"
+    }
+
+
+def test_every_middleware_that_overrides_store_overrides_store_new():
+    """A store_new passed straight through would bypass what the layer does to a store (the
+    quota's count, the cache's copy, the permissions' check): each shipped middleware that
+    overrides store overrides store_new too, and likewise list_temp where it overrides list."""
+    classes = _shipped_middleware_classes()
+    assert {"stats", "permissions", "quota", "cache", "emulate", "readonly"} <= set(classes)
+    for name, cls in classes.items():
+        if cls.store is not Middleware.store:
+            assert cls.store_new is not Middleware.store_new, f"{name} overrides store but not store_new"
+        if cls.list is not Middleware.list:
+            assert cls.list_temp is not Middleware.list_temp, f"{name} overrides list but not list_temp"
+
+
+class _NoOptionalOperations(MemoryBackend):
+    """A backend with neither store_new nor list_temp nor list_tree (as one written for the
+    PyPI package)."""
+
+    def __init__(self):
+        super().__init__(list_tree=False)
+        self.capabilities = Capabilities(thread_safe=True)
+
+    def __getattribute__(self, name):
+        if name in ("store_new", "list_temp"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+@pytest.mark.parametrize("name", ["stats", "permissions", "emulate"])
+def test_an_optional_operation_exists_on_a_link_only_where_the_next_link_has_it(name):
+    """hasattr(chain, "list_temp") is how the Store learns whether the backend can list temp
+    items: a middleware that overrides an optional operation has it only where the backend does."""
+    options = {"permissions": {"permissions": {"": "lrw"}}}.get(name, {})
+    cls = _shipped_middleware_classes()[name]
+    assert all(getattr(cls, op) is not getattr(Middleware, op) for op in OPTIONAL_OPERATIONS)
+    without = build_chain(_NoOptionalOperations(), [(name, options)])
+    assert [op for op in OPTIONAL_OPERATIONS if hasattr(without, op)] == []
+    with_them = build_chain(MemoryBackend(), [(name, options)])
+    assert [op for op in OPTIONAL_OPERATIONS if hasattr(with_them, op)] == list(OPTIONAL_OPERATIONS)
+    with_them.create()
+    with_them.open()
+    with_them.store_new("data/x.tmp", b"left behind")
+    assert [info.name for info in with_them.list_temp("")] == ["data/x.tmp"]
+
+
+def test_optional_overrides_of_quota_and_cache_follow_the_backend():
+    """quota and cache override store_new only: without it in the backend they have none either."""
+    cache = {"cache": MemoryBackend(), "policies": {}}
+    for name, options in (("quota", {"limit": 100}), ("cache", cache)):
+        assert not hasattr(build_chain(_NoOptionalOperations(), [(name, options)]), "store_new"), name
+        assert hasattr(build_chain(MemoryBackend(), [(name, options)]), "store_new"), name

@@ -239,7 +239,9 @@ def test_store_new_needs_w_or_W_and_overwrite_needs_W():
 
 
 def test_store_with_W_does_not_look_up_existence():
-    """With W granted the outcome cannot depend on existence, so no info call is made."""
+    """With W granted the outcome cannot depend on existence, so no info call is made; with w
+    only, a backend with store_new decides atomically, without a look-up either (one without
+    it: tests/test_store_new.py)."""
     backend = MemoryBackend()
     backend.create()
     backend.open()
@@ -252,7 +254,10 @@ def test_store_with_W_does_not_look_up_existence():
     assert looked_up == []
     only_w = build_chain(backend, [("permissions", {"permissions": {"": "w"}})])
     only_w.store("data/b", b"1")
-    assert looked_up == ["data/b"]
+    with pytest.raises(PermissionDenied, match="'W'"):
+        only_w.store("data/b", b"2")
+    assert looked_up == []
+    assert backend.load("data/b") == b"1"
 
 
 def test_delete_needs_D():

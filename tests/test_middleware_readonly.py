@@ -129,6 +129,7 @@ def refused_calls(chain):
         "mkdir": lambda: chain.mkdir("data/00"),
         "rmdir": lambda: chain.rmdir("data"),
         "store": lambda: chain.store(f"data/{KEY}", b"x"),
+        "store_new": lambda: chain.store_new(f"data/{OTHER}", b"x"),
         "delete": lambda: chain.delete(f"data/{KEY}"),
         "move": lambda: chain.move(f"data/{KEY}", f"data/{KEY}.del"),
     }
@@ -181,7 +182,8 @@ def test_capabilities_say_the_chain_does_not_write():
     backend = MemoryBackend()
     chain = build_chain(backend, ["readonly"])
     assert chain.capabilities.write is False
-    assert dataclasses.replace(chain.capabilities, write=True) == backend.capabilities
+    assert chain.capabilities.store_new is False
+    assert dataclasses.replace(chain.capabilities, write=True, store_new=True) == backend.capabilities
 
 
 # --- through the Store ---

@@ -13,8 +13,16 @@ import time
 from typing import Iterator, Optional
 
 from .._plugins import BackendSpec, hookimpl
+from ..constants import TMP_SUFFIX
 from ._base import BackendBase, Capabilities, ItemInfo, is_hidden_from_list
-from .errors import BackendAlreadyExists, BackendDoesNotExist, BackendError, BackendURLInvalid, ObjectNotFound
+from .errors import (
+    BackendAlreadyExists,
+    BackendDoesNotExist,
+    BackendError,
+    BackendURLInvalid,
+    ObjectAlreadyExists,
+    ObjectNotFound,
+)
 from .toolkit import check_backend_name, check_load_range, check_options, missing_or_directory
 
 #: items per page of a list_tree stream (an object store's page size)
@@ -58,7 +66,7 @@ class MemoryBackend(BackendBase):
         self.name = name
         # an anonymous store is private to this backend object
         self._location = _location(name) if name else _Location()
-        self.capabilities = Capabilities(thread_safe=True, list_tree=bool(list_tree))
+        self.capabilities = Capabilities(thread_safe=True, list_tree=bool(list_tree), store_new=True)
         self.pages_listed = 0  # list_tree pages served: what an object store would bill
 
     def __repr__(self):
@@ -191,6 +199,21 @@ class MemoryBackend(BackendBase):
                 raise BackendError(f"cannot store {name!r}: it is a directory")
             node[base] = _Item(data)
 
+    def store_new(self, name, value):
+        """Store *value* under *name* only if no item of that name exists (atomic: under the
+        location's lock); else ObjectAlreadyExists, and nothing is written."""
+        self._check_open()
+        check_backend_name(name)
+        data = bytes(value)
+        with self._location.lock:
+            node, base = self._parent(name, create=True)
+            existing = node.get(base)
+            if isinstance(existing, dict):
+                raise BackendError(f"cannot store_new {name!r}: it is a directory")
+            if existing is not None:
+                raise ObjectAlreadyExists(f"store_new {name!r}: an item of that name exists")
+            node[base] = _Item(data)
+
     def delete(self, name):
         self._check_open()
         check_backend_name(name)
@@ -272,6 +295,33 @@ class MemoryBackend(BackendBase):
             elif not is_hidden_from_list(key) and (after is None or path > after):
                 page.append(ItemInfo(name=path, exists=True, size=len(child.data), directory=False, mtime=child.mtime))
 
+    def list_temp(self, name) -> Iterator[ItemInfo]:
+        """Every ``.tmp`` item below directory *name* (at any depth), by its path relative to
+        *name*, with its mtime; a missing directory yields nothing."""
+        self._check_open()
+        check_backend_name(name, root_ok=True)
+        found = []
+        with self._location.lock:
+            node = self._root()
+            parts = name.split("/") if name else []
+            for depth, part in enumerate(parts, 1):
+                node = node.get(part)
+                if not isinstance(node, dict):
+                    if node is not None and depth == len(parts):
+                        raise BackendError(f"cannot list_temp {name!r}: it is an item, not a directory")
+                    return iter(found)  # missing, or below an item: nothing there
+            self._collect_temps(node, "", found)
+        return iter(found)
+
+    def _collect_temps(self, directory: dict, prefix: str, found: list) -> None:
+        for key, child in sorted(directory.items()):
+            if isinstance(child, dict):
+                self._collect_temps(child, f"{prefix}{key}/", found)
+            elif key.endswith(TMP_SUFFIX):
+                found.append(
+                    ItemInfo(name=prefix + key, exists=True, size=len(child.data), directory=False, mtime=child.mtime)
+                )
+
 
 def memory_backend_from_url(url: str, **options):
     check_options(options, ("list_tree",), "memory")
@@ -287,7 +337,7 @@ def borgstore_backends():
         BackendSpec(
             schemes=("memory",),
             factory=memory_backend_from_url,
-            capabilities=Capabilities(thread_safe=True, list_tree=True),
+            capabilities=Capabilities(thread_safe=True, list_tree=True, store_new=True),
             options=("list_tree",),
             description="in this process's memory; memory:NAME is shared within the process",
         )

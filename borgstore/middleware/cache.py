@@ -15,9 +15,10 @@ Behaviour (the PyPI borgstore's):
 
 * The cache is created, destroyed, opened and closed with the store.  If it cannot be opened, a
   warning is logged and the store works without it (``snapshot()["cache_disabled"]``).
-* store/delete/move go to the primary; then the cache follows (a stored value is put into the
-  cache).  A failure on the cache side is logged and counted in ``cache_errors``, never raised:
-  the primary decides.
+* store/store_new/delete/move go to the primary; then the cache follows (a stored value is put
+  into the cache; a store_new that found an item, ObjectAlreadyExists, caches nothing).  A
+  failure on the cache side is logged and counted in ``cache_errors``, never raised: the
+  primary decides.
 * load in ``mirror`` mode reads the whole item from the primary, puts it into the cache and
   returns the requested range; the cache is written, never read.
 * load in ``writethrough`` mode reads the range from the cache; on a miss it reads the whole
@@ -40,10 +41,11 @@ from collections import OrderedDict
 
 from ..backends._base import gather_by_loads
 from ..backends.errors import ObjectNotFound
-from ..constants import HID_SUFFIX
+from ..constants import HID_SUFFIX, TMP_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
 from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, CACHE_COUNTERS
 from ._base import BackendAdapter, Link, Middleware
+from ._optional import optional_operation
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +150,9 @@ class CacheMiddleware(Middleware):
     # --- helpers ---
     def _index_of(self, name):
         """The index of the namespace that caches *name*, or None if it is not cached."""
-        if not self._cache_open or name.endswith(HID_SUFFIX):
+        # internal items (.hid) and items being written (.tmp, e.g. the quota's lock) change
+        # under other sessions: never served from a copy
+        if not self._cache_open or name.endswith((HID_SUFFIX, TMP_SUFFIX)):
             return None
         slash = name.find("/")
         if slash < 0:
@@ -348,8 +352,19 @@ class CacheMiddleware(Middleware):
             self._primary_store(name, value)
             self._fill(index, name, value)
 
-    def _primary_store(self, name, value):
-        self.inner.store(name, value)
+    @optional_operation
+    def store_new(self, name, value):
+        index = self._index_of(name)
+        if index is None:
+            self._primary_store(name, value, self.inner.store_new)
+            return
+        with self._name_lock(name):
+            # an ObjectAlreadyExists leaves before the fill: the value refused is not cached
+            self._primary_store(name, value, self.inner.store_new)
+            self._fill(index, name, value)
+
+    def _primary_store(self, name, value, store=None):
+        (store or self.inner.store)(name, value)
         with self._lock:
             self._count("backend_store_calls")
             self._count("backend_store_volume", _size_of(value))

@@ -14,6 +14,7 @@ import time
 
 from .._plugins import MiddlewareSpec, hookimpl
 from ._base import Middleware
+from ._optional import optional_operation
 
 
 def _env_number(variable: str) -> float:
@@ -100,8 +101,13 @@ class EmulateMiddleware(Middleware):
     def list(self, name):
         return self._call(self.inner.list, name)
 
+    @optional_operation
     def list_tree(self, name):
         return self._call(self.inner.list_tree, name)
+
+    @optional_operation
+    def list_temp(self, name):
+        return self._call(self.inner.list_temp, name)
 
     def load(self, name, *, size=None, offset=0):
         t = time.perf_counter()
@@ -116,6 +122,14 @@ class EmulateMiddleware(Middleware):
         t = time.perf_counter()
         try:
             return self.inner.store(name, value)
+        finally:
+            self._pace(t, len(value))
+
+    @optional_operation
+    def store_new(self, name, value):
+        t = time.perf_counter()
+        try:
+            return self.inner.store_new(name, value)
         finally:
             self._pace(t, len(value))
 

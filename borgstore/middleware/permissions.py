@@ -14,11 +14,17 @@ under no prefix is denied.  An empty dict (or None) grants everything.
 
 An operation needs any one of the letters listed for it (see docs/middleware.md).  A denied
 operation raises PermissionDenied before anything is changed.
+
+"Write new, never overwrite" (``w`` without ``W``) is atomic where the chain has ``store_new``
+(``capabilities.store_new``): a store is then a ``store_new``, so of writers racing on one new
+name exactly one succeeds.  Elsewhere it is a look (``info``) followed by a store, and two
+writers racing on one new name may both succeed.
 """
 
-from ..backends.errors import PermissionDenied
+from ..backends.errors import ObjectAlreadyExists, PermissionDenied
 from .._plugins import MiddlewareSpec, hookimpl
 from ._base import Middleware
+from ._optional import optional_operation
 
 LETTERS = "lrwWD"
 
@@ -55,6 +61,7 @@ def check_permissions(permissions) -> dict:
 
 class PermissionsMiddleware(Middleware):
     name = "permissions"
+    enforces_limits = True
 
     def __init__(self, inner, *, permissions=None):
         super().__init__(inner)
@@ -78,8 +85,7 @@ class PermissionsMiddleware(Middleware):
 
     def _require(self, op: str, name: str, letters: str) -> None:
         if not self._allows(name, letters):
-            needed = " or ".join(repr(letter) for letter in letters)
-            raise PermissionDenied(f"{op}: permission {needed} required for {name!r}, not granted")
+            raise _denied(op, name, letters)
 
     def _require_write(self, op: str, name: str, exists) -> None:
         """Check writing *name*: 'W' allows any write, 'w' only a new item.  *exists* is only
@@ -112,14 +118,23 @@ class PermissionsMiddleware(Middleware):
         self._require("list", name, "l")
         return self.inner.list(name)
 
-    def list_tree(self, name):
+    def _require_below(self, name: str) -> None:
         # one stream covers every directory below: each prefix there must grant listing too
         self._require("list", name, "l")
         below = name + "/" if name else ""
         for prefix in self.permissions:
             if prefix.startswith(below) and prefix != name:
                 self._require("list", prefix, "l")
+
+    @optional_operation
+    def list_tree(self, name):
+        self._require_below(name)
         return self.inner.list_tree(name)
+
+    @optional_operation
+    def list_temp(self, name):
+        self._require_below(name)
+        return self.inner.list_temp(name)
 
     # --- reading ---
     def info(self, name):
@@ -143,8 +158,23 @@ class PermissionsMiddleware(Middleware):
 
     # --- writing ---
     def store(self, name, value):
-        self._require_write("store", name, lambda: self.inner.info(name).exists)
-        return self.inner.store(name, value)
+        if self._allows(name, "W"):
+            return self.inner.store(name, value)
+        self._require("store", name, "wW")
+        if not self.inner.capabilities.store_new:
+            # not atomic: a writer racing on the same new name may store between look and store
+            if self.inner.info(name).exists:
+                raise _denied("store", name, "W")
+            return self.inner.store(name, value)
+        try:
+            return self.inner.store_new(name, value)
+        except ObjectAlreadyExists:
+            raise _denied("store", name, "W") from None
+
+    @optional_operation
+    def store_new(self, name, value):
+        self._require("store_new", name, "wW")
+        return self.inner.store_new(name, value)
 
     def delete(self, name):
         self._require("delete", name, "D")
@@ -155,6 +185,11 @@ class PermissionsMiddleware(Middleware):
         self._require("move", curr_name, "D")
         self._require_write("move", new_name, lambda: self.inner.info(new_name).exists)
         return self.inner.move(curr_name, new_name)
+
+
+def _denied(op: str, name: str, letters: str) -> PermissionDenied:
+    needed = " or ".join(repr(letter) for letter in letters)
+    return PermissionDenied(f"{op}: permission {needed} required for {name!r}, not granted")
 
 
 @hookimpl

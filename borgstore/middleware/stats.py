@@ -2,7 +2,8 @@
 
 Counted per call that reaches this link: a listing of a nested namespace counts one ``list``
 call per directory (as in the PyPI borgstore), or one per ``list_tree`` stream on a backend that
-lists a whole namespace at once; a soft deletion or undeletion is the ``move`` it is.  Times
+lists a whole namespace at once (a ``list_temp`` stream counts as one ``list`` call too); a soft
+deletion or undeletion is the ``move`` it is, and a ``store_new`` counts as the ``store`` it is.  Times
 include everything inside this link (so also an ``emulate`` link further in).  It also gives
 the ``backend_*`` figures as what passed here; a link further in that answers some calls
 itself (the cache) overwrites them with what really reached the backend.
@@ -16,6 +17,7 @@ from time import perf_counter_ns
 from .._plugins import MiddlewareSpec, hookimpl
 from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, COUNTED_OPS as COUNTED, VOLUME_OPS as WITH_VOLUME
 from ._base import Middleware
+from ._optional import optional_operation
 
 
 def _new_counters() -> dict:
@@ -79,6 +81,16 @@ class StatsMiddleware(Middleware):
         finally:
             self._add("store", t, len(value) if ok else 0)
 
+    @optional_operation
+    def store_new(self, name, value):
+        t = perf_counter_ns()
+        ok = False
+        try:
+            self.inner.store_new(name, value)
+            ok = True
+        finally:
+            self._add("store", t, len(value) if ok else 0)
+
     def delete(self, name):
         t = perf_counter_ns()
         try:
@@ -112,8 +124,13 @@ class StatsMiddleware(Middleware):
     def list(self, name):
         return self._listing(self.inner.list, name)
 
+    @optional_operation
     def list_tree(self, name):
         return self._listing(self.inner.list_tree, name)
+
+    @optional_operation
+    def list_temp(self, name):
+        return self._listing(self.inner.list_temp, name)
 
     def _listing(self, list_method, name):
         # the time of a listing is the time to start it plus the time to pull each item

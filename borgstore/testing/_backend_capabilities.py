@@ -11,6 +11,8 @@ flag                       rule
 ``atomic_store``           ``store-atomic``
 ``thread_safe``            ``threads``, ``concurrent-writers``, ``store-atomic``
 ``list_tree``              ``list-tree-agrees``
+``store_new``              ``store-new-creates``, ``store-new-races`` (in ``_backend_atomic``)
+``transient_errors``       ``transient-errors-get-retry``
 =========================  ==================================================================
 """
 
@@ -41,6 +43,7 @@ CAPABILITY_RULES = {
     "atomic_store": ("store-atomic",),
     "thread_safe": ("threads", "concurrent-writers"),
     "list_tree": ("list-tree-agrees",),
+    "transient_errors": ("transient-errors-get-retry",),
 }
 
 
@@ -48,6 +51,36 @@ def _buster_size(profile) -> int:
     """The size of the values hash and gather are checked on: larger than any read buffer, and a
     multiple of no usual one."""
     return LARGE_VALUE[profile_name(profile)] + 12345
+
+
+@check("transient-errors-get-retry")
+def check_transient_errors(backend, profile):
+    """The backend's class declares transient_errors (read before open, when the chain is built)
+    exactly when its failures can be temporary; a Store over it then retries them: the default
+    chain has the ``retry`` middleware if and only if the flag is set."""
+    from ..middleware.retry import RetryMiddleware
+    from ..store import Store
+
+    def retry_layers(link) -> int:
+        layers = link.layers() if hasattr(link, "layers") else ()
+        return sum(isinstance(layer, RetryMiddleware) for layer in layers)
+
+    declared = getattr(backend.capabilities, "transient_errors", False)
+    store = Store(backend=backend, config={"data/": {"levels": [0]}})
+    # a chain given as the backend may hold retry layers of its own: count the ones added
+    added = retry_layers(store.chain) - retry_layers(backend)
+    expect(
+        "transient-errors-get-retry",
+        added == (1 if declared else 0),
+        f"transient_errors={declared} before open, but the default chain added {added} retry layer(s)",
+    )
+    with created_and_open(backend) as caps:
+        expect(
+            "transient-errors-get-retry",
+            caps.transient_errors == declared,
+            f"transient_errors is {declared} before open and {caps.transient_errors} after: the chain was "
+            "built on the wrong answer (declare it on the class)",
+        )
 
 
 @check("read-only-refuses-writes")

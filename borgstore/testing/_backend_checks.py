@@ -325,3 +325,4 @@ def check_operations(backend, profile):
 
 # registered after the checks above, so that reports list them in this order
 from . import _backend_edges, _backend_capabilities  # noqa: E402,F401
+from . import _backend_atomic  # noqa: E402,F401

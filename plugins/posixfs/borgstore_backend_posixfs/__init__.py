@@ -32,6 +32,8 @@ CAPABILITIES = Capabilities(
     atomic_store=True,
     thread_safe=True,
     list_tree=True,
+    # an exclusive rename (renameat2 RENAME_NOREPLACE, else link(2)): see _writing
+    store_new=True,
 )
 
 

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from borgstore.backends._base import BackendBase, ItemInfo, new_hash
 from borgstore.backends.errors import BackendDoesNotExist, BackendError, ObjectNotFound
-from borgstore.backends.toolkit import check_backend_name, check_load_range, missing_or_directory, temp_name
+from borgstore.backends.toolkit import check_backend_name, check_load_range, missing_or_directory
 from borgstore.backends.toolkit import PLAIN_NAME
 
 from . import CAPABILITIES, DEFAULT_DURABILITY, DURABILITY_MODES, _beneath, _root, _sync, parse_url
@@ -21,13 +21,10 @@ from ._beneath import DIR, DIR_READ, READ
 from ._dircache import DirectoryCache
 from ._directories import DirectoryPlumbing, _NoDirectory
 from ._errors import os_error as _os_error
-from ._io import FIRST_CHUNK, hash_file, read_item, read_range, unlink_quietly, write_rest
+from ._io import FIRST_CHUNK, hash_file, read_item, read_range, unlink_quietly
 from ._listing import list_directory, list_tree
+from ._writing import ItemWriting
 
-#: files are private to their owner, as the PyPI borgstore makes them (through mkstemp)
-FILE_MODE = 0o600
-
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # an item is opened as one name inside its directory's descriptor: never through a link
 _READ_ITEM = READ | os.O_NOFOLLOW
 _MISSING = (errno.ENOENT, errno.ENOTDIR)
@@ -45,7 +42,7 @@ def backend_from_url(url: str, **options) -> "PosixFSBackend":
     return PosixFSBackend(parse_url(url), **options)
 
 
-class PosixFSBackend(DirectoryPlumbing, BackendBase):
+class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
     """A store rooted at the absolute directory *path*.
 
     :param durability: what survives a power loss or an OS crash.
@@ -259,22 +256,8 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
     def _store_in(self, parent: int, base: str, name: str, value) -> None:
         """Write *value* to a temp item in *parent* and rename it to *base*.  FileNotFoundError
         (the directory is gone) goes to the caller untranslated."""
-        temp = temp_name(base)
+        temp = self._write_temp(parent, base, name, value, "store")
         try:
-            fd = os.open(temp, _WRITE_FLAGS, FILE_MODE, dir_fd=parent)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise _os_error(exc, f"store {name!r}", self._prefix + name) from None
-        try:
-            try:
-                written = os.write(fd, value)
-                if written != len(value):
-                    write_rest(fd, value, written)
-                if self._always:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
             # the rename replaces a symbolic link of that name itself, never its target
             os.rename(temp, base, src_dir_fd=parent, dst_dir_fd=parent)
         except BaseException as exc:
@@ -282,7 +265,7 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             if isinstance(exc, IsADirectoryError):
                 raise BackendError(f"cannot store {name!r}: a directory of that name exists") from None
             if isinstance(exc, OSError):
-                raise _os_error(exc, f"store {name!r}", self._prefix + name) from None
+                raise self._placing_error(exc, "store", name) from None
             raise
         if self._always:
             self._changed(parent, "store", name)
@@ -326,7 +309,7 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
             # unlink(2) of a directory: EISDIR on Linux, EPERM elsewhere
             if isinstance(exc, IsADirectoryError) or self._kind(base, parent, "delete", name) == stat.S_IFDIR:
                 raise missing_or_directory(name, True) from None
-            raise _os_error(exc, f"delete {name!r}", self._prefix + name) from None
+            raise _os_error(exc, f"delete {name!r}", self._prefix + name, mutation=True) from None
         if self._always:
             self._changed(parent, "delete", name)
         else:
@@ -403,7 +386,7 @@ class PosixFSBackend(DirectoryPlumbing, BackendBase):
         except NotADirectoryError:
             raise BackendError(f"cannot move {curr_name!r} to {new_name!r}: the source is a directory") from None
         except OSError as exc:
-            raise _os_error(exc, f"move {curr_name!r} to {new_name!r}") from None
+            raise _os_error(exc, f"move {curr_name!r} to {new_name!r}", mutation=True) from None
         self._changed(target_fd, "move", curr_name)
         if target_fd != source_fd:
             self._changed(source_fd, "move", curr_name)

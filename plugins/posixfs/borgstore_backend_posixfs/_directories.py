@@ -31,7 +31,7 @@ class DirectoryPlumbing:
             try:
                 os.fsync(dir_fd)
             except OSError as exc:
-                raise _os_error(exc, f"{op} {name!r}: sync its directory") from None
+                raise _os_error(exc, f"{op} {name!r}: sync its directory", mutation=True) from None
 
     def _makedirs(self, directory: str, op: str, name: str) -> int:
         """Create *directory* and its missing parents; return a descriptor of it (DIR_READ).
@@ -106,10 +106,13 @@ class DirectoryPlumbing:
             self._close_dir(parent, kept)
 
     def _gone(self, exc: OSError, op: str, name: str) -> BackendError:
-        """The error for ENOENT from an operation in a directory we hold open."""
+        """The error for ENOENT from a change in a directory we hold open, also after one more
+        try with a fresh descriptor: the directory was removed meanwhile (not "missing": the
+        operation makes its directories, so trying again may succeed)."""
         if _beneath.root_is_gone(self._root_fd):
             return BackendDoesNotExist(f"the posixfs store location {self.path} does not exist any more")
-        return _os_error(exc, f"{op} {name!r}", self._prefix + name)
+        where = f"{exc.strerror} [ENOENT] ({self._prefix + name})"
+        return BackendError(f"{op} {name!r}: its directory was removed while it ran: {where}", temporary=True)
 
     def _kind(self, base: str, dir_fd: int, op: str, name: str):
         """The file type bits of *base* in *dir_fd* (None: missing); a failure raises BackendError."""
@@ -140,7 +143,7 @@ class DirectoryPlumbing:
                 return self.mkdir(name)  # its parent was removed and is made anew
             raise self._gone(exc, "mkdir", name) from None
         except OSError as exc:
-            raise _os_error(exc, f"mkdir {name!r}", self._prefix + name) from None
+            raise _os_error(exc, f"mkdir {name!r}", self._prefix + name, mutation=True) from None
         finally:
             self._close_dir(parent, kept)
 
@@ -173,4 +176,4 @@ class DirectoryPlumbing:
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise BackendError(f"cannot remove directory {name!r}: it is not empty") from None
-            raise _os_error(exc, f"rmdir {name!r}", self._prefix + name) from None
+            raise _os_error(exc, f"rmdir {name!r}", self._prefix + name, mutation=True) from None

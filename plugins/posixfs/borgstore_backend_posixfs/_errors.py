@@ -1,21 +1,33 @@
-"""The borgstore errors for what the file system reports."""
+"""The borgstore errors for what the file system reports: classes and ``temporary`` as every
+backend maps an errno (``toolkit.error_for_errno``, docs/errors.md), messages that name the
+operation, the item, the path and the errno."""
 
 import errno
 
-from borgstore.backends.errors import BackendError, PermissionDenied
+from borgstore.backends.errors import BackendError
+from borgstore.backends.toolkit import error_for_errno
+
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
-def os_error(exc: OSError, what: str, path=None) -> BackendError:
+def os_error(exc: OSError, what: str, path=None, *, mutation: bool = False) -> BackendError:
     """The borgstore error for an OSError that *what* (e.g. ``store 'data/00/00ab'``) ran into,
-    naming *path* (else the path the OSError names)."""
+    naming *path* (else the path the OSError names).  *mutation*: *what* changes the store, so a
+    temporary failure (EIO of a network file system whose server stopped answering) may have
+    been applied."""
     path = path or exc.filename
     where = f" ({path})" if path else ""
-    if exc.errno == errno.ELOOP:
-        return BackendError(
+    code = exc.errno
+    if code == errno.ELOOP:
+        message = (
             f"{what}: a symbolic link is in the way{where}; posixfs never follows symbolic links "
             "inside a store (one could lead out of it)"
         )
-    if isinstance(exc, PermissionError):
-        return PermissionDenied(f"{what}: the file system denied access{where}: {exc.strerror}")
-    code = errno.errorcode.get(exc.errno, exc.errno)
-    return BackendError(f"{what}: {exc.strerror or exc} [{code}]{where}")
+    elif code in _DENIED:
+        message = f"{what}: the file system denied access{where}: {exc.strerror}"
+    else:
+        message = f"{what}: {exc.strerror or exc}{where}"
+    error = error_for_errno(code, message)
+    if mutation and error.temporary:
+        error.maybe_applied = True
+    return error

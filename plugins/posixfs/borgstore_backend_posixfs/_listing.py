@@ -61,36 +61,46 @@ def _entries(fd: int, names: list, what: str, path: str) -> Iterator[ItemInfo]:
         os.close(fd)
 
 
-def list_tree(fd: int, what: str, path: str) -> Iterator[ItemInfo]:
+def list_tree(fd: int, what: str, path: str, temps: bool = False) -> Iterator[ItemInfo]:
     """Every item below the directory *fd*, at any depth, named by its relative path, sorted by
     that path (a directory sorts as its name plus "/", as the paths below it do).  ``.tmp``
     entries are left out, a ``.tmp`` directory with everything below it, as the walk through
-    list() that this replaces leaves them out."""
+    list() that this replaces leaves them out.
+
+    *temps*: the other way round, only the ``.tmp`` items, from every directory (``list_temp``)."""
     try:
-        keys = _sorted_entries(fd)
+        keys = _sorted_entries(fd, temps)
     except BaseException as exc:
         os.close(fd)
         if isinstance(exc, OSError):
             raise os_error(exc, what, path) from None
         raise
-    return _tree(fd, keys, what, path)
+    return _tree(fd, keys, what, path, temps)
 
 
-def _sorted_entries(fd: int) -> list:
+def _sorted_entries(fd: int, temps: bool = False) -> list:
     """The sort keys of the directory's entries but ``.tmp`` ones, sorted: an item's name, a
     directory's name plus "/".  The directory entry's type tells a directory without a stat
-    (a link to one is no directory)."""
+    (a link to one is no directory).  *temps*: every directory, and only the ``.tmp`` items."""
     keys = []
     with os.scandir(fd) as scan:
-        for entry in scan:
-            name = entry.name
-            if not name.endswith(TMP_SUFFIX):
-                keys.append(name + "/" if entry.is_dir(follow_symlinks=False) else name)
+        if temps:
+            for entry in scan:
+                name = entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    keys.append(name + "/")
+                elif name.endswith(TMP_SUFFIX):
+                    keys.append(name)
+        else:
+            for entry in scan:
+                name = entry.name
+                if not name.endswith(TMP_SUFFIX):
+                    keys.append(name + "/" if entry.is_dir(follow_symlinks=False) else name)
     keys.sort()
     return keys
 
 
-def _tree(fd: int, keys: list, what: str, path: str) -> Iterator[ItemInfo]:
+def _tree(fd: int, keys: list, what: str, path: str, temps: bool) -> Iterator[ItemInfo]:
     # depth first with a stack of open directories, not nested generators: an item then costs
     # one generator step, whatever its depth
     stack = [(fd, iter(keys), "")]
@@ -100,7 +110,7 @@ def _tree(fd: int, keys: list, what: str, path: str) -> Iterator[ItemInfo]:
             fd, pending, prefix = stack[-1]
             for key in pending:
                 if key[-1] == "/":
-                    below = _subdirectory(fd, key[:-1], what, f"{path}/{prefix}{key}")
+                    below = _subdirectory(fd, key[:-1], what, f"{path}/{prefix}{key}", temps)
                     if below is not None:
                         stack.append((below[0], iter(below[1]), prefix + key))
                         break
@@ -121,7 +131,7 @@ def _tree(fd: int, keys: list, what: str, path: str) -> Iterator[ItemInfo]:
             os.close(fd)
 
 
-def _subdirectory(fd: int, name: str, what: str, path: str):
+def _subdirectory(fd: int, name: str, what: str, path: str, temps: bool):
     """``(descriptor, sorted keys)`` of the subdirectory *name*, None if it vanished."""
     try:
         sub = os.open(name, _SUBDIR, dir_fd=fd)
@@ -130,7 +140,7 @@ def _subdirectory(fd: int, name: str, what: str, path: str):
             return None
         raise os_error(exc, what, path) from None
     try:
-        return sub, _sorted_entries(sub)
+        return sub, _sorted_entries(sub, temps)
     except BaseException as exc:
         os.close(sub)
         if isinstance(exc, OSError):

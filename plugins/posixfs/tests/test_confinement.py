@@ -213,6 +213,26 @@ def test_writing_through_a_link_is_refused(place):
     assert os.path.islink(os.path.join(root, "link"))
 
 
+def test_store_new_and_list_temp_never_go_through_a_link(place):
+    """store_new through a linked directory raises BackendError and writes nothing outside;
+    list_temp neither lists a link nor descends into a linked directory."""
+    base, root, outside, backend = place
+    plant_links(root, outside)
+    with open(os.path.join(outside, "sub", "theirs.tmp"), "wb") as f:
+        f.write(b"outside")
+    os.symlink(os.path.join(outside, "sub", "theirs.tmp"), os.path.join(root, "data", "01", "linked.tmp"))
+    before = snapshot(base, skip=root)
+    for name in ("data/00/new", "link/sub/new", "rel/new", "etc/borgstore-test", "data/01/secret"):
+        with pytest.raises(BackendError, match="symbolic link"):
+            backend.store_new(name, b"x")
+    for name in ("data/00", "link", "rel/sub"):
+        with pytest.raises(BackendError, match="symbolic link"):
+            list(backend.list_temp(name))
+    backend.store("data/01/mine.tmp", b"mine")
+    assert [info.name for info in backend.list_temp("")] == ["data/01/mine.tmp"]
+    assert snapshot(base, skip=root) == before
+
+
 def test_a_link_as_the_last_component_is_replaced_or_removed_itself(place):
     """store and move onto a link replace the link; delete removes the link; the file it
     pointed to stays as it was."""

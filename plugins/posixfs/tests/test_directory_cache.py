@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from borgstore.backends.errors import BackendError, ObjectNotFound
+from borgstore.backends.errors import BackendError, ObjectAlreadyExists, ObjectNotFound
 from borgstore_backend_posixfs import PosixFSBackend, _dircache
 
 
@@ -43,6 +43,23 @@ def test_a_directory_removed_and_made_again_is_found(pair):
     assert theirs.load("data/00/e") == b"again"
     with pytest.raises(ObjectNotFound):
         ours.load("data/00/missing")
+
+
+def test_store_new_and_list_temp_see_a_directory_made_again(pair):
+    """store_new into a held directory that another Store removed makes it anew where the other
+    sees it, and stays exclusive there; list_temp reads the new one."""
+    ours, theirs = pair
+    ours.store_new("data/00/a", b"1")
+    ours.delete("data/00/a")  # ours now holds data/00
+    theirs.rmdir("data/00")
+    ours.store_new("data/00/b", b"ours")
+    assert theirs.load("data/00/b") == b"ours"
+    with pytest.raises(ObjectAlreadyExists):
+        ours.store_new("data/00/b", b"again")
+    theirs.delete("data/00/b")
+    theirs.rmdir("data/00")
+    theirs.store("data/00/c.tmp", b"theirs")
+    assert [info.name for info in ours.list_temp("data/00")] == ["c.tmp"]
 
 
 def test_a_held_directory_swapped_for_a_link_is_not_followed(pair, tmp_path):

@@ -121,6 +121,21 @@ def test_always_syncs_each_file_and_its_directory(make_backend, syncs):
     assert syncs.syncfs == 0
 
 
+@pytest.mark.parametrize("way", ["renameat2", "link"])
+@pytest.mark.parametrize("durability, counts", [("always", (0, 1, 1)), ("close", (0, 0, 0))])
+def test_store_new_syncs_as_store_does(make_backend, syncs, way, durability, counts):
+    """store_new, placed either way: "always" fsyncs the file before placing it and the
+    directory after; "close" leaves it to the one syncfs of the next flush."""
+    backend = make_backend(durability=durability)
+    backend._noreplace = way == "renameat2"
+    backend.mkdir("data/00")
+    syncs.reset()
+    backend.store_new("data/00/0011", b"a")
+    assert syncs.counts == counts
+    backend.flush()
+    assert syncs.syncfs == (durability == "close")
+
+
 def test_always_syncs_the_parents_of_directories_created_on_demand(make_backend, syncs):
     """A store that creates data/ab/cd makes data/ab and data/ab/cd durable in their parents."""
     backend = make_backend(durability="always")

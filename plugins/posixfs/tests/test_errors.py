@@ -5,9 +5,20 @@ import os
 import shutil
 import tempfile
 
+import errno
+
 import pytest
 
+from borgstore.backends.errors import (
+    BackendConnectionError,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ObjectNotFound,
+    PermissionDenied,
+)
 from borgstore_backend_posixfs import PosixFSBackend
+from borgstore_backend_posixfs._errors import os_error
 
 
 def permission_errors(root) -> list:
@@ -103,6 +114,9 @@ def failures_not_missing(root) -> list:
         "list_tree": lambda: list(backend.list_tree("")),
         "list_tree-unreadable": lambda: list(backend.list_tree("unreadable")),
         "list-entries": lambda: list(backend.list("unreadable")),
+        "list_temp": lambda: list(backend.list_temp("locked")),
+        "list_temp-unreadable": lambda: list(backend.list_temp("unreadable")),
+        "store_new": lambda: backend.store_new("locked/new", b"x"),
     }
     lines = []
     for what, call in calls.items():
@@ -126,7 +140,47 @@ def test_permission_failures_are_never_reported_as_missing(shared_root):
     os.chmod(os.path.join(root, "locked"), 0o000)
     os.chmod(os.path.join(root, "unreadable"), 0o311)  # search, but no listing
     lines = as_unprivileged_user(failures_not_missing, root) if os.geteuid() == 0 else failures_not_missing(root)
-    assert len(lines) == 10, lines
+    assert len(lines) == 13, lines
     for line in lines:
         assert ": PermissionDenied " in line, line
         assert root in line, line
+
+
+@pytest.mark.parametrize(
+    "code, cls, temporary",
+    [
+        (errno.EIO, BackendConnectionError, True),
+        (errno.ESTALE, BackendConnectionError, True),
+        (errno.ETIMEDOUT, BackendTimeout, True),
+        (errno.EAGAIN, BackendUnavailable, True),
+        (errno.EBUSY, BackendUnavailable, True),
+        (errno.ENOSPC, BackendError, False),
+        (errno.EDQUOT, BackendError, False),
+        (errno.EACCES, PermissionDenied, False),
+        (errno.EROFS, PermissionDenied, False),
+        (errno.ELOOP, BackendError, False),
+        (errno.ENOENT, ObjectNotFound, False),
+    ],
+)
+def test_each_errno_gets_the_class_every_backend_gives_it(code, cls, temporary):
+    """os_error maps through the toolkit's errno table (docs/errors.md): the class and whether to
+    try again; the message names the operation, the item, the path and the errno."""
+    error = os_error(OSError(code, os.strerror(code)), "store 'data/00/item'", "/srv/store/data/00/item")
+    assert type(error) is cls
+    assert error.temporary is temporary and error.maybe_applied is False
+    text = str(error)
+    assert text.startswith("store 'data/00/item': ")
+    assert "(/srv/store/data/00/item)" in text and f"[{errno.errorcode[code]}]" in text
+    if code == errno.ELOOP:
+        assert "symbolic link" in text
+    elif cls is PermissionDenied:
+        assert "denied access" in text
+
+
+def test_a_temporary_failure_of_a_change_may_have_been_applied():
+    """A change that failed with a temporary errno (EIO of a network file system whose server
+    stopped answering) may have happened: maybe_applied, so a retry looks before it repeats."""
+    failed = os_error(OSError(errno.EIO, "I/O error"), "move 'a' to 'b'", mutation=True)
+    assert failed.temporary and failed.maybe_applied
+    permanent = os_error(OSError(errno.ENOSPC, "No space left on device"), "store 'a'", mutation=True)
+    assert not permanent.temporary and not permanent.maybe_applied
