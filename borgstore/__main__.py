@@ -1,4 +1,4 @@
-"""Command line: ``python -m borgstore [plugins | demo [URL] | check URL]``."""
+"""Command line: ``python -m borgstore [plugins | demo [URL] | check URL | clean-temps URL]``."""
 
 import argparse
 import hashlib
@@ -15,7 +15,12 @@ borgstore {version}: a key/value store framework.
   python -m borgstore plugins        list installed backends, nesting strategies and middleware
   python -m borgstore check URL      check the store at URL with the conformance kit
                                      (--middleware NAME: with a middleware in the chain;
-                                     --rules: list the rules; --only RULE; --profile deep)
+                                     --rules: list the rules; --only RULE; --profile deep;
+                                     --profile faults: the state machines under injected
+                                     faults, through the retry middleware)
+  python -m borgstore clean-temps URL
+                                     remove temp items that writers which died left behind
+                                     (--older-than SECONDS, default 3600)
 """
 
 
@@ -111,6 +116,17 @@ def _demo(url, out, interactive: bool) -> int:
     return 0
 
 
+def _clean_temps(url: str, older_than: float, out) -> int:
+    from . import Store, redact_url
+
+    # the nesting config does not matter: temp items are found below the root, whatever the levels
+    store = Store(url, config={"": {"levels": [0]}})
+    with store:
+        removed = store.remove_stale_temps(older_than)
+    print(f"removed {removed} stale temp item(s) older than {older_than:g} s from {redact_url(url)}", file=out)
+    return 0
+
+
 def main(argv=None) -> int:
     from . import __version__
     from .backends.errors import BackendError
@@ -128,12 +144,22 @@ def main(argv=None) -> int:
     commands.add_parser("plugins", help="list installed plugins")
     demo = commands.add_parser("demo", help="run the demo")
     demo.add_argument("url", nargs="?", default=None)
+    clean = commands.add_parser("clean-temps", help="remove stale temp items (left by writers that died)")
+    clean.add_argument("url")
+    clean.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="remove only temp items unchanged for this long (default: %(default)g; 0 only when nobody writes)",
+    )
     check = commands.add_parser("check", help="check a store with the conformance kit")
     check.add_argument("url")
     check.add_argument(
         "rest",
         nargs=argparse.REMAINDER,
-        help="--profile quick|deep, --only RULE, --middleware NAME[:OPTIONS], --rules (details: check URL --help)",
+        help="--profile quick|deep|faults, --only RULE, --middleware NAME[:OPTIONS], --rules "
+        "(details: check URL --help)",
     )
     args = parser.parse_args(argv)
     try:
@@ -141,6 +167,8 @@ def main(argv=None) -> int:
             return _print_plugins(sys.stdout)
         if args.command == "demo":
             return _demo(args.url, sys.stdout, interactive=sys.stdin is not None and sys.stdin.isatty())
+        if args.command == "clean-temps":
+            return _clean_temps(args.url, args.older_than, sys.stdout)
         from . import _check
 
         return _check.main(args.url, args.rest)

@@ -4,6 +4,7 @@ A call travels: Store (validates the name, finds the namespace's nesting) -> the
 outermost first -> the backend adapter -> the backend.  See docs/architecture.md.
 """
 
+import threading
 from typing import Iterator, Optional
 
 from . import _plugins
@@ -18,6 +19,7 @@ from .backends.errors import (
     ObjectNotFound,
     ReadRangeError,
 )
+from ._maintenance import check_age, remove_stale_temps
 from ._stats import empty_stats
 from .constants import DEL_SUFFIX
 from .middleware._base import BackendAdapter, Link
@@ -83,7 +85,7 @@ class Store:
         if cached and cache_backend is None:
             raise ValueError(f"namespaces {', '.join(sorted(cached))} ask for a cache: give cache_url or cache_backend")
         if middleware is None:
-            middleware = default_middleware(permissions, quota)
+            middleware = default_middleware(permissions, quota, backend=backend)
         else:
             middleware = list(middleware)
             names = [_middleware_entry(entry)[0] for entry in middleware]
@@ -102,15 +104,18 @@ class Store:
         self._chain = build_chain(backend, middleware, name=url.split(":", 1)[0] if url else None)
         self._url = url
         self._opened = False
+        self._stale_temps_removed = 0
+        self._maintenance_lock = threading.Lock()
 
     def __repr__(self):
-        where = _plugins.redact_url(self._url) if self._url else type(self.backend).__name__
+        where = _plugins.redact_url(self._url) if self._url else type(self._chain.backend).__name__
         return f"<Store({where!r}, middleware={list(self.middleware)})>"
 
     # --- introspection ---
     @property
     def chain(self) -> Link:
-        """The outermost link of the middleware chain."""
+        """The outermost link of the middleware chain: its operations (backend names, the backend
+        contract) pass every link, so the permissions, read-only and quota limits given apply."""
         return self._chain
 
     @property
@@ -120,7 +125,13 @@ class Store:
 
     @property
     def backend(self):
-        """The backend at the bottom of the chain."""
+        """Backend operations on backend names, with the limits given in force: the chain from its
+        outermost link that enforces limits (``enforces_limits``: permissions, readonly, quota)
+        inwards, so ``store.backend.delete(...)`` is checked as ``store.delete`` is.  Without such
+        a link, the backend object itself (as the PyPI Store)."""
+        for link in self._chain.layers():
+            if link.enforces_limits:
+                return link
         return self._chain.backend
 
     @property
@@ -131,6 +142,7 @@ class Store:
         result = empty_stats()
         for link in self._chain.layers():
             link.contribute_stats(result)
+        result["stale_temps_removed"] = self._stale_temps_removed
         return result
 
     # --- lifecycle ---
@@ -467,6 +479,25 @@ class Store:
         """``{"limit": bytes, "usage": bytes}``, -1 where not tracked."""
         self._check_open()
         return self._chain.quota()
+
+    # --- maintenance ---
+    def remove_stale_temps(self, older_than: float = 3600.0) -> int:
+        """Remove the ``.tmp`` items, in the whole store, whose mtime is at least *older_than*
+        seconds in the past: writes that writers which died left behind.  Return how many were
+        removed (also counted in ``stats["stale_temps_removed"]``).
+
+        A maintenance call, not run at open(): it lists the whole store.  Each removal is a
+        ``delete`` through the chain, so the permissions apply: what may be removed is, then
+        ``PermissionDenied`` reports the refused ones (its ``removed`` attribute is the count).
+        A backend without ``list_temp``: ``BackendError``.  Why the age is safe, and the clock
+        caveat: docs/architecture.md ("Stale temp items")."""
+        check_age(older_than)
+        self._check_open()
+        return remove_stale_temps(self._chain, older_than, on_removed=self._count_stale_temp)
+
+    def _count_stale_temp(self):
+        with self._maintenance_lock:
+            self._stale_temps_removed += 1
 
 
 def _listed(info, key, deleted):

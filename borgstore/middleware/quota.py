@@ -14,25 +14,42 @@ so the file does not count what such sessions changed: an application that mixes
 and without a quota on one store opens with ``rescan=True``.  Changes are counted in memory and
 written when the unwritten change reaches ``persist_delta`` bytes, when ``persist_interval``
 seconds passed since the last write, and at flush() and close().  Writing applies this session's
-change to the value found in the file, so sessions that share a store add up their changes.
+change to the value found in the file, so sessions that share a store add up their changes, and
+takes the file's value as this session's view of the others' usage.
+
+Sessions in several processes (docs/middleware.md "quota" states the bound): where the backend
+has ``store_new``, each read-modify-write of ``quota.hid`` holds a lock item in the store
+(``quota.lock.tmp``, see _storelock.py), so no session's update overwrites another's.  With
+``persist_delta=0`` a store reserves its bytes in ``quota.hid`` itself, under that lock, before
+writing them: sessions together never pass the limit.  With ``persist_delta`` > 0 each session
+adds up to ``persist_delta`` plus one item unseen by the others.
 
 A move (soft deletion included: a move to ``<name>.del``) keeps the bytes it moves; one that
-replaces an existing item frees that item's bytes.
+replaces an existing item frees that item's bytes.  A ``store_new`` reserves and counts its whole
+value as a store of a new item does; one that finds an item (ObjectAlreadyExists) counts nothing.
 """
 
+import contextlib
 import logging
 import threading
 import time
 
 from ..backends.errors import BackendError, ObjectNotFound, QuotaExceeded
-from ..constants import QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME
+from ..constants import QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME, TMP_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
 from ._base import Middleware
+from ._optional import optional_operation
+from ._storelock import StoreLock
 
 logger = logging.getLogger(__name__)
 
 PERSIST_DELTA = QUOTA_PERSIST_DELTA
 PERSIST_INTERVAL = float(QUOTA_PERSIST_INTERVAL)
+#: the lock around a read-modify-write of quota.hid: a temp item, so that no listing shows it and
+#: remove_stale_temps() removes one a dead session left
+LOCK_NAME = "quota.lock" + TMP_SUFFIX
+#: seconds a waiter sees the lock unchanged before it takes it as left by a dead session
+LOCK_STALE = 30.0
 
 
 def _check_number(option, value, kind):
@@ -56,8 +73,18 @@ def parse_usage(data: bytes):
 
 class QuotaMiddleware(Middleware):
     name = "quota"
+    enforces_limits = True
 
-    def __init__(self, inner, *, limit, persist_delta=PERSIST_DELTA, persist_interval=PERSIST_INTERVAL, rescan=False):
+    def __init__(
+        self,
+        inner,
+        *,
+        limit,
+        persist_delta=PERSIST_DELTA,
+        persist_interval=PERSIST_INTERVAL,
+        rescan=False,
+        lock_stale=LOCK_STALE,
+    ):
         super().__init__(inner)
         if not isinstance(rescan, bool):
             raise ValueError(f"quota: rescan must be True or False, not {rescan!r}")
@@ -65,6 +92,7 @@ class QuotaMiddleware(Middleware):
         self.limit = _check_number("limit", limit, int)
         self.persist_delta = _check_number("persist_delta", persist_delta, int)
         self.persist_interval = float(_check_number("persist_interval", persist_interval, (int, float)))
+        self.lock_stale = float(_check_number("lock_stale", lock_stale, (int, float)))
         self._lock = threading.RLock()
         self._usage = 0
         self._unpersisted = 0  # the change since the usage was last written to QUOTA_STORE_NAME
@@ -92,11 +120,30 @@ class QuotaMiddleware(Middleware):
                 total += info.size
         return total
 
+    def _file_locked(self):
+        """The store-wide lock around a read-modify-write of quota.hid, where the backend can
+        create an item atomically; elsewhere none (sessions in other processes may then overwrite
+        each other's updates: docs/middleware.md)."""
+        if hasattr(self.inner, "store_new") and self.inner.capabilities.store_new:
+            return StoreLock(self.inner, LOCK_NAME, self.lock_stale)
+        return contextlib.nullcontext()
+
     def _persist(self, rescan=False):
-        """Write the usage: the file's value (or a fresh scan) plus this session's change.  Call
-        with the lock held."""
-        on_disk = None if rescan else self._read_persisted()
-        usage = self._scan() if on_disk is None else max(on_disk + self._unpersisted, 0)
+        """Write the usage: the file's value plus this session's change, or with *rescan* or no
+        valid file, a fresh count.  Call with self._lock held."""
+        if not rescan:
+            with self._file_locked():
+                on_disk = self._read_persisted()
+                if on_disk is not None:
+                    self._write(max(on_disk + self._unpersisted, 0))
+                    return
+        # a walk over the whole store may take minutes: not under the lock, whose holders are quick
+        usage = self._scan()
+        with self._file_locked():
+            self._write(usage)
+
+    def _write(self, usage: int):
+        """Write *usage* to quota.hid and take it as this session's view.  Under the file lock."""
         self.inner.store(QUOTA_STORE_NAME, str(usage).encode("ascii"))
         self._usage = usage
         self._unpersisted = 0
@@ -107,10 +154,13 @@ class QuotaMiddleware(Middleware):
         has changed or enough time has passed."""
         with self._lock:
             self._reserved -= reserved
+            if self.persist_delta == 0:
+                delta -= reserved  # reserved in quota.hid already (_reserve_in_file)
             self._usage += delta
             self._unpersisted += delta
             if (
-                abs(self._unpersisted) >= self.persist_delta
+                self._unpersisted
+                and abs(self._unpersisted) >= self.persist_delta
                 or time.monotonic() - self._persisted_at >= self.persist_interval
             ):
                 try:
@@ -122,17 +172,42 @@ class QuotaMiddleware(Middleware):
     def _reserve(self, name: str, delta: int) -> int:
         """Reserve the bytes a store of *name* adds, or raise QuotaExceeded.  Returns the bytes
         reserved: held until the store is done, so concurrent stores cannot together pass the
-        limit."""
+        limit.  Give them back with _unreserve() if the store fails."""
         with self._lock:
-            wanted = self._usage + self._reserved + delta
-            if delta > 0 and wanted > self.limit:
-                raise QuotaExceeded(
-                    f"quota exceeded: storing {name!r} needs {delta} more bytes; "
-                    f"usage {self._usage + self._reserved} + {delta} = {wanted} > limit {self.limit}"
-                )
-            reserved = max(delta, 0)
+            if delta > 0 and self.persist_delta == 0:
+                reserved = self._reserve_in_file(name, delta)
+            else:
+                _check_limit(name, delta, self._usage + self._reserved, self.limit)
+                reserved = max(delta, 0)
             self._reserved += reserved
             return reserved
+
+    def _reserve_in_file(self, name: str, delta: int) -> int:
+        """persist_delta=0: add *delta* to quota.hid under the file lock before the bytes are
+        written, so every session checks against every other's stores, those under way included."""
+        for attempt in range(2):
+            with self._file_locked():
+                on_disk = self._read_persisted()
+                if on_disk is not None:
+                    usage = max(on_disk + self._unpersisted, 0)
+                    _check_limit(name, delta, usage, self.limit)
+                    self._write(usage + delta)
+                    return delta
+            if attempt == 0:
+                self._persist(rescan=True)  # no valid quota.hid (removed meanwhile): count anew
+        raise BackendError(f"quota: {QUOTA_STORE_NAME} vanished again right after it was written")
+
+    def _unreserve(self, reserved: int):
+        """Give back the bytes _reserve() reserved for a store that failed."""
+        with self._lock:
+            self._reserved -= reserved
+            if reserved and self.persist_delta == 0:
+                self._usage -= reserved
+                self._unpersisted -= reserved  # taken back from quota.hid now, or at the next write
+                try:
+                    self._persist()
+                except BackendError as exc:
+                    logger.warning("quota: could not write the usage to %s: %s", QUOTA_STORE_NAME, exc)
 
     def _size(self, name) -> int:
         info = self.inner.info(name)
@@ -175,12 +250,26 @@ class QuotaMiddleware(Middleware):
         try:
             self.inner.store(name, value)
         except BaseException:
-            with self._lock:
-                self._reserved -= reserved
+            self._unreserve(reserved)
+            raise
+        self._count(delta, reserved)
+
+    @optional_operation
+    def store_new(self, name, value):
+        # it succeeds only where no item was, so it adds the whole value: no look-up of a size
+        delta = _size_of(value)
+        reserved = self._reserve(name, delta)
+        try:
+            self.inner.store_new(name, value)
+        except BaseException:  # ObjectAlreadyExists included: nothing was stored
+            self._unreserve(reserved)
             raise
         self._count(delta, reserved)
 
     def delete(self, name):
+        if name.endswith(TMP_SUFFIX):
+            # a stale temp (remove_stale_temps): never counted, so nothing to free
+            return self.inner.delete(name)
         size = self._size(name)
         self.inner.delete(name)
         self._count(-size)
@@ -190,6 +279,16 @@ class QuotaMiddleware(Middleware):
         self.inner.move(curr_name, new_name)
         if replaced:
             self._count(-replaced)
+
+
+def _check_limit(name: str, delta: int, usage: int, limit: int) -> None:
+    """Raise QuotaExceeded if a store of *name* adding *delta* bytes to *usage* passes *limit*."""
+    wanted = usage + delta
+    if delta > 0 and wanted > limit:
+        raise QuotaExceeded(
+            f"quota exceeded: storing {name!r} needs {delta} more bytes; "
+            f"usage {usage} + {delta} = {wanted} > limit {limit}"
+        )
 
 
 @hookimpl

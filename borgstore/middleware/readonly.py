@@ -46,6 +46,7 @@ class ReadOnlyMiddleware(Middleware):
     """Refuses create, destroy, mkdir, rmdir, store, store_new, delete and move with PermissionDenied."""
 
     name = "readonly"
+    enforces_limits = True
 
     @property
     def capabilities(self):
