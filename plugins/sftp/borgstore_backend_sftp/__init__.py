@@ -19,11 +19,14 @@ OPTIONS = (
     "connect_timeout",
     "timeout",
     "keepalive",
-    "retries",
-    "retry_time",
 )
+#: options of earlier versions, now the ``retry`` middleware's business: still accepted as names,
+#: so that the backend can refuse them with a ValueError that says where retrying went
+RETIRED_OPTIONS = ("retries", "retry_time")
 
-CAPABILITIES = Capabilities(needs_mkdir=True, atomic_store=True, thread_safe=True)
+CAPABILITIES = Capabilities(
+    needs_mkdir=True, atomic_store=True, thread_safe=True, store_new=True, transient_errors=True
+)
 
 # public name -> the module that defines it, imported on first use
 _LAZY = {
@@ -58,7 +61,7 @@ def borgstore_backends():
             factory=f"{__name__}._backend:sftp_backend_from_url",
             capabilities=CAPABILITIES,
             description="a directory on an SSH server, over sftp (paramiko); verifies host keys via known_hosts",
-            options=OPTIONS,
+            options=OPTIONS + RETIRED_OPTIONS,
             redact=f"{__name__}._url:redact_url",
         )
     ]

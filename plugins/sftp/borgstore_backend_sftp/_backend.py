@@ -1,14 +1,15 @@
 """The sftp backend: a store in a directory on an SSH server.
 
 Round trips are what makes sftp slow, so every operation sends as many requests as it can before
-waiting (docs/sftp.md lists the count per operation).  Connections heal: an operation that is safe
-to repeat is retried on a new connection after a network failure, within a bounded number of tries
-and time.  Host key and authentication failures are never retried.
+waiting (docs/sftp.md lists the count per operation).  Each call is tried once: a lost connection
+raises BackendConnectionError (BackendTimeout for a server that stopped answering), which the
+``retry`` middleware of the Store's default chain retries; the next call connects anew.  Host key
+and authentication failures are permanent.
 
 This module holds the backend contract: names, the open/closed guard and what each operation
-means.  The work is done by _pool (the connection and its sessions), _retry (healing),
-_reads (load and gather), _writes (store and durability) and _requests (the shared requests and
-what a failed one means).
+means.  The work is done by _pool (the connection and its sessions), _runner (one try, and what a
+broken connection leaves), _reads (load and gather), _writes (store, store_new and durability),
+_requests (the shared requests) and _errors (what a failure means).
 """
 
 import os
@@ -18,25 +19,36 @@ from borgstore.backends._base import BackendBase, ItemInfo, is_hidden_from_list
 from borgstore.backends.errors import BackendAlreadyExists, BackendDoesNotExist, BackendError, ObjectNotFound
 from borgstore.backends.toolkit import check_backend_name, check_load_range
 
-from . import CAPABILITIES, _reads, _writes
+from . import CAPABILITIES, RETIRED_OPTIONS, _reads, _writes
 from . import _protocol as p
 from ._pool import Pool
-from ._requests import Root, listdir, mkdirs, remove_tree, rename, stat
-from ._retry import Runner
+from ._requests import Root, change, find_temps, listdir, mkdirs, remove_tree, rename, stat
+from ._runner import Runner
 from ._url import parse_url, redact_url
 from ._writes import DURABILITY_LEVELS, Durability
 
-__all__ = ["DURABILITY_LEVELS", "SftpBackend", "parse_url", "sftp_backend_from_url"]
+__all__ = ["DEFAULT_TIMEOUT", "DURABILITY_LEVELS", "SftpBackend", "parse_url", "sftp_backend_from_url"]
+
+#: seconds to wait for the server (docs/sftp.md says why 20): short enough that the ``retry``
+#: middleware's default budget (60 s) holds several tries against a frozen server
+DEFAULT_TIMEOUT = 20.0
 
 
-def _check_seconds(connect_timeout, timeout, keepalive, retries, retry_time, ssh_config):
-    for name, value in (("connect_timeout", connect_timeout), ("timeout", timeout), ("retry_time", retry_time)):
-        if not isinstance(value, (int, float)) or value <= 0:
+def _check_options(connect_timeout, timeout, keepalive, ssh_config, retired: dict):
+    if retired:
+        names = ", ".join(sorted(retired))
+        raise ValueError(
+            f"the sftp option(s) {names} no longer exist: the sftp backend tries each call once, and the "
+            "Store's 'retry' middleware (in the default chain of every sftp store) does the retrying; "
+            "set its attempts and time budget with middleware=[..., ('retry', {'attempts': 6, 'budget': 60.0})]"
+        )
+    for name, value in (("connect_timeout", connect_timeout), ("timeout", timeout)):
+        if value is None and name == "connect_timeout":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
-    if not isinstance(keepalive, (int, float)) or keepalive < 0:
+    if isinstance(keepalive, bool) or not isinstance(keepalive, (int, float)) or keepalive < 0:
         raise ValueError(f"keepalive must be a number of seconds >= 0, not {keepalive!r}")
-    if not isinstance(retries, int) or retries < 1:
-        raise ValueError(f"retries must be an integer >= 1 (the number of tries), not {retries!r}")
     if ssh_config is not None and not os.path.isfile(os.path.expanduser(ssh_config)):
         raise ValueError(f"ssh_config {ssh_config!r} is not a file")
 
@@ -59,19 +71,21 @@ class SftpBackend(BackendBase):
         ssh_config: str | None = None,
         use_agent: bool = True,
         durability: str = "none",
-        connect_timeout: float = 30.0,
-        timeout: float = 120.0,
+        connect_timeout: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
         keepalive: float = 30.0,
-        retries: int = 5,
-        retry_time: float = 60.0,
+        **retired,
     ):
+        unknown = set(retired) - set(RETIRED_OPTIONS)
+        if unknown:
+            raise TypeError(f"SftpBackend() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         # the URL as shown anywhere: a password in it must never appear (it is not used either)
         self.url = redact_url(url)
         self.user, self.host, self.port, self.path = parse_url(url)
         self._durability = Durability(durability)
-        _check_seconds(connect_timeout, timeout, keepalive, retries, retry_time, ssh_config)
-        self.retries = retries
-        self.retry_time = retry_time
+        _check_options(connect_timeout, timeout, keepalive, ssh_config, retired)
+        if connect_timeout is None:
+            connect_timeout = timeout  # a connect is a wait on the server like any other
         self._pool = Pool(
             self.host,
             self.port,
@@ -82,7 +96,7 @@ class SftpBackend(BackendBase):
             timeout=timeout,
             keepalive=keepalive,
         )
-        self._runner = Runner(self._pool, retries=retries, retry_time=retry_time)
+        self._runner = Runner(self._pool)
         self._root = Root(self.host, self.path)
         self._fsync_supported = None
 
@@ -106,7 +120,7 @@ class SftpBackend(BackendBase):
                 if not attrs.is_dir or listdir(session, self.path):
                     raise BackendAlreadyExists(f"{self.url} already exists and is not empty")
                 return
-            mkdirs(session, self.path)
+            mkdirs(session, self.path, attempt)
 
         try:
             self._run(create, what="create")
@@ -117,16 +131,12 @@ class SftpBackend(BackendBase):
 
     def destroy(self):
         self.check_closed()
-        started = []
 
         def destroy(session, attempt):
             attrs = stat(session, self.path)
             if attrs is None or not attrs.is_dir:
-                if started:
-                    return  # an earlier try removed it all before its connection broke
                 raise BackendDoesNotExist(f"{self.url} does not exist")
-            started.append(True)
-            remove_tree(session, self.path)
+            remove_tree(session, self.path, attempt)
 
         try:
             self._run(destroy, what="destroy")
@@ -178,7 +188,7 @@ class SftpBackend(BackendBase):
 
         def mkdir(session, attempt):
             try:
-                mkdirs(session, self._root.path_of(name))
+                mkdirs(session, self._root.path_of(name), attempt)
             except p.StatusError as exc:
                 raise self._root.failure(exc, "mkdir", name) from None
 
@@ -189,13 +199,10 @@ class SftpBackend(BackendBase):
         check_backend_name(name)
         path = self._root.path_of(name)
         missing = f"directory {name!r} does not exist"
-        sent = []
 
         def rmdir(session, attempt):
-            maybe_done = bool(sent)
-            sent.append(True)
             try:
-                session.request(p.RMDIR, p.string(path))
+                change(session, attempt, p.RMDIR, p.string(path))
                 return
             except p.StatusError as exc:
                 if exc.code not in (p.NO_SUCH_FILE, p.FAILURE):
@@ -208,8 +215,6 @@ class SftpBackend(BackendBase):
             except p.StatusError as exc:
                 raise self._root.failure(exc, "rmdir", name) from None
             if attrs is None:
-                if maybe_done:
-                    return  # an earlier try removed it before its connection broke
                 raise ObjectNotFound(missing)
             if not attrs.is_dir:
                 raise BackendError(f"rmdir {name!r}: it is an item, not a directory")
@@ -271,20 +276,28 @@ class SftpBackend(BackendBase):
         )
         self._durability.stored(name)
 
+    def store_new(self, name, value):
+        """Store *value* under *name* only if no item of that name exists, atomically against every
+        other writer (the plain SFTP RENAME refuses an existing target); else ObjectAlreadyExists."""
+        self.check_open()
+        check_backend_name(name)
+        data = memoryview(value).cast("B") if not isinstance(value, bytes) else memoryview(value)
+        fsync = self._durability.fsync_each
+        self._run(
+            lambda session, attempt: _writes.store_new(session, attempt, self._root, name, data, fsync=fsync),
+            what="store_new",
+        )
+        self._durability.stored(name)
+
     def delete(self, name):
         self.check_open()
         check_backend_name(name)
         path = self._root.path_of(name)
-        sent = []
 
         def delete(session, attempt):
-            maybe_done = bool(sent)
-            sent.append(True)
             try:
-                session.request(p.REMOVE, p.string(path))
+                change(session, attempt, p.REMOVE, p.string(path))
             except p.StatusError as exc:
-                if exc.code == p.NO_SUCH_FILE and maybe_done:
-                    return  # an earlier try removed it before its connection broke
                 raise self._root.item_error(session, exc, "delete", name) from None
 
         self._run(delete, what="delete")
@@ -293,31 +306,26 @@ class SftpBackend(BackendBase):
         self.check_open()
         check_backend_name(curr_name)
         check_backend_name(new_name)
-        sent = []
 
         def move(session, attempt):
-            maybe_done = bool(sent)
-            sent.append(True)
             try:
                 rename(session, self._root.path_of(curr_name), self._root.path_of(new_name), attempt)
             except p.StatusError as exc:
                 if exc.code not in (p.NO_SUCH_FILE, p.FAILURE):
                     raise self._root.error(exc, "move", curr_name) from None
                 try:
-                    self._move_again(session, attempt, curr_name, new_name, maybe_done)
+                    self._move_again(session, attempt, curr_name, new_name)
                 except p.StatusError as exc:
                     raise self._root.failure(exc, f"move {curr_name!r} to", new_name) from None
 
         self._run(move, what="move")
         self._durability.moved(curr_name, new_name)
 
-    def _move_again(self, session: p.Session, attempt, curr_name: str, new_name: str, maybe_done: bool):
+    def _move_again(self, session: p.Session, attempt, curr_name: str, new_name: str):
         """The rename failed: find out why from the source, and make the target's directory."""
         source, target = self._root.path_of(curr_name), self._root.path_of(new_name)
         source_attrs = stat(session, source)
         if source_attrs is None:
-            if maybe_done and stat(session, target) is not None:
-                return  # an earlier try moved it before its connection broke
             raise ObjectNotFound(curr_name)
         if source_attrs.is_dir:
             raise BackendError(f"move {curr_name!r}: it is a directory")
@@ -349,6 +357,22 @@ class SftpBackend(BackendBase):
         entries = self._run(listing, what="list")
         entries.sort(key=lambda entry: entry[0])
         return (_item_info(filename, attrs) for filename, attrs in entries if not is_hidden_from_list(filename))
+
+    def list_temp(self, name) -> Iterator[ItemInfo]:
+        """Every ``.tmp`` item below directory *name*, at any depth, named relative to *name*, with
+        its mtime: one level of directories at a time, each level's reads in flight together.
+        A missing directory yields nothing."""
+        self.check_open()
+        check_backend_name(name, root_ok=True)
+        path = self._root.path_of(name)
+
+        def temps(session, attempt):
+            try:
+                return find_temps(session, path)
+            except p.StatusError as exc:
+                raise self._root.failure(exc, "list_temp", name) from None
+
+        return (_item_info(relative, attrs) for relative, attrs in self._run(temps, what="list_temp"))
 
 
 def sftp_backend_from_url(url: str, **options) -> SftpBackend:

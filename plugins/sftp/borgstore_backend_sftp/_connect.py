@@ -2,7 +2,8 @@
 
 Host keys are always verified against the known_hosts files, and nothing is ever added to them:
 an unknown or changed key stops the connection with an error saying what to check and how to
-fix it.  Those errors are permanent (never retried).
+fix it.  Those errors, and a refused login, are permanent (never retried); a server that cannot
+be reached is a BackendConnectionError, one that does not answer in time a BackendTimeout.
 """
 
 import base64
@@ -11,12 +12,15 @@ import hashlib
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 
-from borgstore.backends.errors import BackendConnectionError, BackendError
+from borgstore.backends.errors import BackendConnectionError, BackendError, BackendTimeout
+
+from ._errors import connection_error
 
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 USER_SSH_CONFIG = "~/.ssh/config"
@@ -257,9 +261,18 @@ def _authenticate(transport: paramiko.Transport, target: Target, use_agent: bool
     try:
         for description, key in candidates:
             tried.append(description)
+            started = time.monotonic()
             try:
                 transport.auth_publickey(target.user, key)
-            except paramiko.AuthenticationException:
+            except paramiko.AuthenticationException as exc:
+                # paramiko says "authentication failed" also when no answer came in time or the
+                # connection died: only a live server's refusal is a refusal
+                if time.monotonic() - started >= transport.auth_timeout:
+                    raise BackendTimeout(
+                        f"SSH authentication with {target.host}: no answer within {transport.auth_timeout} s"
+                    ) from exc
+                if not transport.is_active():
+                    raise BackendConnectionError(f"SSH authentication with {target.host} broke off: {exc}") from exc
                 continue
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise BackendConnectionError(f"SSH authentication with {target.host} broke off: {exc}") from exc
@@ -275,17 +288,38 @@ def _authenticate(transport: paramiko.Transport, target: Target, use_agent: bool
     )
 
 
+def _handshake(transport: paramiko.Transport, where: str, connect_timeout: float):
+    """The SSH handshake (banner, key exchange) within *connect_timeout*: BackendTimeout if the
+    server did not finish it in time, BackendConnectionError if it failed."""
+    negotiated = threading.Event()
+    started = time.monotonic()
+    try:
+        transport.start_client(event=negotiated)
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise BackendConnectionError(f"SSH handshake with {where} failed: {exc}") from exc
+    if not negotiated.wait(connect_timeout):
+        raise BackendTimeout(f"SSH handshake with {where} did not finish within {connect_timeout} s")
+    if not transport.is_active():
+        # paramiko ends a banner wait that timed out with a generic error: the clock tells
+        if time.monotonic() - started >= connect_timeout:
+            raise BackendTimeout(f"SSH handshake with {where}: no answer within {connect_timeout} s")
+        raise BackendConnectionError(f"SSH handshake with {where} failed: {transport.get_exception()}")
+
+
 def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepalive: float):
     """Return an authenticated paramiko Transport, verified against known_hosts."""
     known = _load_known_hosts(target)
     known_for_host = known.lookup(_known_hosts_name(target)) or {}
+    where = f"{target.host} port {target.port}"
     try:
         if target.proxy_command:
             sock = paramiko.ProxyCommand(target.proxy_command)
         else:
             sock = _open_socket(target.host, target.port, connect_timeout)
-    except OSError as exc:
-        raise BackendConnectionError(f"cannot connect to {target.host} port {target.port}: {exc}") from exc
+    except (OSError, paramiko.SSHException) as exc:  # ProxyCommandFailure is an SSHException
+        # the errno's class where it names one (refused, unreachable: temporary; EACCES: denied),
+        # else BackendConnectionError (a name that does not resolve, say)
+        raise connection_error(f"cannot connect to {where}", exc) from exc
     transport = paramiko.Transport(sock, default_window_size=8 << 20)
     try:
         transport.banner_timeout = connect_timeout
@@ -301,19 +335,7 @@ def connect(target: Target, *, use_agent: bool, connect_timeout: float, keepaliv
         options.ciphers = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") + tuple(
             c for c in options.ciphers if "gcm" not in c
         )
-        negotiated = threading.Event()
-        try:
-            transport.start_client(event=negotiated)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise BackendConnectionError(f"SSH handshake with {target.host} port {target.port} failed: {exc}") from exc
-        if not negotiated.wait(connect_timeout):
-            raise BackendConnectionError(
-                f"SSH handshake with {target.host} port {target.port} did not finish within {connect_timeout} s"
-            )
-        if not transport.is_active():
-            raise BackendConnectionError(
-                f"SSH handshake with {target.host} port {target.port} failed: {transport.get_exception()}"
-            )
+        _handshake(transport, where, connect_timeout)
         _verify_host_key(transport, target, known_for_host)
         _authenticate(transport, target, use_agent)
         if keepalive:

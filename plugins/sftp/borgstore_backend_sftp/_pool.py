@@ -3,9 +3,15 @@
 One authenticated SSH connection is made on first use and replaced when it dies.  Each running
 operation borrows its own sftp session (an SSH channel) from the pool, which is what makes one
 backend usable from several threads without a global lock.
+
+Every wait on the server ends after the ``timeout``: replies and send windows through the
+channel's own timeout, and the two waits paramiko cannot time out (a send stuck on a full socket,
+the subsystem request of a new session) through the connection's watchdog, which ends the whole
+connection: its server process stopped answering.
 """
 
 import threading
+import time
 
 import paramiko
 
@@ -14,6 +20,40 @@ from . import _protocol as p
 
 # sftp sessions per SSH connection: below OpenSSH's default MaxSessions of 10
 MAX_SESSIONS = 8
+
+
+class Watchdog:
+    """Ends a connection when one of the waits it watches has lasted longer than *timeout*.
+
+    One thread per connection, waking a few times per timeout; a wait costs two dict updates."""
+
+    def __init__(self, timeout: float, expire):
+        self.timeout = timeout
+        #: True once the watchdog ended the connection: the failures that follow are timeouts
+        self.expired = False
+        self._expire = expire
+        self._started = {}  # a waiting session (or other key) -> when its wait began
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="borgstore-sftp-watchdog", daemon=True)
+        self._thread.start()
+
+    def begin(self, key):
+        self._started[key] = time.monotonic()
+
+    def end(self, key):
+        self._started.pop(key, None)
+
+    def _watch(self):
+        interval = min(max(self.timeout / 4, 0.05), 1.0)
+        while not self._stop.wait(interval):
+            now = time.monotonic()
+            if any(now - started > self.timeout for started in tuple(self._started.values())):
+                self.expired = True
+                self._expire()
+                return
+
+    def stop(self):
+        self._stop.set()
 
 
 class Connection:
@@ -30,6 +70,9 @@ class Connection:
         self.limit = MAX_SESSIONS
         self.ready = threading.Condition(threading.Lock())
         self.dead = False
+        # paramiko waits this long (30 s by default) for a key re-exchange before a send
+        transport.clear_to_send_timeout = timeout
+        self.watchdog = Watchdog(timeout, self.close)
 
     def acquire(self) -> p.Session:
         while True:
@@ -57,13 +100,24 @@ class Connection:
                 if self.count < self.limit:
                     self.count += 1
                     return None
-                if not self.ready.wait(self.timeout):
-                    raise p.ConnectionLost(f"no sftp session became free within {self.timeout} s")
+                # no time limit: each session in use is bounded by the timeout of its waits, and
+                # a connection that dies wakes everyone
+                self.ready.wait()
 
     def _open_session(self) -> p.Session:
-        channel = self.transport.open_session(window_size=8 << 20, max_packet_size=1 << 15, timeout=self.timeout)
-        channel.invoke_subsystem("sftp")
-        return p.Session(channel, self.timeout)
+        started = time.monotonic()
+        key = object()
+        self.watchdog.begin(key)  # paramiko waits for the answer to the subsystem request for ever
+        try:
+            channel = self.transport.open_session(window_size=8 << 20, max_packet_size=1 << 15, timeout=self.timeout)
+            channel.invoke_subsystem("sftp")
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if self.watchdog.expired or time.monotonic() - started >= self.timeout:
+                raise p.Timeout(f"the server did not open an sftp session within {self.timeout} s") from exc
+            raise
+        finally:
+            self.watchdog.end(key)
+        return p.Session(channel, self.timeout, self.watchdog)
 
     def _opening_failed(self, exc: BaseException) -> bool:
         """Account for a session that could not be opened; False: share the ones we have."""
@@ -72,6 +126,7 @@ class Connection:
             # paramiko keeps one pending open failure per transport, so of several opens the
             # server refuses at once, some see ChannelException and others only "Unable to
             # open channel." or "Channel closed.": any SSHException on a live transport is a refusal
+            # (a timeout is p.Timeout, no SSHException)
             refused = isinstance(exc, paramiko.SSHException) and self.transport.is_active()
             if refused and self.count > 0:
                 # the server allows fewer sessions (MaxSessions)
@@ -97,9 +152,12 @@ class Connection:
             self.dead = True
             idle, self.idle = self.idle, []
             self.ready.notify_all()
+        self.watchdog.stop()
+        # the transport first: closing a channel sends a message, which a frozen server's full
+        # socket would block; a closed transport has closed its channels already
+        self.transport.close()
         for session in idle:
             session.close()
-        self.transport.close()
 
 
 class Pool:

@@ -48,6 +48,10 @@ class ConnectionLost(Exception):
     """The channel closed, timed out or delivered garbage: the session is unusable."""
 
 
+class Timeout(ConnectionLost):
+    """The server did not answer (or take our data) within the timeout: a frozen server."""
+
+
 class StatusError(Exception):
     """The server answered a request with an error status."""
 
@@ -127,9 +131,12 @@ class Reader:
 class Session:
     """One SFTP session on an SSH channel (see the module docstring)."""
 
-    def __init__(self, channel, timeout: float):
+    def __init__(self, channel, timeout: float, watchdog=None):
         self.channel = channel
         self.channel.settimeout(timeout)
+        self.timeout = timeout
+        #: ends the connection when a send blocks longer than the timeout (see _pool.Watchdog)
+        self.watchdog = watchdog
         self.next_id = 1
         self.replies = {}  # replies that arrived while waiting for another one
         self.discard = set()  # requests whose replies nobody will wait for
@@ -162,16 +169,32 @@ class Session:
 
     # --- transport ---
     def _send_raw(self, data):
+        watchdog = self.watchdog
+        if watchdog is not None:
+            watchdog.begin(self)
         try:
             # a memoryview: paramiko's sendall re-slices what is left after each 32 KiB packet,
             # which copies a bytes object every time but not a view
             self.channel.sendall(memoryview(data))
+        except TimeoutError as exc:  # no window from the server within the channel's timeout
+            raise self._lost(f"the server took no data for {self.timeout} s", exc) from exc
         except (OSError, EOFError) as exc:
-            self.broken = True
-            raise ConnectionLost(f"sending to the server failed: {exc}") from exc
+            raise self._lost(f"sending to the server failed: {exc}", exc) from exc
         except Exception as exc:  # paramiko.SSHException when the transport is gone
-            self.broken = True
-            raise ConnectionLost(f"sending to the server failed: {type(exc).__name__}: {exc}") from exc
+            raise self._lost(f"sending to the server failed: {type(exc).__name__}: {exc}", exc) from exc
+        finally:
+            if watchdog is not None:
+                watchdog.end(self)
+
+    def _lost(self, message: str, cause: BaseException) -> ConnectionLost:
+        """Mark the session broken; the error for *cause*: Timeout for a timeout, and for any
+        failure after the watchdog ended the connection of a frozen server."""
+        self.broken = True
+        if isinstance(cause, TimeoutError):
+            return Timeout(message)
+        if self.watchdog is not None and self.watchdog.expired:
+            return Timeout(f"the server did not answer within {self.timeout} s (the connection was ended)")
+        return ConnectionLost(message)
 
     def _fill(self, need: int):
         buffer = self.buffer
@@ -179,14 +202,11 @@ class Session:
             try:
                 chunk = self.channel.recv(max(need - len(buffer), 1 << 18))
             except TimeoutError as exc:
-                self.broken = True
-                raise ConnectionLost("the server did not answer within the timeout") from exc
+                raise self._lost(f"the server did not answer within {self.timeout} s", exc) from exc
             except (OSError, EOFError) as exc:
-                self.broken = True
-                raise ConnectionLost(f"receiving from the server failed: {exc}") from exc
+                raise self._lost(f"receiving from the server failed: {exc}", exc) from exc
             if not chunk:
-                self.broken = True
-                raise ConnectionLost("the server closed the connection")
+                raise self._lost("the server closed the connection", EOFError())
             buffer += chunk
 
     def _read_packet(self):

@@ -1,15 +1,17 @@
 """Requests on one sftp session that several operations share, and what their failures mean.
 
-Only ``SSH_FX_NO_SUCH_FILE`` means that something is missing.  ``SSH_FX_FAILURE`` is the
-server's generic "it did not work" (an I/O error, a full disk, no file descriptors left, a
-directory where a file was expected): it is never taken for a missing item, only a stat that
-shows what is there may turn it into one.
+Statuses map onto errors through the table in _errors; a ``SSH_FX_FAILURE`` is never taken for a
+missing item, only a stat that shows what is there may turn it into one.
 """
 
-from borgstore.backends.errors import BackendError, ObjectNotFound, PermissionDenied
+from collections import deque
+
+from borgstore.backends.errors import BackendError, ObjectNotFound
 from borgstore.backends.toolkit import temp_name
+from borgstore.constants import TMP_SUFFIX
 
 from . import _protocol as p
+from ._errors import status_error
 
 # requests in flight per transfer: enough to keep a fast link busy, bounded so that a huge value
 # does not queue megabytes of replies
@@ -38,12 +40,13 @@ class Root:
         return self.failure(exc, what, name)
 
     def failure(self, exc: p.StatusError, what: str, name: str) -> BackendError:
-        """Like error(), for requests where nothing missing is expected (ObjectNotFound would
-        mislead): PermissionDenied or a BackendError with the server's message."""
-        where = f"{what} {name!r} ({self.host}:{self.path_of(name)})"
-        if exc.code == p.PERMISSION_DENIED:
-            return PermissionDenied(f"{where}: the sftp server denied access: {exc.message}")
-        return BackendError(f"{where} failed: {exc}")
+        """The error of the status table for request *what* on *name*, naming the path and the
+        server's message; NO_SUCH_FILE too is a BackendError here: used where nothing missing is
+        expected (a store's temp file vanished, say), so ObjectNotFound would mislead."""
+        where = f"{what} {name!r} ({self.host}:{self.path_of(name)}) failed"
+        if exc.code == p.NO_SUCH_FILE:
+            return BackendError(f"{where}: {exc}")
+        return status_error(exc, where)
 
     def item_error(self, session: p.Session, exc: p.StatusError, what: str, name: str) -> BackendError:
         """The error for *what* on item *name* failing with *exc*: a directory is not an item, so
@@ -59,6 +62,16 @@ class Root:
         return self.error(exc, what, name)
 
 
+def change(session: p.Session, attempt, kind: int, *parts, expect=None):
+    """Send a request that changes the store and wait for its reply.  Once it has left (send()
+    returned; a send that fails delivers no complete request), *attempt* records that a lost
+    connection leaves its outcome unknown."""
+    request_id = session.send(kind, *parts)
+    if attempt is not None:
+        attempt.mark_sent()
+    return session.result(request_id, expect)
+
+
 def stat(session: p.Session, path: str) -> p.Attributes | None:
     """The attributes of *path*, None if nothing is there (other failures raise StatusError)."""
     try:
@@ -69,12 +82,13 @@ def stat(session: p.Session, path: str) -> p.Attributes | None:
         raise
 
 
-def mkdirs(session: p.Session, path: str):
-    """Create directory *path* and its missing parents (existing ones are fine)."""
+def mkdirs(session: p.Session, path: str, attempt=None):
+    """Create directory *path* and its missing parents (existing ones are fine); *attempt*: the
+    directory is what the operation makes (see change())."""
     missing = []
     while True:
         try:
-            session.request(p.MKDIR, p.string(path), p.attrs_request())
+            change(session, attempt, p.MKDIR, p.string(path), p.attrs_request())
             break
         except p.StatusError as exc:
             if exc.code == p.NO_SUCH_FILE and "/" in path.strip("/"):
@@ -87,7 +101,7 @@ def mkdirs(session: p.Session, path: str):
             raise
     for path in reversed(missing):
         try:
-            session.request(p.MKDIR, p.string(path), p.attrs_request())
+            change(session, attempt, p.MKDIR, p.string(path), p.attrs_request())
         except p.StatusError:
             attrs = stat(session, path)
             if attrs is None or not attrs.is_dir:
@@ -147,41 +161,132 @@ def remove_quietly(session: p.Session, path: str):
         pass
 
 
-def rename(session: p.Session, source: str, target: str, attempt=None):
-    """Rename *source* to *target*, replacing it; *attempt* records a set-aside temp file."""
+def rename(session: p.Session, source: str, target: str, attempt):
+    """Rename *source* to *target*, replacing it; *attempt* records a set-aside temp file and
+    that the change went out (see change())."""
     if "posix-rename@openssh.com" in session.extensions:
-        session.request(p.EXTENDED, p.string("posix-rename@openssh.com"), p.string(source), p.string(target))
+        change(session, attempt, p.EXTENDED, p.string("posix-rename@openssh.com"), p.string(source), p.string(target))
         return
     # SFTP v3 RENAME refuses to replace an existing target: move the old one out of the way
     # first, so that at every moment one complete value is reachable (under a name or aside)
     try:
-        session.request(p.RENAME, p.string(source), p.string(target))
+        change(session, attempt, p.RENAME, p.string(source), p.string(target))
         return
     except p.StatusError as exc:
         if exc.code == p.NO_SUCH_FILE:
             raise
     aside = temp_name(target)
-    if attempt is not None:
-        attempt.temp_names.append(aside)  # removed after a reconnect if the connection dies now
-    session.request(p.RENAME, p.string(target), p.string(aside))
+    attempt.temp_names.append(aside)  # removed after a reconnect if the connection dies now
+    change(session, attempt, p.RENAME, p.string(target), p.string(aside))
     try:
-        session.request(p.RENAME, p.string(source), p.string(target))
+        change(session, attempt, p.RENAME, p.string(source), p.string(target))
     except p.StatusError:
         session.request(p.RENAME, p.string(aside), p.string(target))
         raise
     remove_quietly(session, aside)
 
 
-def remove_tree(session: p.Session, path: str):
-    """Remove directory *path* and everything below it."""
+def remove_tree(session: p.Session, path: str, attempt=None):
+    """Remove directory *path* and everything below it (*attempt*: see change())."""
     entries = listdir(session, path)
     files = [f"{path}/{name}" for name, attrs in entries if not attrs.is_dir]
     for batch in range(0, len(files), MAX_BATCH):
         ids = [session.send(p.REMOVE, p.string(f)) for f in files[batch : batch + MAX_BATCH]]
+        if attempt is not None:
+            attempt.mark_sent()
         failure = collect(session, ids)
         if failure is not None and failure.code != p.NO_SUCH_FILE:
             raise failure
     for name, attrs in entries:
         if attrs.is_dir:
-            remove_tree(session, f"{path}/{name}")
-    session.request(p.RMDIR, p.string(path))
+            remove_tree(session, f"{path}/{name}", attempt)
+    change(session, attempt, p.RMDIR, p.string(path))
+
+
+def listdirs(session: p.Session, paths) -> dict:
+    """{path: [(name, attrs)] without '.' and '..', or None where no directory is} for every
+    directory of *paths*: MAX_BATCH at a time, all OPENDIRs of a batch in flight, then two
+    READDIRs per directory (a small one's entries and its end in one round trip)."""
+    paths = list(paths)
+    result = {}
+    for batch in range(0, len(paths), MAX_BATCH):
+        opens = [(path, session.send(p.OPENDIR, p.string(path))) for path in paths[batch : batch + MAX_BATCH]]
+        handles = {}
+        failure = None
+        for path, request_id in opens:
+            try:
+                handles[path] = p.string(p.Reader(session.result(request_id, expect=p.HANDLE)).bytes())
+            except p.StatusError as exc:
+                if exc.code == p.NO_SUCH_FILE:
+                    result[path] = None  # gone meanwhile, or an item (OpenSSH: NO_SUCH_FILE too)
+                else:
+                    failure = failure or exc
+        try:
+            if failure is None:
+                _read_directories(session, handles, result)
+        finally:
+            if not session.broken:
+                for handle in handles.values():
+                    session.forget(session.send(p.CLOSE, handle))
+        if failure is not None:
+            raise failure
+    return result
+
+
+def _read_directories(session: p.Session, handles: dict, result: dict):
+    """Read every open directory of *handles* ({path: handle}) to its end into *result*."""
+    pending = deque()  # (path, request id) in send order
+    in_flight = {}
+    for path, handle in handles.items():
+        result[path] = []
+        pending += [(path, session.send(p.READDIR, handle)), (path, session.send(p.READDIR, handle))]
+        in_flight[path] = 2
+    done = set()
+    try:
+        while pending:
+            path, request_id = pending.popleft()
+            kind, body = session.wait(request_id)
+            in_flight[path] -= 1
+            if path in done:
+                continue  # the second READDIR after the end
+            if kind == p.STATUS:
+                try:
+                    session.check(kind, body)
+                except p.StatusError as exc:
+                    if exc.code != p.EOF:
+                        raise
+                done.add(path)
+                continue
+            session.check(kind, body, expect=p.NAME)
+            reader = p.Reader(body)
+            for _ in range(reader.u32()):
+                filename = reader.text()
+                reader.bytes()  # the ls -l style long name
+                attrs = reader.attrs()
+                if filename not in (".", ".."):
+                    result[path].append((filename, attrs))
+            if not in_flight[path]:  # a large directory: two more, as at the start
+                pending += [(path, session.send(p.READDIR, handles[path])) for _ in range(2)]
+                in_flight[path] += 2
+    finally:
+        if not session.broken:
+            for _, request_id in pending:
+                session.forget(request_id)
+
+
+def find_temps(session: p.Session, top: str) -> list:
+    """[(name relative to *top*, attrs)] of every ``.tmp`` item below directory *top*, at any
+    depth, one level of directories at a time (see listdirs); a missing *top*: []."""
+    found = []
+    level = [("", top)]  # (name prefix relative to top, path)
+    while level:
+        listing = listdirs(session, [path for _, path in level])
+        deeper = []
+        for prefix, path in level:
+            for filename, attrs in listing.get(path) or ():
+                if attrs.is_dir:
+                    deeper.append((f"{prefix}{filename}/", f"{path}/{filename}"))
+                elif filename.endswith(TMP_SUFFIX):
+                    found.append((f"{prefix}{filename}", attrs))
+        level = deeper
+    return found

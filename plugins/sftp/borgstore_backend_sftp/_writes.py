@@ -4,16 +4,20 @@ A store writes a new temp file (created exclusively, named by the toolkit) with 
 request in flight at once, then renames it over the target: a reader sees the old value or the
 new one, never a part.  Durability "always" fsyncs each temp file before its rename; "close"
 remembers what was stored and fsyncs it all in batches at flush() or close().
+
+store_new writes its temp file the same way and renames it with the plain SFTP v3 RENAME, which
+refuses an existing target (OpenSSH makes it a hard link, which the kernel refuses atomically if
+the name exists): of writers racing on one new name exactly one succeeds.
 """
 
 import threading
 
-from borgstore.backends.errors import BackendError
+from borgstore.backends.errors import BackendError, ObjectAlreadyExists
 from borgstore.backends.toolkit import temp_name
 
 from . import _protocol as p
-from ._requests import MAX_BATCH, MAX_IN_FLIGHT, Root, collect, mkdirs, remove_quietly, rename
-from ._retry import Attempt, Runner
+from ._requests import MAX_BATCH, MAX_IN_FLIGHT, Root, change, collect, mkdirs, remove_quietly, rename, stat
+from ._runner import Attempt, Runner
 
 DURABILITY_LEVELS = ("none", "close", "always")
 
@@ -26,24 +30,59 @@ def store(session: p.Session, attempt: Attempt, root: Root, name: str, data: mem
     Safe to repeat as a whole: a new temp name each time, and the rename puts the same value in
     place however often it is done."""
     path = root.path_of(name)
-    temp = temp_name(path)
+    temp = _write_temp(session, attempt, root, "store", name, data, fsync=fsync)
+    try:
+        rename(session, temp, path, attempt)
+    except p.StatusError as exc:
+        remove_quietly(session, temp)
+        attempt.temp_names.remove(temp)
+        raise root.failure(exc, "store", name) from None
+    attempt.temp_names.remove(temp)
+
+
+def store_new(session: p.Session, attempt: Attempt, root: Root, name: str, data: memoryview, *, fsync: bool):
+    """Store *data* under *name* only if nothing is there: a temp file renamed with the plain
+    RENAME, which refuses an existing target; then ObjectAlreadyExists and the temp is removed."""
+    path = root.path_of(name)
+    temp = _write_temp(session, attempt, root, "store_new", name, data, fsync=fsync)
+    try:
+        for _ in range(2):  # a target deleted between the refusal and our look: once more
+            try:
+                change(session, attempt, p.RENAME, p.string(temp), p.string(path))
+                attempt.temp_names.remove(temp)
+                return
+            except p.StatusError as exc:
+                failure = exc
+            # OpenSSH answers FAILURE for an existing target and for much else: look at it
+            attrs = stat(session, path)
+            if attrs is not None and not attrs.is_dir:
+                raise ObjectAlreadyExists(f"store_new {name!r}: an item of that name exists") from None
+            if attrs is not None or failure.code != p.FAILURE:
+                break
+        raise root.failure(failure, "store_new", name) from None
+    except BaseException:
+        if not session.broken:
+            remove_quietly(session, temp)
+            attempt.temp_names.remove(temp)
+        raise
+
+
+def _write_temp(session: p.Session, attempt: Attempt, root: Root, what: str, name: str, data, *, fsync: bool) -> str:
+    """Write *data* to a new temp file next to item *name* (recorded in *attempt*); return its
+    path.  A failure removes it and raises the error for *what* on *name*."""
+    temp = temp_name(root.path_of(name))
     attempt.temp_names.append(temp)
     try:
         handle = _create(session, temp)
     except p.StatusError as exc:
         attempt.temp_names.remove(temp)
-        raise root.failure(exc, "store", name) from None
+        raise root.failure(exc, what, name) from None
     failure = _write(session, handle, data, fsync=fsync)
-    if failure is None:
-        try:
-            rename(session, temp, path, attempt)
-        except p.StatusError as exc:
-            failure = exc
     if failure is not None:
         remove_quietly(session, temp)
         attempt.temp_names.remove(temp)
-        raise root.failure(failure, "store", name)
-    attempt.temp_names.remove(temp)
+        raise root.failure(failure, what, name)
+    return temp
 
 
 def _create(session: p.Session, temp: str) -> bytes:

@@ -98,7 +98,7 @@ def test_a_password_in_the_url_is_never_shown(sshd, tmp_path, caplog):
     neither repr, nor any error message, nor any log line shows the password."""
     caplog.set_level(logging.DEBUG)
     url = f"sftp://{sshd.user}:{SECRET}@127.0.0.1:{sshd.port}//{tmp_path}/store"
-    options = sshd.backend_options(retries=1)
+    options = sshd.backend_options()
     shown = []
 
     def expect(error, call):

@@ -11,7 +11,14 @@ import contextlib
 import pytest
 
 from borgstore.backends.errors import BackendMustBeOpen
-from borgstore.testing import BackendTests, StoreTests, kit_settings, run_store_machine
+from borgstore.testing import (
+    BackendTests,
+    StoreTests,
+    kit_settings,
+    run_backend_machine_under_faults,
+    run_store_machine,
+    run_store_machine_under_faults,
+)
 from borgstore.testing._pytest_classes import run_check
 
 
@@ -44,6 +51,19 @@ class TestSftpStore(StoreTests):
         """Random sequences of Store calls match a plain model (a smaller budget, see the module docstring)."""
         factory = self.make_store_factory(store_location, store_kwargs)
         run_check(run_store_machine, factory, kit_settings(self.conformance_profile, max_examples=20))
+
+
+def test_state_machines_under_faults(absolute_location):
+    """The backend and Store state machines pass with the backend below the retry middleware and
+    injected faults (a small budget: every call is a round trip to sshd)."""
+    settings = kit_settings("faults", max_examples=10, stateful_step_count=20)
+    backend = absolute_location.backend()
+    try:
+        run_backend_machine_under_faults(backend, settings)
+    finally:
+        with contextlib.suppress(BackendMustBeOpen):
+            backend.close()
+    run_store_machine_under_faults(absolute_location.backend, settings)
 
 
 def test_kit_hostile_names_rule_through_get_backend(absolute_location):

@@ -16,7 +16,9 @@ from borgstore_backend_sftp import (
 )
 from borgstore_backend_sftp.testserver import HOST_ALIAS
 
-from borgstore.backends.errors import BackendConnectionError, BackendDoesNotExist, BackendURLInvalid
+from borgstore.backends.errors import BackendConnectionError, BackendDoesNotExist, BackendTimeout, BackendURLInvalid
+
+CONFIG = {"": {"levels": [0]}}
 
 
 def ssh_fingerprint(pub_file) -> str:
@@ -41,7 +43,7 @@ def private_config(server, tmp_path, *, known_hosts=None, identity=True):
 
 
 def open_backend(server, config, path, **options):
-    options = {"use_agent": False, "retries": 1, **options}
+    options = {"use_agent": False, **options}
     backend = sftp_backend_from_url(server.url(path), ssh_config=str(config), **options)
     backend.open()
     return backend
@@ -87,8 +89,24 @@ def test_bad_options_are_rejected():
         sftp_backend_from_url("sftp://h/p", durability="sometimes")
     with pytest.raises(ValueError, match="ssh_config"):
         sftp_backend_from_url("sftp://h/p", ssh_config="/no/such/config")
-    with pytest.raises(ValueError, match="retries"):
-        sftp_backend_from_url("sftp://h/p", retries=0)
+    for option, value in (("timeout", 0), ("timeout", "5"), ("connect_timeout", -1), ("keepalive", -1)):
+        with pytest.raises(ValueError, match=option):
+            sftp_backend_from_url("sftp://h/p", **{option: value})
+
+
+@pytest.mark.parametrize("option, value", [("retries", 5), ("retry_time", 60.0)])
+def test_retired_retry_options_say_where_retrying_went(option, value):
+    """The backend's own retry options are gone: passing one (through the core, which still knows
+    the names) raises a ValueError naming it and the retry middleware that replaced it."""
+    from borgstore.store import Store, get_backend
+
+    for make in (
+        lambda: get_backend("sftp://h/p", **{option: value}),
+        lambda: Store("sftp://h/p", config=CONFIG, backend_options={option: value}),
+    ):
+        with pytest.raises(ValueError) as excinfo:
+            make()
+        assert option in str(excinfo.value) and "'retry' middleware" in str(excinfo.value)
 
 
 def test_the_sftp_scheme_is_registered_through_the_entry_point(sshd):
@@ -108,7 +126,7 @@ def test_unknown_host_key_fails_with_its_fingerprint_and_is_not_added(sshd, tmp_
     known_hosts stays as it was."""
     config, known = private_config(sshd, tmp_path, known_hosts="")
     with pytest.raises(UnknownHostKey) as excinfo:
-        open_backend(sshd, config, "//" + str(tmp_path), retries=3)
+        open_backend(sshd, config, "//" + str(tmp_path))
     message = str(excinfo.value)
     assert ssh_fingerprint(str(sshd.host_key) + ".pub") in message
     assert "ssh-keyscan" in message and f"[127.0.0.1]:{sshd.port}" in message
@@ -121,7 +139,7 @@ def test_changed_host_key_fails_loudly(sshd, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     config, known = private_config(sshd, tmp_path, known_hosts=sshd.host_key_line(other))
     with pytest.raises(HostKeyChanged) as excinfo:
-        open_backend(sshd, config, "//" + str(tmp_path), retries=3)
+        open_backend(sshd, config, "//" + str(tmp_path))
     message = str(excinfo.value)
     assert "CHANGED" in message
     assert ssh_fingerprint(str(sshd.host_key) + ".pub") in message
@@ -153,7 +171,7 @@ def test_hashed_known_hosts_entries_are_understood(sshd, tmp_path):
 def test_wrong_user_fails_authentication(sshd, tmp_path):
     """A user the server does not accept: AuthenticationFailed naming the user, not retried."""
     url = f"sftp://nosuchuser@127.0.0.1:{sshd.port}//{tmp_path}"
-    backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), use_agent=False, retries=3)
+    backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), use_agent=False)
     with pytest.raises(AuthenticationFailed, match="nosuchuser"):
         backend.open()
 
@@ -209,40 +227,96 @@ def test_ssh_config_supplies_hostname_port_user_and_key(sshd, tmp_path):
     assert (sshd.home / "cfg-store" / "x").read_bytes() == b"via alias"
 
 
-def test_connect_timeout_on_a_silent_server(tmp_path, sshd):
-    """A server that accepts TCP but never speaks SSH: BackendConnectionError after the timeout."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(5)
-    port = listener.getsockname()[1]
-    accepted = []
-    stop = threading.Event()
+class SilentListener:
+    """A TCP listener that accepts connections and never says a word (a frozen server)."""
 
-    def accept():
-        listener.settimeout(0.2)
-        while not stop.is_set():
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+        self.accepted = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept)
+
+    def _accept(self):
+        while not self._stop.is_set():
             try:
-                accepted.append(listener.accept()[0])
+                self.accepted.append(self.socket.accept()[0])
             except OSError:
                 pass
 
-    thread = threading.Thread(target=accept)
-    thread.start()
-    try:
+    def count(self, expected: int) -> int:
+        """How many connections came, once *expected* came (or a few seconds passed)."""
+        deadline = time.monotonic() + 5
+        while len(self.accepted) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # room for one too many to show up
+        return len(self.accepted)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        for s in self.accepted:
+            s.close()
+        self.socket.close()
+
+
+def test_connect_timeout_on_a_silent_server(tmp_path, sshd):
+    """A server that accepts TCP but never speaks SSH: BackendTimeout after connect_timeout, from
+    one try per call; through the retry middleware one connection per attempt, then the timeout."""
+    from borgstore.store import Store
+
+    with SilentListener() as listener:
+        url = f"sftp://root@127.0.0.1:{listener.port}//x"
+        options = {"ssh_config": str(sshd.ssh_config), "connect_timeout": 0.5}
+        backend = sftp_backend_from_url(url, **options)
+        started = time.monotonic()
+        with pytest.raises(BackendTimeout) as excinfo:
+            backend.open()
+        assert time.monotonic() - started < 0.5 + 5
+        assert excinfo.value.temporary and not excinfo.value.maybe_applied
+        assert listener.count(1) == 1
+        retry = ("retry", {"attempts": 3, "first_delay": 0.01, "max_delay": 0.01, "budget": 30.0})
+        store = Store(url, config=CONFIG, backend_options=options, middleware=[retry])
+        with pytest.raises(BackendTimeout, match="3 tries"):
+            store.open()
+        assert listener.count(1 + 3) == 1 + 3
+        assert store.stats["retry_attempts"] == 2
+
+
+def test_timeout_is_also_the_connect_timeout(tmp_path, sshd):
+    """Without connect_timeout, a connect waits for the server as long as any other wait: timeout."""
+    with SilentListener() as listener:
         backend = sftp_backend_from_url(
-            f"sftp://root@127.0.0.1:{port}//x", ssh_config=str(sshd.ssh_config), connect_timeout=0.5, retries=2
+            f"sftp://root@127.0.0.1:{listener.port}//x", ssh_config=str(sshd.ssh_config), timeout=0.5
         )
         started = time.monotonic()
-        with pytest.raises(BackendConnectionError):
+        with pytest.raises(BackendTimeout):
             backend.open()
-        assert len(accepted) == 2  # retried within the bound, then gave up
-        assert time.monotonic() - started < 10
-    finally:
-        stop.set()
-        thread.join()
-        for s in accepted:
-            s.close()
-        listener.close()
+        assert time.monotonic() - started < 0.5 + 5
+
+
+def test_connect_failures_are_temporary_connection_errors(sshd):
+    """Nothing listens at the port (ECONNREFUSED), or the name does not resolve: a temporary
+    BackendConnectionError naming where, never a permanent error."""
+    for url in (f"sftp://root@127.0.0.1:{_closed_port()}//x", "sftp://root@no-such-host.invalid//x"):
+        backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), connect_timeout=5)
+        with pytest.raises(BackendConnectionError) as excinfo:
+            backend.open()
+        assert excinfo.value.temporary and not excinfo.value.maybe_applied
+        assert "cannot connect to" in str(excinfo.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_proxy_command_from_the_ssh_config(sshd, tmp_path, require_binary):
@@ -300,8 +374,11 @@ def test_percent_encoded_path_reaches_the_right_directory(sshd, tmp_path):
 
 @pytest.mark.parametrize("problem", ["unknown key", "changed key", "wrong user"])
 def test_permanent_connect_failures_are_never_retried(sshd, tmp_path, monkeypatch, problem):
-    """Host key and authentication failures end at the first try, whatever `retries` allows."""
+    """Host key and authentication failures are permanent: a Store's default chain, whose retry
+    middleware retries temporary errors, connects once and reports them."""
     from borgstore_backend_sftp import _connect
+
+    from borgstore.store import Store
 
     tries = []
     real_connect = _connect.connect
@@ -316,9 +393,14 @@ def test_permanent_connect_failures_are_never_retried(sshd, tmp_path, monkeypatc
     known = {"unknown key": "", "changed key": sshd.host_key_line(other), "wrong user": None}[problem]
     config, _ = private_config(sshd, tmp_path, known_hosts=known)
     user = "nosuchuser" if problem == "wrong user" else sshd.user
-    backend = sftp_backend_from_url(
-        f"sftp://{user}@127.0.0.1:{sshd.port}//{tmp_path}", ssh_config=str(config), use_agent=False, retries=5
+    store = Store(
+        f"sftp://{user}@127.0.0.1:{sshd.port}//{tmp_path}",
+        config=CONFIG,
+        backend_options={"ssh_config": str(config), "use_agent": False},
     )
-    with pytest.raises((UnknownHostKey, HostKeyChanged, AuthenticationFailed)):
-        backend.open()
+    assert "retry" in store.middleware
+    with pytest.raises((UnknownHostKey, HostKeyChanged, AuthenticationFailed)) as excinfo:
+        store.open()
+    assert not excinfo.value.temporary
     assert len(tries) == 1
+    assert store.stats["retry_attempts"] == 0

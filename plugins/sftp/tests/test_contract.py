@@ -329,7 +329,8 @@ def test_durability_always_and_close_use_fsync(location):
 
 def test_round_trips_per_operation(backend):
     """Each operation waits for the server as often as docs/sftp.md says (its requests are
-    pipelined): store 3, load 2 (3 beyond one read request without a size), info/delete/move 1, list 2."""
+    pipelined): store and store_new 3, load 2 (3 beyond one read request without a size),
+    info/delete/move 1, list 2, list_temp 2 per level."""
     backend.store("rt/warm", b"x")  # makes the directory and the pooled session
 
     def count(operation):
@@ -350,6 +351,8 @@ def test_round_trips_per_operation(backend):
     assert count(lambda: backend.info("rt/a")) == 1
     assert count(lambda: backend.move("rt/a", "rt/b")) == 1
     assert count(lambda: list(backend.list("rt"))) == 2
+    assert count(lambda: backend.store_new("rt/new", value)) == 3
+    assert count(lambda: list(backend.list_temp("rt"))) == 2  # one level: no subdirectory
     backend.delete("rt/big")
     assert count(lambda: backend.delete("rt/b")) == 1
 

@@ -1,6 +1,8 @@
 """Failures for real: the server killed and restarted, connections cut mid-write, Ctrl-C, leaks.
 
-Each test runs its own sshd (own_sshd) because it kills it.
+The backend tries each call once; retrying is the ``retry`` middleware's job, so the tests of
+recovery run through a chain with it (``retrying``), as a Store's default chain has it.  Each
+test runs its own sshd (own_sshd) because it kills it.
 """
 
 import _thread
@@ -13,18 +15,48 @@ import weakref
 import pytest
 from borgstore_backend_sftp import sftp_backend_from_url
 
+from borgstore import build_chain
+from borgstore._stats import empty_stats
 from borgstore.backends.errors import BackendConnectionError
 
 BIG = 48 * 1024 * 1024
+#: generous: a restarting sshd must fit in; seeded, so the backoff delays are the same each run
+RETRY = {"attempts": 20, "first_delay": 0.1, "max_delay": 1.0, "budget": 60.0, "breaker_failures": 0, "seed": 9}
 
 
 def make_backend(server, path, **options):
     url = server.url("//" + str(path), alias=False)
-    options = {"retries": 4, "retry_time": 30.0, **options}
     backend = sftp_backend_from_url(url, **server.backend_options(**options))
     backend.create()
     backend.open()
     return backend
+
+
+def retrying(backend, **retry):
+    """*backend* (open) inside the retry middleware, as in a Store's default chain."""
+    return build_chain(backend, [("retry", {**RETRY, **retry})])
+
+
+def retry_stats(chain) -> dict:
+    stats = empty_stats()
+    for link in chain.layers():
+        link.contribute_stats(stats)
+    return stats
+
+
+def restart_after_first_retry(server, chain):
+    """A thread that starts *server* again once *chain*'s retry layer has retried a call: the
+    server was down for at least one try."""
+
+    def restart():
+        deadline = time.monotonic() + 30
+        while not retry_stats(chain)["retry_attempts"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.start()
+
+    thread = threading.Thread(target=restart)
+    thread.start()
+    return thread
 
 
 def files_under(root):
@@ -48,74 +80,85 @@ def wait_for_temp_file(root, min_size=1, timeout=20.0):
 
 
 def test_server_killed_and_restarted_between_operations(own_sshd, tmp_path):
-    """After sshd and all its connections die and come back, the next operations reconnect and
-    every item stored before is still there, complete."""
+    """sshd and all its connections die; the backend alone raises a temporary
+    BackendConnectionError, and through the retry middleware the call is retried until the server
+    is back; every item stored before is still there, complete."""
     root = tmp_path / "store"
     backend = make_backend(own_sshd, root)
+    chain = retrying(backend)
     values = {f"data/{i:02x}": os.urandom(1000 + i) for i in range(20)}
     for name, value in values.items():
-        backend.store(name, value)
+        chain.store(name, value)
     own_sshd.kill()
-    threading.Timer(0.5, own_sshd.start).start()
-    assert backend.load("data/00") == values["data/00"]  # retried until the server is back
-    backend.store("data/new", b"after the restart")
+    with pytest.raises(BackendConnectionError) as excinfo:
+        backend.load("data/00")  # one try, no retry of its own
+    assert excinfo.value.temporary and not excinfo.value.maybe_applied
+    restarter = restart_after_first_retry(own_sshd, chain)
+    assert chain.load("data/00") == values["data/00"]  # retried until the server is back
+    restarter.join()
+    assert retry_stats(chain)["retry_attempts"] >= 1
+    chain.store("data/new", b"after the restart")
     for name, value in values.items():
-        assert backend.load(name) == value
-    assert [i.name for i in backend.list("data")] == sorted([*(n.split("/")[1] for n in values), "new"])
+        assert chain.load(name) == value
+    assert [i.name for i in chain.list("data")] == sorted([*(n.split("/")[1] for n in values), "new"])
     assert not [f for f in files_under(root) if f.endswith(".tmp")]
-    backend.close()
+    chain.close()
 
 
 def test_server_down_too_long_gives_connection_error_then_recovers(own_sshd, tmp_path):
-    """With the server gone past the retry budget an operation raises BackendConnectionError
-    (a bounded number of tries); once the server is back the same backend works again."""
+    """With the server gone past the retry layer's attempts an operation raises
+    BackendConnectionError; once the server is back the same chain works again."""
     root = tmp_path / "store"
-    backend = make_backend(own_sshd, root, retries=2, retry_time=5.0)
-    backend.store("a", b"before")
+    chain = retrying(make_backend(own_sshd, root), attempts=2)
+    chain.store("a", b"before")
     own_sshd.kill()
-    with pytest.raises(BackendConnectionError):
-        backend.load("a")
-    with pytest.raises(BackendConnectionError):
-        backend.store("b", b"while down")
+    with pytest.raises(BackendConnectionError, match="2 tries"):
+        chain.load("a")
+    with pytest.raises(BackendConnectionError, match="2 tries"):
+        chain.store("b", b"while down")
     own_sshd.start()
-    assert backend.load("a") == b"before"
-    assert not backend.info("b").exists
-    backend.close()
+    assert chain.load("a") == b"before"
+    assert not chain.info("b").exists
+    assert retry_stats(chain)["retry_giveups"] == 2
+    chain.close()
 
 
 def test_connection_cut_during_a_large_write_is_retried_completely(own_sshd, tmp_path):
-    """The connection dies while a large value is being written: the store is repeated on a new
-    connection, the value arrives complete and no temp file is left."""
+    """The connection dies while a large value is being written: the retry middleware repeats
+    the store on a new connection, the value arrives complete and no temp file is left (the
+    backend removes the broken try's temp file after the reconnect)."""
     root = tmp_path / "store"
-    backend = make_backend(own_sshd, root, timeout=10.0)
+    chain = retrying(make_backend(own_sshd, root, timeout=10.0))
     value = os.urandom(BIG)
     killer = threading.Thread(target=lambda: (wait_for_temp_file(root, 1 << 20), own_sshd.kill(), own_sshd.start()))
     killer.start()
-    backend.store("big", value)
+    chain.store("big", value)
     killer.join()
+    assert retry_stats(chain)["retry_attempts"] >= 1
     assert (root / "big").read_bytes() == value
     assert files_under(root) == ["big"]
-    backend.close()
+    chain.close()
 
 
 def test_connection_cut_during_a_large_write_never_shows_a_partial_object(own_sshd, tmp_path):
-    """The server dies mid-write and stays down: the store fails with BackendConnectionError, the
-    target never appears (an old value stays intact), and the partial temp file is removed after
-    the next reconnect."""
+    """The server dies mid-write and stays down: the store fails with BackendConnectionError (not
+    applied: the rename was never sent), the target never appears (an old value stays intact),
+    and the partial temp file is removed after the next reconnect."""
     root = tmp_path / "store"
-    backend = make_backend(own_sshd, root, retries=1, timeout=10.0)
-    backend.store("big", b"the old value")
+    chain = retrying(make_backend(own_sshd, root, timeout=10.0), attempts=2)
+    chain.store("big", b"the old value")
     killer = threading.Thread(target=lambda: (wait_for_temp_file(root, 1 << 20), own_sshd.kill()))
     killer.start()
-    with pytest.raises(BackendConnectionError):
-        backend.store("big", os.urandom(BIG))
+    with pytest.raises(BackendConnectionError) as excinfo:
+        chain.store("big", os.urandom(BIG))
     killer.join()
+    assert not excinfo.value.maybe_applied
     assert (root / "big").read_bytes() == b"the old value"
     assert any(f.endswith(".tmp") for f in files_under(root))  # the cut really happened mid-write
     own_sshd.start()
-    assert backend.load("big") == b"the old value"
+    assert chain.load("big") == b"the old value"
     assert files_under(root) == ["big"]
-    backend.close()
+    chain.close()
 
 
 def test_ctrl_c_during_a_write_is_not_swallowed(own_sshd, tmp_path):
@@ -244,91 +287,143 @@ def cut_after_request(monkeypatch, kind, done):
     from borgstore_backend_sftp import _protocol
 
     original_send = _protocol.Session.send
+    original_wait = _protocol.Session.wait
     cut = []
 
     def send(session, request_kind, *parts):
         request_id = original_send(session, request_kind, *parts)
         if request_kind == kind and not cut:
-            cut.append(request_id)
+            cut.append((session, request_id))
             deadline = time.monotonic() + 10
             while not done() and time.monotonic() < deadline:
                 time.sleep(0.001)
             session.channel.get_transport().close()
+        return request_id
+
+    def wait(session, request_id):
+        if cut and cut[0] == (session, request_id) and not session.broken:
             # the reply may already sit in paramiko's buffer: make the loss certain
             session.broken = True
             raise _protocol.ConnectionLost("cut by the test after the server acted")
-        return request_id
+        return original_wait(session, request_id)
+
+    monkeypatch.setattr(_protocol.Session, "send", send)
+    monkeypatch.setattr(_protocol.Session, "wait", wait)
+    return cut
+
+
+def cut_before_request(monkeypatch, kind):
+    """Break the connection just before a request of type *kind* would leave."""
+    from borgstore_backend_sftp import _protocol
+
+    original_send = _protocol.Session.send
+    cut = []
+
+    def send(session, request_kind, *parts):
+        if request_kind == kind and not cut:
+            cut.append(True)
+            session.channel.get_transport().close()
+            session.broken = True
+            raise _protocol.ConnectionLost("cut by the test before the request left")
+        return original_send(session, request_kind, *parts)
 
     monkeypatch.setattr(_protocol.Session, "send", send)
     return cut
 
 
-def test_delete_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, monkeypatch):
-    """The connection breaks after the server removed the item but before the reply came: the
-    repeated delete finds nothing and must count that as done, not raise ObjectNotFound."""
-    from borgstore_backend_sftp import _protocol
+def _lost_reply_cases(root):
+    """(prepare(backend), the request to cut after, done(), call(link), check()) per mutation."""
+    from borgstore_backend_sftp import _protocol as p
 
-    root = tmp_path / "store"
+    return {
+        "delete": (
+            lambda b: b.store("d/x", b"1"),
+            p.REMOVE,
+            lambda: not (root / "d/x").exists(),
+            lambda link: link.delete("d/x"),
+            lambda: not (root / "d/x").exists(),
+        ),
+        "move": (
+            lambda b: b.store("m/src", b"value"),
+            p.EXTENDED,
+            lambda: (root / "m/dst").exists(),
+            lambda link: link.move("m/src", "m/dst"),
+            lambda: (root / "m/dst").read_bytes() == b"value" and not (root / "m/src").exists(),
+        ),
+        "rmdir": (
+            lambda b: b.mkdir("r/empty"),
+            p.RMDIR,
+            lambda: not (root / "r/empty").exists(),
+            lambda link: link.rmdir("r/empty"),
+            lambda: not (root / "r/empty").exists(),
+        ),
+        "store_new": (
+            lambda b: b.mkdir("n"),
+            p.RENAME,
+            lambda: (root / "n/new").exists(),
+            lambda link: link.store_new("n/new", b"fresh"),
+            lambda: (root / "n/new").read_bytes() == b"fresh" and files_under(root / "n") == ["new"],
+        ),
+    }
+
+
+def visible(root) -> list:
+    """Every file and directory under *root* but temp files, as relative paths."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("operation", ["delete", "move", "rmdir", "store_new"])
+def test_a_lost_reply_is_maybe_applied_and_resolved_by_the_retry_layer(own_sshd, tmp_path, monkeypatch, operation):
+    """The connection breaks after the server carried out a mutation but before its reply came:
+    the backend raises a temporary BackendConnectionError with maybe_applied set (it cannot know),
+    and the retry middleware resolves it by looking, instead of reporting "missing" or "exists"."""
+    root = tmp_path / "alone"
+    prepare, kind, done, call, check = _lost_reply_cases(root)[operation]
     backend = make_backend(own_sshd, root)
-    backend.store("d/x", b"1")
-    cut = cut_after_request(monkeypatch, _protocol.REMOVE, lambda: not (root / "d/x").exists())
-    backend.delete("d/x")
-    assert cut and not (root / "d/x").exists()
+    prepare(backend)
+    cut = cut_after_request(monkeypatch, kind, done)
+    with pytest.raises(BackendConnectionError) as excinfo:
+        call(backend)
+    assert cut and excinfo.value.temporary and excinfo.value.maybe_applied
+    assert check()
+    monkeypatch.undo()
     backend.close()
 
-
-def test_move_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, monkeypatch):
-    """Same for move: the source is gone and the target holds the value, so the repeat is done."""
-    from borgstore_backend_sftp import _protocol
-
-    root = tmp_path / "store"
+    root = tmp_path / "retried"
+    prepare, kind, done, call, check = _lost_reply_cases(root)[operation]
     backend = make_backend(own_sshd, root)
-    backend.store("m/src", b"value")
-    cut = cut_after_request(monkeypatch, _protocol.EXTENDED, lambda: (root / "m/dst").exists())
-    backend.move("m/src", "m/dst")
-    assert cut
-    assert (root / "m/dst").read_bytes() == b"value" and not (root / "m/src").exists()
-    backend.close()
+    prepare(backend)
+    chain = retrying(backend)
+    cut = cut_after_request(monkeypatch, kind, done)
+    call(chain)
+    assert cut and check()
+    stats = retry_stats(chain)
+    assert stats["retry_attempts"] == 1 and stats["retry_giveups"] == 0
+    chain.close()
 
 
-def test_rmdir_whose_reply_was_lost_is_not_reported_missing(own_sshd, tmp_path, monkeypatch):
-    """Same for rmdir: the directory is gone after the cut, so the repeat is done."""
-    from borgstore_backend_sftp import _protocol
-
+@pytest.mark.parametrize("operation", ["delete", "move", "rmdir", "store_new"])
+def test_a_connection_lost_before_the_request_left_is_not_maybe_applied(own_sshd, tmp_path, monkeypatch, operation):
+    """The connection breaks before the mutation's request left: BackendConnectionError with
+    maybe_applied False, nothing changed, and the retry middleware simply repeats it."""
     root = tmp_path / "store"
+    prepare, kind, _, call, check = _lost_reply_cases(root)[operation]
     backend = make_backend(own_sshd, root)
-    backend.mkdir("r/empty")
-    cut = cut_after_request(monkeypatch, _protocol.RMDIR, lambda: not (root / "r/empty").exists())
-    backend.rmdir("r/empty")
-    assert cut and not (root / "r/empty").exists()
-    backend.close()
-
-
-def test_a_server_that_stops_answering_times_out_and_is_replaced(own_sshd, tmp_path):
-    """The connection's server process freezes (SIGSTOP): the reply timeout ends the wait, and the
-    operation succeeds on a new connection."""
-    import signal
-
-    root = tmp_path / "store"
-    backend = make_backend(own_sshd, root, timeout=1.0)
-    backend.store("a", b"value")
-    frozen = []
-    for pid in own_sshd._session_pids():
-        try:
-            os.kill(pid, signal.SIGSTOP)
-            frozen.append(pid)
-        except ProcessLookupError:
-            pass  # a helper process that ended meanwhile
-    assert frozen
-    try:
-        assert backend.load("a") == b"value"
-    finally:
-        for pid in frozen:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    backend.close()
+    prepare(backend)
+    before = visible(root)
+    cut = cut_before_request(monkeypatch, kind)
+    with pytest.raises(BackendConnectionError) as excinfo:
+        call(backend)
+    assert cut and excinfo.value.temporary and not excinfo.value.maybe_applied
+    assert visible(root) == before
+    monkeypatch.undo()
+    chain = retrying(backend)
+    cut = cut_before_request(monkeypatch, kind)
+    call(chain)
+    assert cut and check()
+    stats = retry_stats(chain)
+    assert stats["retry_attempts"] == 1 and stats["retry_resolved"] == 0
+    chain.close()
 
 
 @pytest.mark.parametrize("custom_sshd", [{"sftp_options": "-P limits"}], indirect=True)

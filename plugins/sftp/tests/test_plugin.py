@@ -64,7 +64,9 @@ def test_an_unknown_name_is_an_attribute_error():
 
 
 def test_the_spec_declares_options_and_capabilities():
-    """The core checks option names from the spec; the spec's capabilities are the backend's."""
+    """The core checks option names from the spec (the retired retry options included, so that
+    the backend can say where retrying went); the spec's capabilities are the backend's, and
+    declare transient errors (the default chain retries) and an atomic store_new."""
     import borgstore_backend_sftp
     from borgstore_backend_sftp import SftpBackend
 
@@ -79,7 +81,9 @@ def test_the_spec_declares_options_and_capabilities():
         "retries",
         "retry_time",
     }
+    assert set(borgstore_backend_sftp.RETIRED_OPTIONS) == {"retries", "retry_time"}
     assert spec.capabilities == SftpBackend.capabilities == borgstore_backend_sftp.CAPABILITIES
+    assert SftpBackend.capabilities.transient_errors and SftpBackend.capabilities.store_new
     assert isinstance(spec.factory, str) and isinstance(spec.redact, str)
 
 

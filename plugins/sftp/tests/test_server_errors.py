@@ -17,7 +17,7 @@ from borgstore.backends.errors import BackendError, ObjectNotFound, PermissionDe
 
 def make_backend(server, path, **options):
     url = server.url("//" + str(path), alias=False)
-    backend = sftp_backend_from_url(url, **server.backend_options(**{"retries": 1, **options}))
+    backend = sftp_backend_from_url(url, **server.backend_options(**options))
     backend.create()
     backend.open()
     return backend
