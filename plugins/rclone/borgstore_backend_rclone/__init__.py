@@ -14,7 +14,7 @@ from borgstore.backends._base import Capabilities
 
 __version__ = "1.0.0.dev0"
 
-OPTIONS = ("server_hash", "verify_uploads")
+OPTIONS = ("server_hash", "verify_uploads", "timeout")
 REDACTED = "***"
 # Parameter names whose values are secrets, in rclone connection strings (":s3,secret_access_key=..:",
 # ":sftp,pass=..:", "remote,token=..:").  access_key_id is hidden too ("key"): it is half of a
@@ -22,7 +22,12 @@ REDACTED = "***"
 _SECRET_NAME = re.compile(r"(?i)pass|secret|key|token|auth|credential|cookie|sas|signature|session|private|bearer")
 
 # What most remotes can do; the opened backend learns the truth from rclone (see _learn_remote).
-DISPLAY_CAPABILITIES = Capabilities(needs_mkdir=True, atomic_store=True, thread_safe=True, list_tree=True)
+# transient_errors: a remote behind a process behind HTTP fails for a while and then works again,
+# so the default chain retries (the backend tries each call once).  No store_new: rclone has no
+# create-if-absent that is atomic on every remote (docs/rclone.md).
+DISPLAY_CAPABILITIES = Capabilities(
+    needs_mkdir=True, atomic_store=True, thread_safe=True, list_tree=True, transient_errors=True
+)
 
 _USERINFO_PASSWORD = re.compile(r"//[^/@:]*:(?P<password>[^/@]*)@")
 
@@ -139,8 +144,8 @@ def borgstore_backends():
 _LAZY = {
     "RcloneBackend": "_backend",
     "rclone_backend_from_url": "_backend",
-    "BINARY_ENV": "_daemon",
-    "MIN_VERSION": "_daemon",
+    "BINARY_ENV": "_process",
+    "MIN_VERSION": "_process",
 }
 
 
@@ -153,4 +158,4 @@ def __getattr__(name):
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-__all__ = ["BINARY_ENV", "MIN_VERSION", "OPTIONS", "RcloneBackend", "redact", "rclone_backend_from_url"]
+__all__ = ["BINARY_ENV", "MIN_VERSION", "OPTIONS", "RcloneBackend", "rclone_backend_from_url", "redact"]

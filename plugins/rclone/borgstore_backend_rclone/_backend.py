@@ -1,56 +1,75 @@
-"""The rclone backend: every rclone remote as a borgstore backend, through a private ``rclone rcd``."""
+"""The rclone backend: every rclone remote as a borgstore backend, through a private ``rclone rcd``.
 
+Each call is tried once: what goes wrong is reported with the error class that says whether a
+later try may succeed (docs/errors.md), and the ``retry`` middleware in the Store's default chain
+(declared through ``transient_errors``) decides about trying again.  docs/rclone.md has the
+mapping of rclone's answers."""
+
+import math
 import random
-import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from urllib.parse import quote, urlencode
 
-from borgstore.backends._base import BackendBase, ItemInfo, is_hidden_from_list
+from borgstore.backends._base import BackendBase, ItemInfo
 from borgstore.backends.errors import (
     BackendAlreadyExists,
     BackendConnectionError,
     BackendDoesNotExist,
     BackendError,
     BackendMustBeOpen,
+    BackendTimeout,
+    BackendUnavailable,
     BackendURLInvalid,
     ObjectNotFound,
     PermissionDenied,
 )
 from borgstore.backends.http import range_data, range_header
-from borgstore.backends.toolkit import check_backend_name, check_load_range, temp_name
+from borgstore.backends.toolkit import check_backend_name, check_load_range, missing_or_directory, temp_name
 
 from . import DISPLAY_CAPABILITIES, redact, scrubber
-from ._daemon import RcDaemon, find_binary, rc_request
+from ._daemon import DEFAULT_TIMEOUT, CutShort, RcDaemon, rc_request
+from ._listing import Listings
+from ._process import find_binary
 from ._rc import (
     HASHLIB_NAMES,
-    LOAD_ATTEMPTS,
+    IS_A_DIRECTORY_TEXTS,
+    KIND_TEXTS,
+    MISSING_TEXTS,
     MOVE_ATTEMPTS,
     NOT_A_DIRECTORY_TEXTS,
-    PERMISSION_TEXTS,
+    SNAPSHOT_ATTEMPTS,
     RcFailed,
-    by_path,
     has_inline_parameters,
     item_info,
     multipart_form,
+    rclone_error,
     same_version,
+    words_of,
 )
 
 SCHEME = "rclone"
 AUTO_CHOICES = ("auto", "always", "never")
 
 
-class RcloneBackend(BackendBase):
+def _check_timeout(timeout) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+class RcloneBackend(Listings, BackendBase):
     """A store at ``REMOTE:PATH`` of any rclone remote (``/path`` is a local directory)."""
 
     # what most remotes can do; open() sets what this remote can do (see _learn_remote)
     capabilities = DISPLAY_CAPABILITIES
 
-    def __init__(self, remote: str, *, server_hash: str = "auto", verify_uploads: str = "auto"):
+    def __init__(
+        self, remote: str, *, server_hash: str = "auto", verify_uploads: str = "auto", timeout: float = DEFAULT_TIMEOUT
+    ):
         # rclone's connection strings may carry secrets: messages, repr and logs show only this
         self._shown = redact(f"{SCHEME}:{remote}")
         self._scrub = scrubber(remote)
@@ -59,6 +78,7 @@ class RcloneBackend(BackendBase):
         for option, value in (("server_hash", server_hash), ("verify_uploads", verify_uploads)):
             if value not in AUTO_CHOICES:
                 raise ValueError(f"{option} must be one of {', '.join(AUTO_CHOICES)}, got {value!r}")
+        self.timeout = _check_timeout(timeout)
         self.remote = remote
         # rclone addresses items as (fs, remote); keeping one fs string lets rclone cache one Fs
         self.fs = remote if remote.endswith((":", "/")) else remote + "/"
@@ -93,7 +113,7 @@ class RcloneBackend(BackendBase):
     # --- the rclone process ---
     def _start_daemon(self) -> tuple:
         """Start a new rclone; return it and the finalizer that stops it."""
-        daemon = RcDaemon(find_binary(), scrub=self._scrub)
+        daemon = RcDaemon(find_binary(), scrub=self._scrub, timeout=self.timeout)
         # the finalizer holds the daemon, never the backend, so that the backend can be collected
         finalizer = weakref.finalize(self, daemon.close)
         try:
@@ -119,24 +139,28 @@ class RcloneBackend(BackendBase):
             raise BackendMustBeOpen(f"{self!r} is not open")
         return daemon
 
-    def _rc(self, command: str, params: dict, daemon: RcDaemon | None = None) -> dict:
-        daemon = daemon or self._open_daemon()
-        response = daemon.rc(command, params)
+    def _rc(self, command: str, params: dict, daemon: RcDaemon | None = None, *, mutation=False) -> dict:
+        response = (daemon or self._open_daemon()).rc(command, params, mutation=mutation)
         if response.status == 200:
             return response.json()
         raise self._failure(command, response)
 
-    def _failure(self, command: str, response) -> "RcFailed":
+    def _job(self, command: str, params: dict, daemon: RcDaemon | None = None, *, mutation=False) -> dict:
+        """:meth:`_rc` for a call that may take long (see RcDaemon.job)."""
+        response = (daemon or self._open_daemon()).job(command, params, mutation=mutation)
+        if response.status == 200:
+            return response.json()
+        raise self._failure(command, response)
+
+    def _failure(self, command: str, response) -> RcFailed:
         """rclone's error answer to *command*, its text cleared of the URL's secrets."""
         message = self._scrub(str(response.json().get("error") or f"HTTP {response.status}"))
-        if response.status in (401, 403):
+        if response.status == 401:
             raise BackendConnectionError(f"rclone rcd refused our credentials: {message}")
-        return RcFailed(command, response.status, message, response.after_restart)
+        return RcFailed(command, response.status, message, words_of(message, self.fs))
 
-    def _error(self, failure: RcFailed, what: str) -> BackendError:
-        if failure.mentions(PERMISSION_TEXTS):
-            return PermissionDenied(f"{self.url}: {what}: {failure.message}")
-        return BackendError(f"{self.url}: {what}: rclone {failure.command} failed: {failure.message}")
+    def _error(self, failure: RcFailed, what: str, *, mutation=False) -> BackendError:
+        return rclone_error(failure, f"{self.url}: {what}", mutation=mutation)
 
     def _stat_params(self, name: str) -> dict:
         return {"fs": self.fs, "remote": name, "opt": {"noMimeType": True, "noModTime": False}}
@@ -148,8 +172,8 @@ class RcloneBackend(BackendBase):
         except RcFailed as failure:
             return self._stat_failed(failure, name)
 
-    def _stat_failed(self, failure: "RcFailed", name: str) -> None:
-        if failure.status == 404 or failure.mentions(NOT_A_DIRECTORY_TEXTS):
+    def _stat_failed(self, failure: RcFailed, name: str) -> None:
+        if failure.status == 404 or failure.mentions(NOT_A_DIRECTORY_TEXTS + MISSING_TEXTS):
             return
         raise self._error(failure, f"stat {name!r}") from None
 
@@ -167,15 +191,15 @@ class RcloneBackend(BackendBase):
                 if not root.get("IsDir"):
                     raise BackendAlreadyExists(f"{self.url} exists and is not a directory")
                 try:
-                    entries = self._rc("operations/list", {"fs": self.fs, "remote": ""}, daemon).get("list")
+                    entries = self._job("operations/list", {"fs": self.fs, "remote": ""}, daemon).get("list")
                 except RcFailed as failure:
                     raise self._error(failure, "list the store location") from None
                 if entries:
                     raise BackendAlreadyExists(f"{self.url} already exists and is not empty")
             try:
-                self._rc("operations/mkdir", {"fs": self.fs, "remote": ""}, daemon)
+                self._rc("operations/mkdir", {"fs": self.fs, "remote": ""}, daemon, mutation=True)
             except RcFailed as failure:
-                raise self._error(failure, "create the store location") from None
+                raise self._error(failure, "create the store location", mutation=True) from None
 
     def destroy(self):
         self.check_closed()
@@ -184,9 +208,9 @@ class RcloneBackend(BackendBase):
             if root is None:
                 raise BackendDoesNotExist(f"{self.url} does not exist")
             try:
-                self._rc("operations/purge", {"fs": self.fs, "remote": ""}, daemon)
+                self._job("operations/purge", {"fs": self.fs, "remote": ""}, daemon, mutation=True)
             except RcFailed as failure:
-                raise self._error(failure, "destroy the store") from None
+                raise self._error(failure, "destroy the store", mutation=True) from None
 
     def open(self):
         with self._open_lock:
@@ -257,9 +281,9 @@ class RcloneBackend(BackendBase):
         self._open_daemon()
         check_backend_name(name)
         try:
-            self._rc("operations/mkdir", {"fs": self.fs, "remote": name})
+            self._rc("operations/mkdir", {"fs": self.fs, "remote": name}, mutation=True)
         except RcFailed as failure:
-            raise self._error(failure, f"mkdir {name!r}") from None
+            raise self._error(failure, f"mkdir {name!r}", mutation=True) from None
 
     def rmdir(self, name):
         self._open_daemon()
@@ -271,14 +295,13 @@ class RcloneBackend(BackendBase):
         if not found.get("IsDir"):
             raise BackendError(f"{self.url}: rmdir {name!r}: it is an item, not a directory")
         try:
-            self._rc("operations/rmdir", {"fs": self.fs, "remote": name})
+            self._rc("operations/rmdir", {"fs": self.fs, "remote": name}, mutation=True)
         except RcFailed as failure:
-            # rclone says "no such file" and "not empty" with the same status
-            if self._stat(name) is None:
-                if failure.after_restart:
-                    return  # the rclone that died had removed it
-                raise ObjectNotFound(f"directory {name!r} does not exist") from None
-            raise self._error(failure, f"rmdir {name!r}") from None
+            error = self._error(failure, f"rmdir {name!r}", mutation=True)
+            # "no such file" may be a directory removed meanwhile or "not empty" in other words
+            if isinstance(error, ObjectNotFound) and self._stat(name) is not None:
+                error = BackendError(str(error))
+            raise error from None
 
     # --- items ---
     def info(self, name):
@@ -304,32 +327,36 @@ class RcloneBackend(BackendBase):
             offset = max(length + offset, 0)
         if not self._verify_loads:
             target, headers = self._get_args(name, offset, size)
-            response = daemon.request("GET", target, headers=headers, idempotent=True)
-            return self._load_response(response, name, offset, size)
+            return self._load_response(daemon.request("GET", target, headers=headers), name, offset, size)
         # rclone serves an item with the length of the version it looked up and the bytes of the
         # version it then opens: a load that races an overwrite can come back cut short or as
         # the start of the newer value.  Where a lookup is cheap (a local remote), the item's
         # version (size and modification time) is looked up right before and after the load, in
-        # one pipelined exchange, and the load is repeated if it changed.
+        # one pipelined exchange, and read again while it changes: reading one version is how
+        # this backend keeps atomic_store, not a retry of a failure (those go to the caller).
         stat = rc_request("operations/stat", self._stat_params(name))
-        for attempt in range(LOAD_ATTEMPTS):
+        for attempt in range(SNAPSHOT_ATTEMPTS):
             target, headers = self._get_args(name, offset, size)
-            first, got, last = daemon.pipeline([stat, ("GET", target, headers, ()), stat], idempotent=True)
-            before, after = self._stat_response(first, name), self._stat_response(last, name)
-            if before is None or before.get("IsDir"):
-                raise ObjectNotFound(name)
-            data = self._load_response(got, name, offset, size)
-            length = max(int(before.get("Size") or 0), 0)
-            if requested_offset < 0 and max(length + requested_offset, 0) != offset:
-                offset = max(length + requested_offset, 0)  # the tail moved with a new version
-                continue
-            expected = max(min(length - offset, length if size is None else size), 0)
-            if after is not None and same_version(before, after) and len(data) == expected:
-                return data
+            try:
+                first, got, last = daemon.pipeline([stat, ("GET", target, headers, ()), stat])
+            except CutShort:
+                first = None  # rclone ended the response early: the item shrank while served
+            if first is not None:
+                before, after = self._stat_response(first, name), self._stat_response(last, name)
+                if before is None or before.get("IsDir"):
+                    raise missing_or_directory(name, before is not None)
+                data = self._load_response(got, name, offset, size)
+                length = max(int(before.get("Size") or 0), 0)
+                if requested_offset < 0 and max(length + requested_offset, 0) != offset:
+                    offset = max(length + requested_offset, 0)  # the tail moved with a new version
+                    continue
+                expected = max(min(length - offset, length if size is None else size), 0)
+                if after is not None and same_version(before, after) and len(data) == expected:
+                    return data
             time.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.05)))  # let the writer finish
-        error = BackendError(f"{self.url}: {name!r} was replaced during each of {LOAD_ATTEMPTS} attempts to load it")
-        error.temporary = True  # trying again later may well succeed
-        raise error
+        raise BackendUnavailable(
+            f"{self.url}: {name!r} was replaced during each of {SNAPSHOT_ATTEMPTS} attempts to read one version of it"
+        )
 
     def _get_args(self, name: str, start: int, size) -> tuple:
         byte_range = range_header(start, size)
@@ -347,13 +374,13 @@ class RcloneBackend(BackendBase):
         failure = self._failure("GET", response)
         item = self._stat(name)
         if item is None or item.get("IsDir"):
-            raise ObjectNotFound(name)
+            raise missing_or_directory(name, item is not None)
         raise self._error(failure, f"load {name!r}")
 
     def _size_of(self, name: str) -> int:
         item = self._stat(name)
         if item is None or item.get("IsDir"):
-            raise ObjectNotFound(name)
+            raise missing_or_directory(name, item is not None)
         return max(int(item.get("Size") or 0), 0)
 
     def store(self, name, value):
@@ -367,24 +394,23 @@ class RcloneBackend(BackendBase):
         try:
             self._upload(daemon, directory, temp_base, value)
             self._move_into_place(temp, name)
-        except BaseException:
-            self._discard(temp)
+        except BaseException as exc:
+            # rclone did not answer in time: asking it to delete the temp would wait as long
+            # again; the temp is then left to Store.remove_stale_temps()
+            if not isinstance(exc, BackendTimeout):
+                self._discard(temp)
             raise
 
     def _move_into_place(self, temp: str, name: str):
         # Where rclone replaces by deleting the target first (sftp), another writer of the same
         # name gets in the way: it puts its item back between our delete and our rename (SFTP's
-        # rename then refuses), deletes the target before we do ("file does not exist"), or
-        # replaces our item before rclone looks at it after the rename (our temp item is gone:
-        # it was moved).  Trying again settles the first two; the third is a success.
+        # rename then refuses), or deletes the target before we do ("file does not exist").
+        # rclone answered that our move failed, because of that writer: moving again settles it.
+        # A lost connection or a timeout is never repeated here (the caller's retry layer does).
         for attempt in range(MOVE_ATTEMPTS):
             try:
-                return self._move(temp, name, f"store {name!r}")
-            except ObjectNotFound:
-                if self._atomic_move:
-                    raise
-                return
-            except PermissionDenied:
+                return self._move(temp, name, f"store {name!r}", temp_is_ours=True)
+            except (BackendConnectionError, PermissionDenied, ObjectNotFound):
                 raise
             except BackendError:
                 if self._atomic_move or attempt == MOVE_ATTEMPTS - 1:
@@ -395,13 +421,19 @@ class RcloneBackend(BackendBase):
         head, tail, content_type = multipart_form(filename)
         query = urlencode({"fs": self.fs, "remote": directory, "_config": self._upload_config})
         response = daemon.request(
-            "POST", "/operations/uploadfile?" + query, body=(head, value, tail), headers={"Content-Type": content_type}
+            "POST",
+            "/operations/uploadfile?" + query,
+            body=(head, value, tail),
+            headers={"Content-Type": content_type},
+            mutation=True,
         )
         if response.status != 200:
-            raise self._error(self._failure("operations/uploadfile", response), f"upload {filename!r}")
+            failure = self._failure("operations/uploadfile", response)
+            raise self._error(failure, f"upload {filename!r}", mutation=True)
 
     def _discard(self, temp: str):
-        """Remove a temporary item left by a failed store, if it is there and rclone still answers."""
+        """Remove a temporary item left by a failed store, if it is there and rclone answers
+        (an rclone that died is started again for it)."""
         daemon = self._daemon
         if daemon is None:
             return
@@ -414,90 +446,53 @@ class RcloneBackend(BackendBase):
         self._open_daemon()
         check_backend_name(name)
         try:
-            self._rc("operations/deletefile", {"fs": self.fs, "remote": name})
+            self._rc("operations/deletefile", {"fs": self.fs, "remote": name}, mutation=True)
         except RcFailed as failure:
-            if failure.status == 404 or failure.mentions(("is a directory", "not found")):
-                if failure.after_restart:
-                    return  # the rclone that died had deleted it already
-                raise ObjectNotFound(name) from None
-            raise self._error(failure, f"delete {name!r}") from None
+            # "is a directory", "not a directory" (an item above): no item of that name either
+            if failure.mentions(KIND_TEXTS):
+                raise missing_or_directory(name, failure.mentions(IS_A_DIRECTORY_TEXTS)) from None
+            raise self._error(failure, f"delete {name!r}", mutation=True) from None
 
-    def _move(self, curr_name: str, new_name: str, what: str):
+    def _move(self, curr_name: str, new_name: str, what: str, *, temp_is_ours=False):
         params = {"srcFs": self.fs, "srcRemote": curr_name, "dstFs": self.fs, "dstRemote": new_name}
         params.update(self._move_config)
         try:
-            self._rc("operations/movefile", params)
+            self._rc("operations/movefile", params, mutation=True)
         except RcFailed as failure:
-            if failure.status == 404 or failure.mentions(("object not found", "is a directory")):
-                if failure.after_restart and self._stat(new_name) is not None:
-                    return  # the rclone that died had moved it already
-                # "is a directory" is said of a directory source and of a directory target alike
-                source = self._stat(curr_name)
-                if source is None or source.get("IsDir"):
-                    raise ObjectNotFound(curr_name) from None
-            raise self._error(failure, what) from None
+            error = self._move_error(failure, curr_name, what, temp_is_ours)
+            if error is not None:
+                raise error from None
+
+    def _move_error(self, failure: RcFailed, curr_name: str, what: str, temp_is_ours: bool):
+        """The error for a failed move, or None where the move happened after all.
+
+        404 is rclone's first look at the source (or, on a remote without an atomic move, its
+        look at the target after the rename, which another writer may have replaced).  Other
+        "not found" words, "is a directory" and "not a directory" may be about either name, and a
+        concurrent mover or deleter can take the source between rclone's look and its rename
+        ("rename ...: no such file or directory"): the source decides."""
+        error = self._error(failure, what, mutation=True)
+        if not isinstance(error, ObjectNotFound) and not failure.mentions(KIND_TEXTS):
+            return error
+        if failure.status == 404 and not temp_is_ours:
+            return missing_or_directory(curr_name, False)
+        source = self._stat(curr_name)
+        if source is None and temp_is_ours:
+            if failure.status == 404 and self._atomic_move:
+                # before the rename: someone removed our temp (a stale-temp clean-up), nothing stored
+                return BackendError(f"{error} (the temporary item vanished before it was moved)", temporary=True)
+            return None  # only we move our temp: it was moved, then replaced or moved by another writer
+        if source is None or source.get("IsDir"):
+            return missing_or_directory(curr_name, source is not None)
+        if isinstance(error, ObjectNotFound):  # the source is there: the target's trouble
+            return BackendUnavailable(str(error), maybe_applied=False)
+        return error
 
     def move(self, curr_name, new_name):
         self._open_daemon()
         check_backend_name(curr_name)
         check_backend_name(new_name)
         self._move(curr_name, new_name, f"move {curr_name!r} to {new_name!r}")
-
-    # --- listing ---
-    def _list_entries(self, name: str, opt: dict) -> list:
-        """rclone's entry dicts of directory *name* (asked for now, not when iterated)."""
-        try:
-            return self._rc("operations/list", {"fs": self.fs, "remote": name, "opt": opt}).get("list") or []
-        except RcFailed as failure:
-            if failure.status == 404:
-                raise ObjectNotFound(f"directory {name!r} does not exist") from None
-            raise self._error(failure, f"list {name!r}") from None
-
-    def list(self, name) -> Iterator[ItemInfo]:
-        self._open_daemon()
-        check_backend_name(name, root_ok=True)
-        entries = self._list_entries(name, {"noMimeType": True})
-        entries.sort(key=lambda entry: entry["Name"])
-        return (item_info(e["Name"], e) for e in entries if not is_hidden_from_list(e["Name"]))
-
-    def list_tree(self, name) -> Iterator[ItemInfo]:
-        """Every item below directory *name*, by its path relative to *name*, in one recursive
-        ``operations/list`` (rclone walks the directories itself, concurrently, or lists a
-        bucket page by page): one rc call instead of one per directory."""
-        self._open_daemon()
-        check_backend_name(name, root_ok=True)
-        entries = self._list_entries(name, {"noMimeType": True, "recurse": True, "filesOnly": True})
-        skip = len(name) + 1 if name else 0  # rclone's Path is relative to the store's root
-        # a plain sort of the paths puts a directory where its name + "/" belongs ("a-b" < "a/x")
-        items = sorted(((e["Path"][skip:], e) for e in entries if not is_hidden_from_list(e["Name"])), key=by_path)
-        return (item_info(path, entry) for path, entry in items)
-
-    # --- hashing ---
-    def hash(self, name, algorithm="sha256"):
-        self._open_daemon()
-        check_backend_name(name)
-        if algorithm not in self._server_hashes:
-            return super().hash(name, algorithm)
-        return self._server_side_hash(name, algorithm)
-
-    def _server_side_hash(self, name: str, algorithm: str) -> str:
-        # rclone 1.60 has no operations/hashsum; `rclone hashsum` run by the rcd hashes where the
-        # data is (e.g. sha1sum on an sftp server) instead of downloading it.
-        params = {"command": "hashsum", "arg": [algorithm, self.fs + name], "returnType": "COMBINED_OUTPUT"}
-        try:
-            result = self._rc("core/command", params)
-        except RcFailed as failure:
-            raise self._error(failure, f"hash {name!r}") from None
-        output = str(result.get("result") or "")
-        base = name.rpartition("/")[2]
-        if not result.get("error"):
-            for line in output.splitlines():
-                digest, sep, listed = line.partition("  ")
-                if sep and listed == base and re.fullmatch(r"[0-9a-f]+", digest):
-                    return digest
-        if self._stat(name) is None:
-            raise ObjectNotFound(name)
-        raise BackendError(f"{self.url}: hash {name!r}: rclone hashsum said: {self._scrub(output.strip()[-2000:])}")
 
 
 def rclone_backend_from_url(url: str, **options) -> RcloneBackend:

@@ -1,168 +1,65 @@
 """The private ``rclone rcd`` child process and the HTTP connection to it.
 
 One :class:`RcDaemon` is one rclone process, bound to 127.0.0.1 on a free port and protected by a
-random user name and password that reach it through its environment (``ps`` shows command lines
-to every user on the machine, environments only to the owner).  If the process dies, the next
-request starts a new one; if that fails too, the caller gets rclone's own error text.  A watchdog
-stops rclone when the application dies without stopping it (SIGKILL, a crash, ``os._exit``).
+random user name and password kept in a file only we can read (``ps`` shows command lines to every
+user on the machine).  Every request is sent once: a lost connection or a missing answer is
+reported (BackendConnectionError, BackendTimeout) and the ``retry`` middleware decides about
+trying again.  What stays here is keeping an rclone to send to: if the process died, the next
+request starts a new one (if that fails too, the caller gets rclone's own error text); if it
+stopped answering, the next request checks it and replaces it.  A watchdog stops rclone when the
+application dies without stopping it (SIGKILL, a crash, ``os._exit``).
 """
 
 import base64
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import deque
 
-from borgstore.backends.errors import BackendConnectionError, BackendError, BackendNotInstalled
+from borgstore.backends.errors import BackendConnectionError, BackendError, BackendTimeout
 from borgstore.backends.http import ConnectionLost, HttpClient
+from borgstore.backends.toolkit import lost_reply
 
-BINARY_ENV = "RCLONE_BINARY"  # the same variable the PyPI borgstore reads
-MIN_VERSION = (1, 60)
-START_TIMEOUT = 30.0  # seconds; a cold start on a loaded machine can take a few seconds
-STOP_TIMEOUT = 5.0
-# Reads stay open while rclone talks to a slow remote; a dead rclone is noticed through the socket.
-READ_TIMEOUT = 600.0
+from ._process import (  # noqa: F401 - BINARY_ENV, MIN_VERSION, find_binary: importable from here as before
+    BINARY_ENV,
+    MIN_VERSION,
+    START_TIMEOUT,
+    STDERR_TAIL,
+    check_version,
+    child_environment,
+    exit_text,
+    find_binary,
+    has_exited,
+    in_group,
+    start_watchdog,
+    stop_watchdog,
+    terminate,
+)
+
+# Seconds rclone has to answer a request (the backend's ``timeout`` option; docs/rclone.md says
+# why 20).  A call that may take longer (a listing of many items) runs as an rclone job, whose
+# every status request is answered at once.
+DEFAULT_TIMEOUT = 20.0
+# the longest pause between two status requests of a running job
+JOB_POLL_MAX = 0.2
 # Connections kept alive per daemon: one per thread that uses the store at the same time; more
 # threads than this still work, with connections that are opened and closed per request.
 POOL_SIZE = 4
-STDERR_TAIL = 2000  # characters of rclone's output quoted in an error message
 # rclone 1.60 logs this for every rc call after its first 1000, whatever the log level
 _OUTPUT_NOISE = "Max number of stats groups reached"
-
-# The watchdog: a shell that waits for EOF on its stdin, a pipe whose write end only the
-# application holds, so EOF means the application is gone, whichever thread started rclone and
-# however the application died.  It then stops its process group, which rclone joined at its start
-# (SIGTERM; SIGKILL for whatever still runs 5 s later, the watchdog included).  The application
-# stops it with SIGKILL, which it cannot trap, so a normal stop never signals the group.  It ignores
-# the signals a terminal or a careless kill sends; /bin/sh (no interpreter) starts in ~0.2 ms.
-WATCHDOG_SCRIPT = 'trap "" HUP INT TERM; while read -r _; do :; done; kill -TERM 0; sleep 5; kill -KILL 0'
-WATCHDOG_NAME = "borgstore-rclone-watchdog"  # its $0, so that `ps` says what the shell is for
-
-_version_cache: dict = {}
-_version_lock = threading.Lock()
-
-
-def find_binary() -> str:
-    """Return the path of the rclone binary: $RCLONE_BINARY if set, else ``rclone`` on PATH."""
-    configured = os.environ.get(BINARY_ENV)
-    if configured:
-        path = shutil.which(configured)
-        if path is None:
-            raise BackendNotInstalled(
-                f"{BINARY_ENV}={configured!r} does not name an executable file; "
-                f"point it at an rclone >= {_dotted(MIN_VERSION)} binary or unset it"
-            )
-        return path
-    path = shutil.which("rclone")
-    if path is None:
-        raise BackendNotInstalled(
-            f"the rclone binary was not found on PATH; install rclone >= {_dotted(MIN_VERSION)} "
-            f"(e.g. apt-get install rclone) or set {BINARY_ENV} to its path"
-        )
-    return path
-
-
-def _dotted(version) -> str:
-    return ".".join(str(part) for part in version)
-
-
-def rclone_version(binary: str) -> tuple:
-    """Return rclone's version as a tuple of ints, asking each binary once per process."""
-    try:
-        st = os.stat(binary)
-    except OSError as exc:
-        raise BackendNotInstalled(f"cannot run rclone at {binary!r}: {exc.strerror}") from None
-    key = (binary, st.st_mtime_ns, st.st_size)
-    with _version_lock:
-        if key in _version_cache:
-            return _version_cache[key]
-    try:
-        done = subprocess.run(
-            [binary, "version"],
-            check=False,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=START_TIMEOUT,
-            env=_child_environment(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BackendNotInstalled(f"cannot run rclone at {binary!r}: {exc}") from None
-    output = (done.stdout + done.stderr).decode(errors="replace")
-    match = re.search(r"^rclone v(\d+)\.(\d+)(?:\.(\d+))?", output, re.MULTILINE)
-    if done.returncode != 0 or match is None:
-        found = output.strip()[:STDERR_TAIL] or f"exit status {done.returncode}, no output"
-        raise BackendNotInstalled(f"{binary} does not look like rclone: `{binary} version` said: {found}")
-    version = tuple(int(part or 0) for part in match.groups())
-    with _version_lock:
-        _version_cache[key] = version
-    return version
-
-
-def check_version(binary: str) -> tuple:
-    version = rclone_version(binary)
-    if version[:2] < MIN_VERSION:
-        raise BackendNotInstalled(
-            f"{binary} is rclone {_dotted(version)}, too old: borgstore-backend-rclone needs "
-            f"rclone >= {_dotted(MIN_VERSION)}"
-        )
-    return version
-
-
-def _child_environment() -> dict:
-    # An inherited RCLONE_RC_* setting (another address, htpasswd, no-auth, a web GUI) would change
-    # how our rcd listens or whom it lets in, so none of them reach the child.
-    return {key: value for key, value in os.environ.items() if not key.startswith("RCLONE_RC_")}
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _in_group(pgid: int) -> dict:
-    """Popen arguments that put the child in process group *pgid* (0: a new one of its own)."""
-    if sys.version_info >= (3, 11):
-        return {"process_group": pgid}
-    return {"preexec_fn": lambda: os.setpgid(0, pgid)}  # only a system call between fork and exec
-
-
-def start_watchdog():
-    """Start the watchdog in a new process group, for rclone to join; see WATCHDOG_SCRIPT.
-
-    A group of its own, not the application's: the terminal's Ctrl-C goes to the foreground group
-    only, so it reaches the application and neither the watchdog nor rclone."""
-    try:
-        return subprocess.Popen(
-            ["/bin/sh", "-c", WATCHDOG_SCRIPT, WATCHDOG_NAME],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={"PATH": os.defpath},
-            close_fds=True,
-            **_in_group(0),
-        )
-    except OSError as exc:
-        raise BackendConnectionError(f"cannot start the watchdog for rclone rcd (/bin/sh): {exc}") from None
-
-
-def stop_watchdog(watchdog):
-    """Stop the watchdog without letting it signal its group, and reap it."""
-    try:
-        watchdog.kill()
-    except OSError:
-        pass
-    watchdog.wait()
-    watchdog.stdin.close()
 
 
 class _OutputTail:
@@ -191,18 +88,25 @@ class _OutputTail:
         return text or "(no output)"
 
 
+class CutShort(BackendConnectionError):
+    """rclone, still running, ended an answer before its end: it does so when the item it serves
+    is replaced by a shorter one meanwhile (it announced the older length)."""
+
+
 class RcResponse:
-    """An HTTP response from rclone: status, body, and whether rclone was restarted to get it."""
+    """An HTTP response from rclone (or a finished job's result): status, body, headers."""
 
-    __slots__ = ("after_restart", "data", "headers", "status")
+    __slots__ = ("_parsed", "data", "headers", "status")
 
-    def __init__(self, status, data, headers, after_restart):
+    def __init__(self, status, data, headers, parsed=None):
         self.status = status
         self.data = data
         self.headers = headers
-        self.after_restart = after_restart
+        self._parsed = parsed  # a job's result, already parsed from its status answer
 
     def json(self) -> dict:
+        if self._parsed is not None:
+            return self._parsed
         try:
             return json.loads(self.data) if self.data else {}
         except ValueError:
@@ -213,12 +117,15 @@ class RcDaemon:
     """One ``rclone rcd`` process; thread safe.
 
     *scrub* hides secrets in rclone's output before it is quoted in an error message (rclone may
-    print the connection string it was given)."""
+    print the connection string it was given).  *timeout*: seconds rclone has to answer a request."""
 
-    def __init__(self, binary: str, extra_args=(), *, scrub=None):
+    def __init__(self, binary: str, extra_args=(), *, scrub=None, timeout: float = DEFAULT_TIMEOUT):
         self.binary = binary
         self.extra_args = tuple(extra_args)
         self._scrub = scrub or (lambda text: text)
+        self.timeout = timeout
+        self._unanswered = False  # a request timed out: check that rclone answers before the next
+        self._death = None  # how the last rclone ended, quoted until a new one has started
         self._lock = threading.Lock()
         self._process = None
         self._watchdog = None
@@ -246,6 +153,7 @@ class RcDaemon:
         for _attempt in range(3):
             if self._spawn_and_wait():
                 self._generation += 1
+                self._death, self._unanswered = None, False
                 return
         # only a port taken by someone else between our probe and rclone's bind gets here
         raise BackendConnectionError(f"rclone rcd could not bind a port on 127.0.0.1: {self._stderr_tail()}")
@@ -278,10 +186,10 @@ class RcDaemon:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=_child_environment(),
+                env=child_environment(),
                 close_fds=True,  # the watchdog's pipe must have one writer: this process
                 # the watchdog's group: stopped with it, and away from the terminal's Ctrl-C
-                **_in_group(watchdog.pid),
+                **in_group(watchdog.pid),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             stop_watchdog(watchdog)
@@ -293,7 +201,12 @@ class RcDaemon:
         authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         headers = {"Authorization": authorization}
         self._client = HttpClient(
-            "127.0.0.1", port, headers=headers, pool_size=POOL_SIZE, connect_timeout=10.0, read_timeout=READ_TIMEOUT
+            "127.0.0.1",
+            port,
+            headers=headers,
+            pool_size=POOL_SIZE,
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
         )
         return self._wait_until_answering(process)
 
@@ -306,7 +219,7 @@ class RcDaemon:
                 self._stop_locked()
                 if "address already in use" in text:
                     return False
-                raise BackendConnectionError(f"rclone rcd exited at start ({_exit_text(process)}): {text}")
+                raise BackendConnectionError(f"rclone rcd exited at start ({exit_text(process)}): {text}")
             try:
                 response = self._client.request("POST", "/rc/noop")
             except ConnectionLost:
@@ -346,13 +259,13 @@ class RcDaemon:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def _stop_locked(self):
+    def _stop_locked(self, *, kill=False):
         client, self._client = self._client, None
         if client is not None:
             client.close()
         process, self._process = self._process, None
         if process is not None:
-            terminate(process)
+            terminate(process, kill=kill)
         # after rclone: stopped first, the watchdog would leave rclone unguarded meanwhile
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
@@ -376,107 +289,110 @@ class RcDaemon:
         return self._scrub(output.text(wait=1.0 if exited else 0.0))
 
     # --- requests ---
-    def request(self, method: str, path: str, *, body=(), headers=None, idempotent=False) -> RcResponse:
+    def request(self, method: str, path: str, *, body=(), headers=None, mutation=False) -> RcResponse:
         """Send one request to rclone; see :meth:`pipeline`."""
-        return self.pipeline([(method, path, headers, body)], idempotent=idempotent)[0]
+        return self.pipeline([(method, path, headers, body)], mutation=mutation)[0]
 
-    def pipeline(self, requests, *, idempotent=False) -> list:
-        """Send ``(method, path, headers, body)`` requests at once, restarting rclone once if
-        it has died; return an RcResponse for each.
+    def pipeline(self, requests, *, mutation=False) -> list:
+        """Send ``(method, path, headers, body)`` requests at once and return an RcResponse for
+        each; once, never again.
 
-        ``after_restart`` in the result tells the caller that the request may have been carried
-        out already by the rclone that died (a repeated delete then finds nothing to delete).
-        An *idempotent* request is also repeated when rclone cut its response short (it does
-        when the item it serves is replaced meanwhile)."""
-        after_restart = False
-        retries_left = 3
-        while True:
-            with self._lock:
-                if self._closed:
-                    raise BackendConnectionError("rclone rcd was stopped (the store is closed)")
-                if self._process is None:
-                    # an earlier restart failed; maybe the cause is gone by now
-                    try:
-                        self._start_locked()
-                    except BackendError as exc:
-                        raise BackendConnectionError(
-                            f"rclone rcd is not running and could not be started: {exc}"
-                        ) from None
-                client, generation = self._client, self._generation
-            try:
-                responses = client.pipeline(requests)
-            except ConnectionLost as exc:
-                error = exc
-            else:
-                return [RcResponse(r.status, r.data, r.headers, after_restart) for r in responses]
-            # rclone closed a kept-alive connection while it was idle (so it never saw this
-            # request), or the request may simply be repeated
-            repeatable = idempotent or (error.reused and not error.answered)
-            if repeatable and retries_left and self._process_alive(generation):
-                retries_left -= 1
-                continue
-            with self._lock:
-                if self._generation != generation:
-                    continue  # another thread restarted rclone meanwhile
-                process = self._process
-                if self._closed or process is None:
-                    raise BackendConnectionError(
-                        f"rclone rcd was stopped while a request was running: {error}"
-                    ) from None
-                if not _has_exited(process):
-                    raise BackendConnectionError(f"lost the connection to rclone rcd: {error}") from None
-                if after_restart:
-                    raise BackendConnectionError(
-                        f"rclone rcd died again ({_exit_text(process)}): {self._stderr_tail()}"
-                    ) from None
-                died = f"rclone rcd died ({_exit_text(process)}); its last output: {self._stderr_tail()}"
+        A lost connection raises BackendConnectionError, no answer within the timeout
+        BackendTimeout; with ``maybe_applied`` if the requests change something (*mutation*):
+        rclone may have carried them out."""
+        return self._pipeline(requests, mutation)[0]
+
+    def _pipeline(self, requests, mutation) -> tuple:
+        """:meth:`pipeline`, and the generation of the rclone that answered."""
+        client, generation = self._ready_client()
+        try:
+            responses = client.pipeline(requests)
+        except ConnectionLost as exc:
+            raise self._lost(exc, generation, mutation) from None
+        return [RcResponse(r.status, r.data, r.headers) for r in responses], generation
+
+    def _ready_client(self) -> tuple:
+        """The client of a running rclone that answers, and its generation: an rclone that died
+        is started again, one that stopped answering is replaced."""
+        with self._lock:
+            if self._closed:
+                raise BackendConnectionError("rclone rcd was stopped (the store is closed)")
+            process = self._process
+            if process is not None and process.poll() is not None:
+                self._death = f"rclone rcd died ({exit_text(process)}); its last output: {self._stderr_tail()}"
                 self._stop_locked()
+            elif process is not None and self._unanswered:
+                self._check_answering_locked()
+            if self._process is None:
                 try:
                     self._start_locked()
                 except BackendError as exc:
-                    raise BackendConnectionError(f"{died}; restarting it failed: {exc}") from None
-                after_restart = True
+                    before = self._death or "rclone rcd is not running"
+                    raise BackendConnectionError(f"{before}; it could not be started again: {exc}") from None
+            return self._client, self._generation
 
-    def _process_alive(self, generation) -> bool:
+    def _check_answering_locked(self):
+        """After a request went unanswered: keep rclone if it answers now (it was busy, or stopped
+        and continued), else kill it (it is stuck or stopped) so that a new one is started."""
+        try:
+            answered = self._client.request("POST", "/rc/noop").status == 200
+        except ConnectionLost:
+            answered = False
+        if answered:
+            self._unanswered = False
+            return
+        self._death = f"rclone rcd (pid {self._process.pid}) did not answer within {self.timeout:g} s and was killed"
+        self._stop_locked(kill=True)
+
+    def _lost(self, exc: ConnectionLost, generation: int, mutation: bool) -> BackendConnectionError:
+        """The error for a request that got no (whole) answer."""
+        if exc.timed_out:
+            with self._lock:
+                if self._generation == generation:
+                    self._unanswered = True
+            return BackendTimeout(f"rclone rcd did not answer within {self.timeout:g} s", maybe_applied=mutation)
         with self._lock:
             process = self._process
-            return self._generation == generation and process is not None and process.poll() is None
+            if self._closed or process is None or self._generation != generation:
+                what = "rclone rcd was stopped or replaced while a request was running"
+            elif exc.answered and process.poll() is None:
+                return CutShort(f"rclone rcd ended its answer early: {exc}", maybe_applied=mutation)
+            elif has_exited(process):
+                what = f"rclone rcd died ({exit_text(process)}); its last output: {self._stderr_tail()}"
+                self._death = what
+                self._stop_locked()  # the next request starts a new one
+            else:
+                what = "lost the connection to rclone rcd"
+        return lost_reply(what, mutation=mutation, cause=exc)
 
-    def rc(self, command: str, params: dict) -> RcResponse:
-        return self.pipeline([rc_request(command, params)])[0]
+    def rc(self, command: str, params: dict, *, mutation=False) -> RcResponse:
+        return self.pipeline([rc_request(command, params)], mutation=mutation)[0]
+
+    def job(self, command: str, params: dict, *, mutation=False) -> RcResponse:
+        """Call rc *command* as an rclone job and wait for its end: a listing of a big remote
+        directory may take minutes, and every request of a job (the start, each status) is
+        answered at once, so the timeout tells a stopped rclone from a busy one.  The result is
+        a response as :meth:`rc` gives (status 500 and rclone's words if the job failed)."""
+        started, generation = self._pipeline([rc_request(command, {**params, "_async": True})], mutation)
+        started = started[0]
+        if started.status != 200:
+            return started
+        jobid = started.json().get("jobid")
+        pause = 0.0
+        while True:
+            time.sleep(pause)
+            (status,), now = self._pipeline([rc_request("job/status", {"jobid": jobid})], mutation)
+            if now != generation or status.status != 200:
+                # job ids start again in a new rclone: its job of this number is not ours
+                raise lost_reply(f"rclone rcd lost the job for {command} (it was restarted)", mutation=mutation)
+            result = status.json()
+            if result.get("finished"):
+                if result.get("success"):
+                    return RcResponse(200, b"", {}, result.get("output") or {})
+                return RcResponse(500, b"", {}, {"error": str(result.get("error") or "the job failed")})
+            pause = min(max(pause * 2, 0.001), JOB_POLL_MAX)
 
 
 def rc_request(command: str, params: dict) -> tuple:
     """The request (for RcDaemon.pipeline) that calls rc *command* with *params*."""
     return ("POST", "/" + command, {"Content-Type": "application/json"}, (json.dumps(params).encode(),))
-
-
-def _has_exited(process, grace: float = 2.0) -> bool:
-    # A killed process closes its sockets a moment before it can be reaped (longer on a busy machine).
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _exit_text(process) -> str:
-    code = process.returncode
-    if code is None:
-        return "still running"
-    if code < 0:
-        return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
-def terminate(process):
-    """Stop *process* and reap it, politely first."""
-    if process.poll() is None:
-        try:
-            process.terminate()
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        except OSError:
-            pass

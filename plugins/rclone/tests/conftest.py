@@ -54,6 +54,21 @@ def make_backend(rclone_binary, store_path):
             backend.close()
 
 
+#: The retry layer of the tests that kill or stop rclone: the default policy of the Store's chain,
+#: without the circuit breaker (a test that makes every try fail on purpose would open it for the
+#: test's next steps).
+RETRY = {"breaker_failures": 0}
+
+
+@pytest.fixture
+def retrying():
+    """The function that wraps an (open) backend in the retry middleware, as a Store's default
+    chain does for rclone (its capabilities declare transient_errors)."""
+    from borgstore import build_chain
+
+    return lambda backend, **options: build_chain(backend, [("retry", {**RETRY, **options})])
+
+
 @pytest.fixture
 def backend(make_backend, store_path):
     """An open rclone backend on a new, empty local directory."""
@@ -121,11 +136,11 @@ def rc_methods(monkeypatch):
     from borgstore_backend_rclone._daemon import RcDaemon
 
     methods = []
-    original = RcDaemon.pipeline
+    original = RcDaemon._pipeline  # what every request passes, those of rclone jobs too
 
-    def recording(self, requests, **kw):
+    def recording(self, requests, mutation):
         methods.extend(method for method, *_ in requests)
-        return original(self, requests, **kw)
+        return original(self, requests, mutation)
 
-    monkeypatch.setattr(RcDaemon, "pipeline", recording)
+    monkeypatch.setattr(RcDaemon, "_pipeline", recording)
     return methods

@@ -44,7 +44,7 @@ def test_the_rclone_scheme_is_served_by_this_distribution():
     provided = backends()["rclone"]
     assert provided.spec.factory == "borgstore_backend_rclone._backend:rclone_backend_from_url"
     assert resolve(provided.spec.factory) is rclone_backend_from_url
-    assert provided.spec.options == ("server_hash", "verify_uploads")
+    assert provided.spec.options == ("server_hash", "verify_uploads", "timeout")
     assert provided.distribution == "borgstore-backend-rclone"
 
 
@@ -71,6 +71,16 @@ def test_unknown_options_are_refused_by_name():
     with pytest.raises(ValueError, match="server_hash must be one of"):
         backend_for_url("rclone:/x", {"server_hash": "sometimes"})
     assert backend_for_url("rclone:/x", {"verify_uploads": "never"}).verify_uploads == "never"
+
+
+def test_the_timeout_option_takes_positive_seconds():
+    """timeout defaults to 20 s and takes a positive number of seconds; anything else is a
+    ValueError naming the option and the value."""
+    assert backend_for_url("rclone:/x").timeout == 20.0
+    assert backend_for_url("rclone:/x", {"timeout": 2}).timeout == 2.0
+    for bad in (0, -1, float("inf"), float("nan"), "20", True, None):
+        with pytest.raises(ValueError, match=rf"timeout must be a positive number of seconds, not {bad!r}"):
+            backend_for_url("rclone:/x", {"timeout": bad})
 
 
 # --- lifecycle ---
@@ -484,6 +494,22 @@ def test_the_declared_capabilities(backend):
         assert caps.read and caps.write and caps.list
     assert backend._atomic_move
     assert backend.capabilities.hash_algorithms == frozenset()
+
+
+def test_a_store_on_rclone_gets_the_retry_layer_by_default(rclone_binary, store_path):
+    """rclone declares transient_errors (on the class, in the plugin's spec, and after open), and
+    no store_new; so a Store's default chain retries its temporary errors (the backend tries
+    each call once)."""
+    for caps in (RcloneBackend.capabilities, backends()["rclone"].spec.capabilities):
+        assert caps.transient_errors and not caps.store_new
+    store = Store(f"rclone:{store_path}", config={"data/": {"levels": [0]}})
+    assert "retry" in store.middleware
+    store.create()
+    with store:
+        assert store.chain.backend.capabilities.transient_errors
+        store.store("data/k", b"v")
+        assert store.load("data/k") == b"v"
+    store.destroy()
 
 
 def test_names_with_characters_special_to_http_urls_and_forms(backend, store_path):

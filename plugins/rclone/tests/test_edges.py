@@ -143,23 +143,25 @@ def test_list_tree_of_a_missing_directory_or_an_item(backend):
 
 @pytest.fixture
 def rc_targets(monkeypatch):
-    """The rc commands (paths of the POST requests) sent to rclone from now on."""
+    """The rc commands (paths of the POST requests) sent to rclone from now on, but the status
+    requests of rclone jobs (a listing runs as a job: its start is the operations/list call)."""
     from borgstore_backend_rclone._daemon import RcDaemon
 
     targets = []
-    original = RcDaemon.pipeline
+    original = RcDaemon._pipeline
 
-    def recording(self, requests, **kw):
-        targets.extend(target.partition("?")[0] for method, target, *_ in requests if method == "POST")
-        return original(self, requests, **kw)
+    def recording(self, requests, mutation):
+        posts = (target.partition("?")[0] for method, target, *_ in requests if method == "POST")
+        targets.extend(target for target in posts if target != "/job/status")
+        return original(self, requests, mutation)
 
-    monkeypatch.setattr(RcDaemon, "pipeline", recording)
+    monkeypatch.setattr(RcDaemon, "_pipeline", recording)
     return targets
 
 
 def test_store_list_of_a_nested_namespace_is_one_rclone_call(rclone_binary, store_path, request):
-    """Store.list() on a two-level namespace makes one operations/list call, not one per
-    directory, and lists the same keys, live and soft-deleted."""
+    """Store.list() on a two-level namespace makes one operations/list call (an rclone job), not
+    one per directory, and lists the same keys, live and soft-deleted."""
     store = Store(f"rclone:{store_path}", config={"data/": {"levels": [2]}, "config/": {"levels": [0]}})
     store.create()
     keys = sorted(f"{i:04x}" * 4 for i in range(0, 0x10000, 0x0FFF))

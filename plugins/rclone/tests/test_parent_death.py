@@ -152,15 +152,16 @@ def test_a_store_opened_by_a_thread_that_ended_keeps_its_rclone(application, sto
 
 
 def test_a_restarted_rclone_is_guarded_too(application):
-    """rclone dies and the next operation starts a new one: the new one also stops with the
-    application."""
+    """rclone dies and the next operation (through retry, as in a Store) starts a new one: the
+    new one also stops with the application."""
     app, lines = application(
         """
         import os, signal
+        from borgstore import build_chain
         b.open()
         first = b.pid
         os.kill(first, signal.SIGKILL)
-        b.store("data/x", b"after the restart")
+        build_chain(b, ["retry"]).store("data/x", b"after the restart")
         print(first, flush=True)
         print(b.pid, flush=True)
         """
