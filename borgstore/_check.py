@@ -9,9 +9,15 @@ shows them as a scratch location reports them once open, and every check reads t
 own open().  ``--middleware NAME[:OPTIONS]`` checks a middleware: the backend checks run on the
 backend wrapped in it, the Store checks on a Store with it in the chain.  URLs are printed with
 their secrets redacted.
+
+``--profile faults`` runs the two state machines under injected faults instead of every check:
+the backend (and each Store's backend) below the ``retry`` middleware and a FaultInjector
+(borgstore.testing._faults_profile); the retry layer's log records below ERROR are held back.
 """
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 import traceback
@@ -66,6 +72,59 @@ def _checks(middleware=()):
             ("store", rule_id, _summary(check), lambda url, profile, check=check: check(stores(url), profile))
         )
     return checks
+
+
+def _faults_checks(middleware=()):
+    """The checks of the faults profile: the two state machines, each backend below ``retry``
+    and a FaultInjector (and below *middleware*, which stays outermost)."""
+    from ._plugins import backend_for_url
+    from .store import build_chain
+    from .testing._backend_machine import MACHINE_RULES
+    from .testing._faults_profile import run_backend_machine_under_faults, run_store_machine_under_faults
+    from .testing._middleware import store_chain_holding
+    from .testing._settings import kit_settings
+    from .testing._store_machine import STORE_MACHINE_RULES
+
+    def quiet(profile):
+        return kit_settings(profile, database=None)
+
+    def backend(url):
+        return build_chain(backend_for_url(url), middleware) if middleware else backend_for_url(url)
+
+    def store_options():
+        return {"middleware": store_chain_holding(middleware)} if middleware else {}
+
+    under = "under injected faults, through retry"
+    return [
+        (
+            "backend",
+            "state-machine",
+            f"random operation sequences match a model {under} ({len(MACHINE_RULES)} rules)",
+            lambda url, profile: run_backend_machine_under_faults(backend(url), quiet(profile)),
+        ),
+        (
+            "store",
+            "store-state-machine",
+            f"random Store call sequences match a model {under} ({len(STORE_MACHINE_RULES)} rules)",
+            lambda url, profile: run_store_machine_under_faults(url, quiet(profile), **store_options()),
+        ),
+    ]
+
+
+@contextlib.contextmanager
+def _retries_held_back(profile):
+    """In the faults profile every run retries hundreds of calls on purpose: keep the retry
+    layer's warnings out of the report (a give-up, logged as an error, still shows)."""
+    if profile != "faults":
+        yield
+        return
+    logger = logging.getLogger("borgstore.middleware.retry")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def middleware_entry(text: str):
@@ -145,26 +204,18 @@ def run(url: str, profile: str = None, only=None, out=None, middleware=()) -> in
     profile = profile_name(profile)
     middleware = list(middleware)
     backend = backend_for_url(url)  # a bad URL fails here, before anything is created
-    shown = redact_url(url)
-    print(f"borgstore conformance check of {shown}", file=out)
-    caps, problem = probe_capabilities(url, middleware)
-    if caps is None:
-        flags = f"unknown: opening a scratch location failed: {problem}"
-    else:
-        flags = ", ".join(_flag(name, value) for name, value in caps.as_dict().items() if value) or "none"
-    print(f"backend {type(backend).__name__}; capabilities once open: {flags}; profile {profile}", file=out)
-    if middleware:
-        print(f"middleware in the chain: {', '.join(name for name, _ in middleware)}", file=out)
-    print(f"each check runs at its own scratch location below {shown} and removes it afterwards\n", file=out)
+    _print_header(url, type(backend).__name__, profile, middleware, out)
     counts = {"passed": 0, "failed": 0, "not applicable": 0}
-    for section, rule_id, promise, check in _checks(middleware):
+    checks = _faults_checks(middleware) if profile == "faults" else _checks(middleware)
+    for section, rule_id, promise, check in checks:
         if only and rule_id not in only:
             continue
         scratch = scratch_url(url)
         started = time.monotonic()
         details = []
         try:
-            check(scratch, profile)
+            with _retries_held_back(profile):
+                check(scratch, profile)
             outcome = "passed"
         except NotApplicable as exc:
             outcome, details = "not applicable", [str(exc)]
@@ -188,20 +239,44 @@ def run(url: str, profile: str = None, only=None, out=None, middleware=()) -> in
     return counts["failed"]
 
 
+def _print_header(url, backend_class, profile, middleware, out):
+    from ._plugins import redact_url
+    from .testing._settings import FAULTS
+
+    shown = redact_url(url)
+    print(f"borgstore conformance check of {shown}", file=out)
+    caps, problem = probe_capabilities(url, middleware)
+    if caps is None:
+        flags = f"unknown: opening a scratch location failed: {problem}"
+    else:
+        flags = ", ".join(_flag(name, value) for name, value in caps.as_dict().items() if value) or "none"
+    print(f"backend {backend_class}; capabilities once open: {flags}; profile {profile}", file=out)
+    if middleware:
+        print(f"middleware in the chain: {', '.join(name for name, _ in middleware)}", file=out)
+    if profile == "faults":
+        print(
+            f"faults: {FAULTS['rate']:.0%} of the calls fail (seed {FAULTS['seed']}), below the retry "
+            f"middleware ({FAULTS['attempts']} attempts); only the state machines run",
+            file=out,
+        )
+    print(f"each check runs at its own scratch location below {shown} and removes it afterwards\n", file=out)
+
+
 def _flag(name, value) -> str:
     return name if value is True else f"{name}={','.join(value)}"
 
 
 def main(url: str, argv=()) -> int:
-    """Entry of ``python -m borgstore check URL [--profile quick|deep] [--only RULE ...]
+    """Entry of ``python -m borgstore check URL [--profile quick|deep|faults] [--only RULE ...]
     [--middleware NAME[:OPTIONS] ...] [--rules]``; returns the exit status: 0 all passed,
     1 something failed, 2 the kit cannot run (Hypothesis missing)."""
     parser = argparse.ArgumentParser(prog="python -m borgstore check URL")
     parser.add_argument(
         "--profile",
-        choices=("quick", "deep"),
+        choices=("quick", "deep", "faults"),
         default=None,
-        help="Hypothesis budget (default: $BORGSTORE_CONFORMANCE_PROFILE or quick)",
+        help="Hypothesis budget (default: $BORGSTORE_CONFORMANCE_PROFILE or quick); faults: the state "
+        "machines only, with the backend below the retry middleware and injected faults",
     )
     parser.add_argument("--only", action="append", metavar="RULE", help="run only this check (repeatable)")
     parser.add_argument(
@@ -233,6 +308,7 @@ def print_rules(out) -> None:
     the promises the kit cannot check."""
     from .testing._backend_capabilities import CAPABILITY_RULES
     from .testing._backend_machine import MACHINE_RULES
+    from .testing._faults_profile import FAULTS_RULES
     from .testing._rules import UNCHECKED_RULES
     from .testing._store_machine import STORE_MACHINE_RULES
 
@@ -246,6 +322,9 @@ def print_rules(out) -> None:
     print("capability flags (read from the opened backend) and the rules that check them:", file=out)
     for flag, rule_ids in CAPABILITY_RULES.items():
         print(f"  {flag:29} {', '.join(rule_ids)}", file=out)
+    print("rules the state machines add under --profile faults:", file=out)
+    for rule_id, promise in FAULTS_RULES.items():
+        print(f"  {rule_id:29} {promise}", file=out)
     print("not checked by the kit (no generic check can provoke them; a backend's own tests must):", file=out)
     for rule_id, promise in UNCHECKED_RULES.items():
         print(f"  {rule_id:29} {promise}", file=out)

@@ -1,5 +1,6 @@
-"""The memory backend, alone and inside every shipped middleware, passes the conformance kit; the
-middleware that changes behaviour on purpose is checked for exactly that change."""
+"""The memory backend, alone and inside every shipped middleware, passes the conformance kit (and
+its state machines under the faults profile); the middleware that changes behaviour on purpose
+is checked for exactly that change."""
 
 import time
 import uuid
@@ -10,6 +11,7 @@ from borgstore.backends.memory import MemoryBackend
 from borgstore.middleware import Middleware
 from borgstore.store import Store, build_chain
 from borgstore.testing import TRANSPARENT_MIDDLEWARE, BackendTests, StoreTests, store_chain_with
+from borgstore.testing._settings import example_profile
 
 
 def _memory_url():
@@ -35,6 +37,25 @@ class TestMemoryStore(StoreTests):
     def store_location(self, list_tree):
         name = _memory_url().partition(":")[2]
         return lambda: MemoryBackend(name, list_tree=list_tree)
+
+
+def test_state_machines_under_faults(list_tree):
+    """Under the faults profile (the retry middleware around injected faults), the backend and
+    Store state machines pass, run through the test classes' profile switch."""
+
+    class BackendUnderFaults(BackendTests):
+        conformance_profile = "faults"
+        quick_overrides = {"max_examples": 25}
+
+    class StoreUnderFaults(StoreTests):
+        conformance_profile = "faults"
+        quick_overrides = {"max_examples": 25}
+
+    BackendUnderFaults().test_state_machine(MemoryBackend(list_tree=list_tree))
+    name = _memory_url().partition(":")[2]
+    StoreUnderFaults().test_store_state_machine(lambda: MemoryBackend(name, list_tree=list_tree), {})
+    # the example checks have no faults: they run as in the quick profile
+    assert example_profile("faults") == "quick"
 
 
 @pytest.fixture(params=sorted(TRANSPARENT_MIDDLEWARE))

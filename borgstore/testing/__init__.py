@@ -12,17 +12,24 @@ Use it from a backend's test suite::
 or against a live store without writing code: ``pytest --pyargs borgstore.testing --borgstore-url URL``
 or ``python -m borgstore check URL``.  See docs/writing-a-backend.md.
 
+Under injected faults: :class:`FaultInjector` (a seeded middleware that fails calls the way
+networks do), and the ``faults`` profile (``run_backend_machine_under_faults``,
+``run_store_machine_under_faults``, ``--borgstore-profile faults``, ``check URL --profile faults``),
+which runs the state machines through ``retry`` around it.
+
 The test classes need pytest; everything else needs only Hypothesis (``pip install borgstore[testing]``).
 """
 
 from ._middleware import TRANSPARENT_MIDDLEWARE, store_chain_with
 from ._rules import ConformanceFailure, NotApplicable
 from ._settings import PROFILES, kit_settings
+from .faults import FaultInjector
 
 __all__ = [
     "BackendTests",
     "StoreTests",
     "ConformanceFailure",
+    "FaultInjector",
     "NotApplicable",
     "PROFILES",
     "TRANSPARENT_MIDDLEWARE",
@@ -30,6 +37,8 @@ __all__ = [
     "store_chain_with",
     "run_backend_machine",
     "run_store_machine",
+    "run_backend_machine_under_faults",
+    "run_store_machine_under_faults",
 ]
 
 
@@ -47,4 +56,8 @@ def __getattr__(name):
         from ._store_machine import run_store_machine
 
         return run_store_machine
+    if name in ("run_backend_machine_under_faults", "run_store_machine_under_faults"):
+        from . import _faults_profile
+
+        return getattr(_faults_profile, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

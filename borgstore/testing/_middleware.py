@@ -6,6 +6,8 @@ TRANSPARENT_MIDDLEWARE = {
     "emulate": {"latency": 0, "bandwidth": 0},
     "permissions": {"permissions": {"": "lrwWD"}},
     "quota": {"limit": 10**15},
+    # with no fault to retry it passes every call on; the faults profile checks it under faults
+    "retry": {"seed": 1},
     # not "readonly": it refuses every change, which the kit's checks of a writable store would
     # all report; tests/test_middleware_readonly.py checks it instead
 }

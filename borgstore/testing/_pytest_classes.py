@@ -5,16 +5,20 @@ import pytest
 from ._backend_checks import BACKEND_CHECKS
 from ._backend_machine import run_backend_machine
 from ._rules import NotApplicable
-from ._settings import kit_settings, profile_name
+from ._settings import example_profile, kit_settings, profile_name
 from ._store_checks import STORE_CHECKS, store_factory
 from ._store_machine import run_store_machine
 
 
 def _settings_for(test_class):
     # quick_overrides trims a secondary run (the same middleware again on a slower backend);
-    # a deep run keeps its full budget
+    # a deep run keeps its full budget, a faults run is quick-sized
     profile = profile_name(test_class.conformance_profile)
-    return kit_settings(profile, **(test_class.quick_overrides if profile == "quick" else {}))
+    return kit_settings(profile, **(test_class.quick_overrides if profile != "deep" else {}))
+
+
+def _under_faults(test_class) -> bool:
+    return profile_name(test_class.conformance_profile) == "faults"
 
 
 def run_check(check, *args, **kwargs):
@@ -51,6 +55,8 @@ class BackendTests:
     into skips that show the reason.  See :mod:`borgstore.testing._settings`.
 
     Capabilities are read from the backend once it is open, so a backend may learn them in open().
+    In the ``faults`` profile the state machine runs the backend below ``retry`` and a
+    :class:`~borgstore.testing.FaultInjector`; the example checks run as in the quick profile.
     """
 
     conformance_profile = None
@@ -64,13 +70,18 @@ class BackendTests:
     def test_state_machine(self, backend):
         """Random sequences of store, load, info, delete, move, mkdir, rmdir, list, hash, gather match a model."""
         _skip_if_waived(self, "state-machine")
-        run_check(run_backend_machine, backend, _settings_for(self))
+        if _under_faults(self):
+            from ._faults_profile import run_backend_machine_under_faults
+
+            run_check(run_backend_machine_under_faults, backend, _settings_for(self))
+        else:
+            run_check(run_backend_machine, backend, _settings_for(self))
 
 
 def _backend_test(check):
     def test(self, backend):
         _skip_if_waived(self, check.rule)
-        run_check(check, backend, self.conformance_profile)
+        run_check(check, backend, example_profile(self.conformance_profile))
 
     test.__name__ = test.__qualname__ = "test_" + check.rule.replace("-", "_")
     test.__doc__ = check.__doc__
@@ -89,7 +100,8 @@ class StoreTests:
     ``store_class`` lets a Store subclass be checked.  ``conformance_profile``,
     ``quick_overrides`` and ``waived_rules`` work as in :class:`BackendTests`; waiving
     ``store-two-instances`` (a chain with a private cache, say) also waives ``store-two-writers``
-    and keeps the state machine to one Store object per example.
+    and keeps the state machine to one Store object per example.  In the ``faults`` profile each
+    Store's backend sits below ``retry`` and a :class:`~borgstore.testing.FaultInjector`.
     """
 
     conformance_profile = None
@@ -112,15 +124,23 @@ class StoreTests:
     def test_store_state_machine(self, store_location, store_kwargs):
         """Random sequences of Store calls over several namespaces and levels match a plain model."""
         _skip_if_waived(self, "store-state-machine")
-        factory = self.make_store_factory(store_location, store_kwargs)
         two_stores = "store-two-instances" not in self.waived_rules
-        run_check(run_store_machine, factory, _settings_for(self), two_stores=two_stores)
+        settings = _settings_for(self)
+        if _under_faults(self):
+            from ._faults_profile import run_store_machine_under_faults
+
+            options = dict(store_kwargs, store_class=self.store_class)
+            run_check(run_store_machine_under_faults, store_location, settings, two_stores=two_stores, **options)
+        else:
+            factory = self.make_store_factory(store_location, store_kwargs)
+            run_check(run_store_machine, factory, settings, two_stores=two_stores)
 
 
 def _store_test(check):
     def test(self, store_location, store_kwargs):
         _skip_if_waived(self, check.rule)
-        run_check(check, self.make_store_factory(store_location, store_kwargs), self.conformance_profile)
+        make_store = self.make_store_factory(store_location, store_kwargs)
+        run_check(check, make_store, example_profile(self.conformance_profile))
 
     test.__name__ = test.__qualname__ = "test_" + check.rule.replace("-", "_")
     test.__doc__ = check.__doc__

@@ -1,10 +1,18 @@
-"""Budgets of the kit: "quick" for every test run, "deep" for nightly or manual runs, and the
-knobs that adjust them.
+"""Budgets of the kit: "quick" for every test run, "deep" for nightly or manual runs, "faults" for
+the state machines under injected faults, and the knobs that adjust them.
 
 Choosing the profile
-    ``BORGSTORE_CONFORMANCE_PROFILE=quick|deep`` in the environment, or the pytest option
-    ``--borgstore-profile quick|deep`` (which sets it), or ``--profile`` of
+    ``BORGSTORE_CONFORMANCE_PROFILE=quick|deep|faults`` in the environment, or the pytest option
+    ``--borgstore-profile quick|deep|faults`` (which sets it), or ``--profile`` of
     ``python -m borgstore check``.  A test class may pin one with ``conformance_profile``.
+
+The faults profile
+    The backend and Store state machines run their backend through the ``retry`` middleware
+    around a :class:`~borgstore.testing.FaultInjector` (borgstore.testing._faults_profile), with
+    the quick budget and the settings in :data:`FAULTS`: the share of calls that fail, the
+    attempts of the retry layer (enough that a run never gives up at that rate) and the seed
+    every run starts from, so that a run is reproducible.  The example checks run as in the
+    quick profile (the test classes give them "quick").
 
 What a profile sets
     :data:`PROFILES`: the Hypothesis budget of each state machine (``max_examples`` generated
@@ -15,9 +23,10 @@ What a profile sets
     rounds in the deep profile.
 
 Knobs of the test classes (:class:`~borgstore.testing.BackendTests`, ``StoreTests``)
-    ``quick_overrides``: Hypothesis settings applied on top of the *quick* profile only, e.g.
-    ``{"max_examples": 15}`` for a secondary run (the same backend inside one more middleware, a
-    slow remote); the deep profile ignores them, so a nightly run keeps its full budget.
+    ``quick_overrides``: Hypothesis settings applied on top of the *quick* (and the quick-sized
+    *faults*) profile only, e.g. ``{"max_examples": 15}`` for a secondary run (the same backend
+    inside one more middleware, a slow remote); the deep profile ignores them, so a nightly run
+    keeps its full budget.
     ``waived_rules``: ``{rule id: reason}`` for promises a backend or chain does not keep on
     purpose; each such check is reported as skipped with the reason instead of failing (waiving
     ``store-two-instances``, as a chain with a private cache must, also waives
@@ -41,17 +50,25 @@ PROFILE_VARIABLE = "BORGSTORE_CONFORMANCE_PROFILE"
 PROFILES = {
     "quick": {"max_examples": 50, "stateful_step_count": 30},
     "deep": {"max_examples": 400, "stateful_step_count": 80},
+    # no example database: a run starts from FAULTS["seed"] and nothing else, so it repeats exactly
+    "faults": {"max_examples": 50, "stateful_step_count": 30, "database": None},
 }
+
+#: the faults profile: *rate* is the share of calls that get a fault; the retry layer makes up to
+#: *attempts* tries per call (at rate 0.2, 40 failures in a row come once in 10**28 calls);
+#: *seed* is Hypothesis' seed and, through it, every fault injector's
+FAULTS = {"rate": 0.2, "attempts": 40, "seed": 9}
 
 #: the sizes of the large values in the example checks; what a chunked upload and any read
 #: buffer must survive
-LARGE_VALUE = {"quick": 6 * 1024 * 1024, "deep": 48 * 1024 * 1024}
+LARGE_VALUE = {"quick": 6 * 1024 * 1024, "deep": 48 * 1024 * 1024, "faults": 6 * 1024 * 1024}
 
 #: items stored by the list-tree-agrees check: more than one page of a paginated listing
-LIST_TREE_ITEMS = {"quick": 1100, "deep": 5000}
+LIST_TREE_ITEMS = {"quick": 1100, "deep": 5000, "faults": 1100}
 
 
 def profile_name(name=None) -> str:
+    """*name*, or the profile the environment chooses (default quick), checked."""
     name = name or os.environ.get(PROFILE_VARIABLE) or "quick"
     if name not in PROFILES:
         raise ValueError(f"{PROFILE_VARIABLE}={name!r}: unknown profile, use one of {', '.join(PROFILES)}")
@@ -75,3 +92,9 @@ def kit_settings(profile=None, **overrides):
     values.update(PROFILES[profile_name(profile)])
     values.update(overrides)
     return settings(**values)
+
+
+def example_profile(profile=None) -> str:
+    """The profile an example check runs with: the faults profile runs them as quick does."""
+    name = profile_name(profile)
+    return "quick" if name == "faults" else name

@@ -17,6 +17,24 @@ from ._settings import kit_settings
 from ._store_model import HEX_NAMESPACES, StoreModel, config_key, full_name, invalid_names
 from ._strategies import HEX, values
 
+#: what create_store() draws (a subclass adding a draw of its own repeats these)
+STORE_SETUP = dict(
+    data_level=st.sampled_from([0, 1]),
+    index_levels=st.sampled_from([[0], [1], [0, 1], [1, 0]]),
+    nesting=st.sampled_from(["hex", "hex", "hash"]),
+    precreate=st.sampled_from([False, False, True]),
+    two_stores=st.booleans(),
+    items=st.lists(
+        st.tuples(
+            st.sampled_from(["", "config", "data", "index"]),
+            st.integers(0, 999),
+            st.integers(0, 300),
+            st.sampled_from([False, False, True]),  # soft-deleted at once
+        ),
+        max_size=12,
+    ),
+)
+
 
 class StoreMachine(StoreModel, RuleBasedStateMachine):
     def __init__(self, make_store, allow_two_stores=True):
@@ -25,22 +43,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         self.allow_two_stores = allow_two_stores
         self.store = None
 
-    @initialize(
-        data_level=st.sampled_from([0, 1]),
-        index_levels=st.sampled_from([[0], [1], [0, 1], [1, 0]]),
-        nesting=st.sampled_from(["hex", "hex", "hash"]),
-        precreate=st.sampled_from([False, False, True]),
-        two_stores=st.booleans(),
-        items=st.lists(
-            st.tuples(
-                st.sampled_from(["", "config", "data", "index"]),
-                st.integers(0, 999),
-                st.integers(0, 300),
-                st.sampled_from([False, False, True]),  # soft-deleted at once
-            ),
-            max_size=12,
-        ),
-    )
+    @initialize(**STORE_SETUP)
     def create_store(self, data_level, index_levels, nesting, precreate, two_stores, items):
         self.nesting = nesting
         self.levels = {"": [0], "config": [0], "data": [data_level], "index": list(index_levels)}
@@ -68,24 +71,29 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         for index in reversed(range(len(self.stores))):
             self.current, self.store = index, self.stores[index]
             self._open()
-        # a few items to start with, so that short runs read, move and delete something real
+        self._store_first_items(items)
+
+    def _store_first_items(self, items):
+        """A few items to start with, so that short runs read, move and delete something real."""
         for ns, seed, size, soft_deleted in items:
             key = hashlib.sha256(str(seed).encode()).hexdigest()[: 8 + seed % 50]
             if ns not in HEX_NAMESPACES:
                 key = f"item-{seed}"
             value = (hashlib.sha256(key.encode()).digest() * (size // 32 + 1))[:size]
-            self.store.store(full_name(ns, key), value)
+            name = full_name(ns, key)
+            with no_error("store-load", f"store({name!r}, {len(value)} bytes)"):
+                self.store.store(name, value)
             self.touched.add(ns)
             self._put(ns, key, self._find(ns, key, False), value)
             self.expected_calls["store"] += 1
             self.expected_volume["store"] += len(value)
             if soft_deleted:
                 level = self._find(ns, key, False)
-                self.store.move(full_name(ns, key), delete=True)
+                with no_error("store-soft-delete", f"move({name!r}, delete=True)"):
+                    self.store.move(name, delete=True)
                 self._put(ns, key, level, self._take(ns, key, level), deleted=True)
                 self.expected_calls["move"] += 1
                 if self._value(ns, key) is None:
-                    name = full_name(ns, key)
                     self._expect_gone("store-soft-delete", name, False, f"move({name!r}, delete=True)")
 
     def _open(self):
@@ -113,7 +121,9 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
     def store_item(self, data):
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key")
-        value = data.draw(values(), label="value")
+        self._store_item(data, ns, key, data.draw(values(), label="value"))
+
+    def _store_item(self, data, ns, key, value):
         with no_error("store-load", f"store({full_name(ns, key)!r}, {len(value)} bytes)"):
             self.store.store(full_name(ns, key), value)
         self.touched.add(ns)
@@ -188,7 +198,9 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
     @rule(data=st.data())
     def soft_delete(self, data):
         ns = self._draw_ns(data)
-        key = self._draw_key(data, ns, "key")
+        self._soft_delete(ns, self._draw_key(data, ns, "key"))
+
+    def _soft_delete(self, ns, key):
         name = full_name(ns, key)
         self.expected_calls["move"] += 1
         if self._value(ns, key) is None:
@@ -210,7 +222,9 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
     @rule(data=st.data())
     def undelete(self, data):
         ns = self._draw_ns(data)
-        key = self._draw_key(data, ns, "key", deleted=True)
+        self._undelete(ns, self._draw_key(data, ns, "key", deleted=True))
+
+    def _undelete(self, ns, key):
         name = full_name(ns, key)
         self.expected_calls["move"] += 1
         if self._value(ns, key, True) is None:
@@ -264,7 +278,8 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         self.touched.add(new_ns)
         self._put(new_ns, new_key, target_level, self._take(ns, key, source_level, deleted), deleted)
         expected = self._value(new_ns, new_key, deleted)
-        got = self.store.load(new_name, deleted=deleted)
+        with no_error("store-rename", f"load({new_name!r}, deleted={deleted}) after the move onto it"):
+            got = self.store.load(new_name, deleted=deleted)
         self.expected_volume["load"] += len(got)
         expect("store-rename", got == expected, f"after move({name!r}, {new_name!r}), the target holds other data")
         if self._value(ns, key, deleted) is None:
@@ -285,7 +300,8 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             self.store.move(name, change_level=True, deleted=deleted)
         self._put(ns, key, target, self._take(ns, key, current, deleted), deleted)
         expected = self._value(ns, key, deleted)
-        got = self.store.load(name, deleted=deleted)
+        with no_error("store-change-level", f"load({name!r}, deleted={deleted}) after the level change"):
+            got = self.store.load(name, deleted=deleted)
         self.expected_volume["load"] += len(got)
         expect("store-change-level", got == expected, f"after move({name!r}, change_level=True) the value differs")
 
@@ -363,7 +379,8 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         with no_error("store-layout", f"find({name!r})"):
             found = self.store.find(name)
         expect("store-layout", found == expected, f"find({name!r}) = {found!r}, expected {expected!r} (level {level})")
-        info = self.store.chain.info(expected)
+        with no_error("store-layout", f"info({expected!r}) in the backend"):
+            info = self.store.chain.info(expected)
         value = self._value(ns, key)
         expect(
             "store-layout",
@@ -416,7 +433,8 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         self.touched.add(ns)
         self.expected_calls["store"] += 1
         self.expected_volume["store"] += len(expected)
-        got = self.store.load(full_name(ns, key))
+        with no_error("store-defrag", f"load({full_name(ns, key)!r}) of what defrag() stored"):
+            got = self.store.load(full_name(ns, key))
         self.expected_volume["load"] += len(got)
         expect("store-defrag", got == expected, f"the item defrag() stored as {key!r} holds other data")
 
@@ -439,17 +457,11 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             return
         stats = self.store.stats
         for op, count in self.expected_calls.items():
-            expect(
-                "store-stats",
-                stats[f"{op}_calls"] == count,
-                f"stats {op}_calls = {stats[f'{op}_calls']}, expected {count}",
-            )
+            got = stats[f"{op}_calls"]
+            expect("store-stats", got == count, f"stats {op}_calls = {got}, expected {count}")
         for op, volume in self.expected_volume.items():
-            expect(
-                "store-stats",
-                stats[f"{op}_volume"] == volume,
-                f"stats {op}_volume = {stats[f'{op}_volume']}, expected {volume}",
-            )
+            got = stats[f"{op}_volume"]
+            expect("store-stats", got == volume, f"stats {op}_volume = {got}, expected {volume}")
 
     @rule()
     def quota(self):

@@ -2,7 +2,8 @@
 
 ``--borgstore-url URL`` points the kit's live tests (``pytest --pyargs borgstore.testing``) at a
 store; each test runs at its own scratch location below URL, removed afterwards.
-``--borgstore-profile quick|deep`` picks the Hypothesis budget for every kit test of the run.
+``--borgstore-profile quick|deep|faults`` picks the Hypothesis budget for every kit test of the run
+(faults: the state machines run under injected faults, through the retry middleware).
 """
 
 import os
