@@ -235,6 +235,11 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
             os.close(fd)
 
     def store(self, name, value):
+        return self._write("store", name, value, self._store_in)
+
+    def _write(self, op: str, name, value, write_in) -> None:
+        """``write_in(parent_fd, base, name, value)`` in the directory of *name*, made if missing
+        (store and store_new)."""
         if not self.opened:
             self.check_open()
         if type(name) is not str:
@@ -245,13 +250,13 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
             check_backend_name(name)
         else:
             try:
-                return self._store_in(held, base, name, value)  # the common case, directly
+                return write_in(held, base, name, value)  # the common case, directly
             except FileNotFoundError:
                 pass  # a directory removed since: the generic path finds out
         try:
-            self._in_directory(directory, "store", name, lambda parent: self._store_in(parent, base, name, value))
+            self._in_directory(directory, op, name, lambda parent: write_in(parent, base, name, value))
         except FileNotFoundError as exc:
-            raise self._gone(exc, "store", name) from None
+            raise self._gone(exc, op, name) from None
 
     def _store_in(self, parent: int, base: str, name: str, value) -> None:
         """Write *value* to a temp item in *parent* and rename it to *base*.  FileNotFoundError

@@ -129,25 +129,7 @@ class ItemWriting:
     def store_new(self, name, value):
         """Store *value* under *name* only if no item of that name exists, atomically against
         every other writer; an existing item: ObjectAlreadyExists, and nothing is written."""
-        if not self.opened:
-            self.check_open()
-        if type(name) is not str:
-            check_backend_name(name)  # raises
-        directory, _, base = name.rpartition("/")
-        held = self._kept.get(directory) if directory else self._root_fd
-        if held is None or not (base.isascii() and base.replace(".", "").isalnum()):
-            check_backend_name(name)
-        else:
-            try:
-                return self._store_new_in(held, base, name, value)  # the common case, directly
-            except FileNotFoundError:
-                pass  # a directory removed since: the generic path finds out
-        try:
-            self._in_directory(
-                directory, "store_new", name, lambda parent: self._store_new_in(parent, base, name, value)
-            )
-        except FileNotFoundError as exc:
-            raise self._gone(exc, "store_new", name) from None
+        return self._write("store_new", name, value, self._store_new_in)
 
     def _store_new_in(self, parent: int, base: str, name: str, value) -> None:
         temp = self._write_temp(parent, base, name, value, "store_new")

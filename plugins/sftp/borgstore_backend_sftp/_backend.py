@@ -266,27 +266,19 @@ class SftpBackend(BackendBase):
         return self._run(lambda session, attempt: _reads.gather(session, self._root, sources), what="gather")
 
     def store(self, name, value):
-        self.check_open()
-        check_backend_name(name)
-        data = memoryview(value).cast("B") if not isinstance(value, bytes) else memoryview(value)
-        fsync = self._durability.fsync_each
-        self._run(
-            lambda session, attempt: _writes.store(session, attempt, self._root, name, data, fsync=fsync),
-            what="store",
-        )
-        self._durability.stored(name)
+        self._write("store", name, value, _writes.store)
 
     def store_new(self, name, value):
         """Store *value* under *name* only if no item of that name exists, atomically against every
         other writer (the plain SFTP RENAME refuses an existing target); else ObjectAlreadyExists."""
+        self._write("store_new", name, value, _writes.store_new)
+
+    def _write(self, op: str, name, value, write) -> None:
         self.check_open()
         check_backend_name(name)
         data = memoryview(value).cast("B") if not isinstance(value, bytes) else memoryview(value)
         fsync = self._durability.fsync_each
-        self._run(
-            lambda session, attempt: _writes.store_new(session, attempt, self._root, name, data, fsync=fsync),
-            what="store_new",
-        )
+        self._run(lambda session, attempt: write(session, attempt, self._root, name, data, fsync=fsync), what=op)
         self._durability.stored(name)
 
     def delete(self, name):

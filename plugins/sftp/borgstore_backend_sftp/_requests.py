@@ -120,21 +120,9 @@ def listdir(session: p.Session, path: str) -> list:
             if not pending:
                 pending = [session.send(p.READDIR, h), session.send(p.READDIR, h)]
             kind, body = session.wait(pending.pop(0))
-            if kind == p.STATUS:
-                try:
-                    session.check(kind, body)
-                except p.StatusError as exc:
-                    if exc.code != p.EOF:
-                        raise
+            if _end_of_directory(session, kind, body):
                 break
-            session.check(kind, body, expect=p.NAME)
-            reader = p.Reader(body)
-            for _ in range(reader.u32()):
-                filename = reader.text()
-                reader.bytes()  # the ls -l style long name
-                attrs = reader.attrs()
-                if filename not in (".", ".."):
-                    entries.append((filename, attrs))
+            entries.extend(_entries(session, kind, body))
     finally:
         if not session.broken:
             for request_id in pending:
@@ -249,22 +237,10 @@ def _read_directories(session: p.Session, handles: dict, result: dict):
             in_flight[path] -= 1
             if path in done:
                 continue  # the second READDIR after the end
-            if kind == p.STATUS:
-                try:
-                    session.check(kind, body)
-                except p.StatusError as exc:
-                    if exc.code != p.EOF:
-                        raise
+            if _end_of_directory(session, kind, body):
                 done.add(path)
                 continue
-            session.check(kind, body, expect=p.NAME)
-            reader = p.Reader(body)
-            for _ in range(reader.u32()):
-                filename = reader.text()
-                reader.bytes()  # the ls -l style long name
-                attrs = reader.attrs()
-                if filename not in (".", ".."):
-                    result[path].append((filename, attrs))
+            result[path].extend(_entries(session, kind, body))
             if not in_flight[path]:  # a large directory: two more, as at the start
                 pending += [(path, session.send(p.READDIR, handles[path])) for _ in range(2)]
                 in_flight[path] += 2
@@ -290,3 +266,29 @@ def find_temps(session: p.Session, top: str) -> list:
                     found.append((f"{prefix}{filename}", attrs))
         level = deeper
     return found
+
+
+def _end_of_directory(session, kind: int, body: bytes) -> bool:
+    """True if a READDIR reply says the directory has no more entries; other statuses raise."""
+    if kind != p.STATUS:
+        return False
+    try:
+        session.check(kind, body)
+    except p.StatusError as exc:
+        if exc.code != p.EOF:
+            raise
+    return True
+
+
+def _entries(session, kind: int, body: bytes) -> list:
+    """The ``(filename, attrs)`` of a READDIR reply, without ``.`` and ``..``."""
+    session.check(kind, body, expect=p.NAME)
+    reader = p.Reader(body)
+    entries = []
+    for _ in range(reader.u32()):
+        filename = reader.text()
+        reader.bytes()  # the ls -l style long name
+        attrs = reader.attrs()
+        if filename not in (".", ".."):
+            entries.append((filename, attrs))
+    return entries
