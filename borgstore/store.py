@@ -21,7 +21,7 @@ from .backends.errors import (
 )
 from ._maintenance import check_age, remove_stale_temps
 from ._stats import empty_stats
-from .constants import DEL_SUFFIX
+from .constants import DEL_SUFFIX, MAX_NAME_LENGTH
 from .middleware._base import BackendAdapter, Link
 from ._chain import _middleware_entry, build_chain, default_middleware, get_backend  # noqa: F401 (public here too)
 
@@ -224,6 +224,17 @@ class Store:
 
     # --- names ---
     def _namespace_of(self, name: str):
+        if type(name) is str and len(name) <= MAX_NAME_LENGTH:
+            # the common names (a configured namespace, a key of lowercase letters and digits)
+            # take a few string methods; anything else the full check.  A configured namespace
+            # was checked when the config was.
+            prefix, slash, key = name.partition("/")
+            if prefix and slash:  # "/key" is no name, even where the root namespace "" is configured
+                namespace = self._namespaces.get(prefix)
+                if namespace is not None and key.isascii():
+                    flat = key.encode()  # bytes methods: several times faster than their str twins
+                    if flat.isalnum() and (flat.islower() or flat.isdigit()):
+                        return namespace
         check_name(name)
         slash = name.find("/")
         if slash < 0:

@@ -52,3 +52,43 @@ def test_check_namespace_rejects(namespace):
     """Invalid namespaces raise ValueError naming them."""
     with pytest.raises(ValueError, match="invalid namespace"):
         check_namespace(namespace)
+
+
+def _slow_namespace_of(store, name):
+    """What Store._namespace_of must answer, by the full rules: the check, then the lookup."""
+    check_name(name)
+    prefix, slash, _ = name.partition("/")
+    if not slash:
+        if name in store._namespaces:
+            raise ValueError("a namespace's name")
+        prefix = ""
+    namespace = store._namespaces.get(prefix)
+    if namespace is None:
+        raise ValueError("no such namespace")
+    return namespace
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(string.printable, max_size=12),
+        st.builds(
+            lambda ns, sep, key: ns + sep + key,
+            st.sampled_from(["", "data", "config", "other", "Data", "/data"]),
+            st.sampled_from(["/", "//", ""]),
+            st.text(string.ascii_letters + string.digits + "./-_", max_size=110),
+        ),
+    )
+)
+def test_the_stores_fast_name_path_agrees_with_the_full_check(name):
+    """The Store's shortcut for common names accepts exactly what the full check accepts."""
+    from borgstore import Store
+
+    store = Store("memory:", config={"": {"levels": [0]}, "data/": {"levels": [0]}, "config/": {"levels": [0]}})
+    try:
+        expected = _slow_namespace_of(store, name)
+    except ValueError:
+        with pytest.raises(ValueError):
+            store._namespace_of(name)
+    else:
+        assert store._namespace_of(name) is expected
