@@ -38,7 +38,7 @@ class DirectoryPlumbing:
         A missing store root is an error, never recreated."""
         created = lambda fd: self._changed(fd, op, name)  # noqa: E731
         parent, _, last = directory.rpartition("/")
-        held = self._kept.get(parent) if parent else None
+        held = self._held_parent(parent) if parent else None
         if held is not None:
             # the common case (a nesting directory made on demand): one mkdir in its held parent
             try:
@@ -57,6 +57,20 @@ class DirectoryPlumbing:
             raise BackendError(f"{op} {name!r}: an item is in the way of directory {directory!r}") from None
         except OSError as exc:
             raise _os_error(exc, f"{op} {name!r}") from None
+
+    def _held_parent(self, parent: str):
+        """A kept descriptor of *parent* (opened and kept now if need be), or None: a namespace
+        directory is the parent of every nesting directory made on demand below it."""
+        held = self._kept.get(parent)
+        if held is None:
+            try:
+                held, kept = self._dirs.acquire(parent)
+            except OSError:
+                return None  # missing too, or in the way: the path from the root finds out
+            if not kept:
+                os.close(held)
+                return None
+        return held
 
     def _dir_fd(self, directory: str, op: str, name: str, create: bool = True):
         """``(fd, kept)``: a descriptor of *directory*; close it with :meth:`_close_dir`.  A missing
