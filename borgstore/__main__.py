@@ -67,7 +67,7 @@ def _demo(url, out, interactive: bool) -> int:
     store = Store(url, config=config)
     say = lambda *args: print(*args, file=out)  # noqa: E731
     say(f"demo store: {url}")
-    say(f"middleware chain (outermost first): {', '.join(store.middleware)} -> {type(store.backend).__name__}")
+    say(f"middleware chain (outermost first): {', '.join(store.middleware)} -> {type(store.chain.backend).__name__}")
     store.create()
     try:
         with store:
