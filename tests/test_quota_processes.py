@@ -6,7 +6,6 @@ items until the quota has refused it several times; afterwards the bytes really 
 compared with the limit, and ``quota.hid`` with the bytes really stored.
 """
 
-import dataclasses
 import multiprocessing
 import os
 import threading
@@ -207,17 +206,6 @@ def test_persist_delta_0_counts_anew_when_quota_hid_was_removed():
             store.store("data/00cc", b"x" * 51)
 
 
-class NoStoreNew(MemoryBackend):
-    """A backend that cannot create an item exclusively (no store_new, not declared)."""
-
-    def __init__(self, name):
-        super().__init__(name)
-        self.capabilities = dataclasses.replace(self.capabilities, store_new=False)
-
-    def __getattribute__(self, name):
-        if name == "store_new":
-            raise AttributeError(name)
-        return super().__getattribute__(name)
 
 
 class Recorder(Middleware):
@@ -235,7 +223,7 @@ def test_without_store_new_there_is_no_lock_and_the_quota_still_works():
     holds between processes then: docs/middleware.md)."""
     url = memory_url()
     Store(url, config=CONFIG).create()
-    backend = NoStoreNew(url.split(":", 1)[1])
+    backend = MemoryBackend(url.split(":", 1)[1], store_new=False)
     recorder = Recorder(build_chain(backend))
     store = Store(backend=recorder, config=CONFIG, middleware=[("quota", {"limit": 15, "persist_delta": 0})])
     with store:

@@ -38,19 +38,6 @@ def open_chain(middleware, backend=None):
     return chain
 
 
-class WithoutStoreNew(MemoryBackend):
-    """A backend that cannot create exclusively: no store_new, capability off."""
-
-    def __init__(self, name=""):
-        super().__init__(name)
-        self.capabilities = dataclasses.replace(self.capabilities, store_new=False)
-
-    def __getattribute__(self, name):
-        if name == "store_new":
-            raise AttributeError(name)
-        return super().__getattribute__(name)
-
-
 # --- the backends ---
 
 
@@ -153,7 +140,7 @@ def test_write_new_is_one_atomic_store_new_without_a_look_up():
 def test_write_new_without_store_new_looks_then_stores():
     """A backend without store_new: the permission is checked by a look-up before the store
     (documented as not atomic there)."""
-    backend = WithoutStoreNew()
+    backend = MemoryBackend(store_new=False)
     looked_up = []
     original_info = backend.info
     backend.info = lambda name: looked_up.append(name) or original_info(name)
@@ -400,12 +387,12 @@ def test_the_kit_catches_a_broken_backend(rule, broken):
 def test_the_rules_apply_only_where_the_operation_is(rule):
     """A backend without store_new (capability off) or without list_temp: not applicable."""
 
-    class Without(WithoutStoreNew):
+    class Without(MemoryBackend):
         def __getattribute__(self, name):
             if name == "list_temp":
                 raise AttributeError(name)
             return super().__getattribute__(name)
 
     with pytest.raises(NotApplicable):
-        BACKEND_CHECKS[rule](Without(), "quick")
+        BACKEND_CHECKS[rule](Without(store_new=False), "quick")
     BACKEND_CHECKS[rule](MemoryBackend(), "quick")

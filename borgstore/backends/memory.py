@@ -58,23 +58,28 @@ def _location(name: str) -> _Location:
         return location
 
 
+#: optional operations that an option can take away, each with its capability flag of the same name
+_OPTIONAL = ("list_tree", "store_new")
+
+
 class MemoryBackend(BackendBase):
     """The ``memory:`` backend.  *list_tree* False makes it list one directory at a time only,
-    as a posix backend does (the kit checks that both ways agree)."""
+    as a posix backend does (the kit checks that both ways agree); *store_new* False makes it a
+    backend that cannot create an item exclusively (as rclone)."""
 
-    def __init__(self, name: str = "", *, list_tree: bool = True):
+    def __init__(self, name: str = "", *, list_tree: bool = True, store_new: bool = True):
         self.name = name
         # an anonymous store is private to this backend object
         self._location = _location(name) if name else _Location()
-        self.capabilities = Capabilities(thread_safe=True, list_tree=bool(list_tree), store_new=True)
+        self.capabilities = Capabilities(thread_safe=True, list_tree=bool(list_tree), store_new=bool(store_new))
         self.pages_listed = 0  # list_tree pages served: what an object store would bill
 
     def __repr__(self):
         return f"<MemoryBackend {self.name!r}>"
 
     def __getattribute__(self, name):
-        # without the capability, there is no list_tree at all (as on a posix backend)
-        if name == "list_tree" and not object.__getattribute__(self, "capabilities").list_tree:
+        # without the capability, the operation is not there at all (as on a posix backend)
+        if name in _OPTIONAL and not getattr(object.__getattribute__(self, "capabilities"), name):
             raise AttributeError(name)
         return object.__getattribute__(self, name)
 
@@ -324,7 +329,7 @@ class MemoryBackend(BackendBase):
 
 
 def memory_backend_from_url(url: str, **options):
-    check_options(options, ("list_tree",), "memory")
+    check_options(options, _OPTIONAL, "memory")
     scheme, _, name = url.partition(":")
     if scheme.lower() != "memory" or "/" in name.strip("/") and name.startswith("//"):
         raise BackendURLInvalid(f"invalid memory URL {url!r}: use memory: or memory:NAME")
@@ -338,7 +343,7 @@ def borgstore_backends():
             schemes=("memory",),
             factory=memory_backend_from_url,
             capabilities=Capabilities(thread_safe=True, list_tree=True, store_new=True),
-            options=("list_tree",),
+            options=_OPTIONAL,
             description="in this process's memory; memory:NAME is shared within the process",
         )
     ]
