@@ -27,7 +27,5 @@ def os_error(exc: OSError, what: str, path=None, *, mutation: bool = False) -> B
         message = f"{what}: the file system denied access{where}: {exc.strerror}"
     else:
         message = f"{what}: {exc.strerror or exc}{where}"
-    error = error_for_errno(code, message)
-    if mutation and error.temporary:
-        error.maybe_applied = True
-    return error
+    # the toolkit sets maybe_applied only on the temporary classes: a permanent failure did nothing
+    return error_for_errno(code, message, maybe_applied=mutation)
