@@ -35,6 +35,13 @@ _tuple_new = tuple.__new__
 _plain = PLAIN_NAME.fullmatch
 
 
+def _safe_leaf(base: str) -> bool:
+    """True for a last name component of ASCII letters, digits and dots, not only dots (so never
+    "", "." or ".."): inside a held directory, such a name needs no further check.  bytes
+    methods: str.isalnum() is unicode-aware and several times slower."""
+    return base.isascii() and base.encode().replace(b".", b"").isalnum()
+
+
 def backend_from_url(url: str, **options) -> "PosixFSBackend":
     """The factory of the ``file`` scheme: an unopened :class:`PosixFSBackend` for *url*.
 
@@ -114,10 +121,8 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
             lambda directory: self._open_beneath(directory, flags), _beneath.child_opener(flags, self._prefix)
         )
         # Only names that passed check_backend_name() ever become keys here, so a name made of a
-        # held directory and a last component of ASCII letters, digits and dots (not only dots:
-        # never "." or "..") is safe as it is: the hot paths skip the full check for it, which
-        # costs a third of an info's system call.  (bytes methods: str.isalnum() is unicode-aware
-        # and several times slower.)
+        # held directory and a last component _safe_leaf() accepts is safe as it is: the hot
+        # paths skip the full check for it, which costs a third of an info's system call.
         self._kept = self._dirs.kept
         self._dirty = False
         self.opened = True
@@ -155,7 +160,7 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
             check_backend_name(name)  # raises
         directory, _, base = name.rpartition("/")
         held = self._kept.get(directory) if directory else None
-        if held is None or not (base.isascii() and base.encode().replace(b".", b"").isalnum()):
+        if held is None or not _safe_leaf(base):
             check_backend_name(name, root_ok=True)
             held = None
         try:
@@ -192,10 +197,9 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
             check_backend_name(name)  # raises
         directory, _, base = name.rpartition("/")
         held = self._kept.get(directory) if directory else self._root_fd
-        if held is None or not (base.isascii() and base.encode().replace(b".", b"").isalnum()):
+        if held is None or not _safe_leaf(base):
             check_backend_name(name)
-            held = None
-        if held is not None:  # the common case, without the generic path's calls
+        else:  # the common case, without the generic path's calls
             try:
                 return os.open(base, _READ_ITEM, dir_fd=held)
             except FileNotFoundError:
@@ -247,7 +251,7 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
             check_backend_name(name)  # raises
         directory, _, base = name.rpartition("/")
         held = self._kept.get(directory) if directory else self._root_fd
-        if held is None or not (base.isascii() and base.encode().replace(b".", b"").isalnum()):
+        if held is None or not _safe_leaf(base):
             check_backend_name(name)
         else:
             try:
@@ -285,7 +289,7 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
             check_backend_name(name)  # raises
         directory, _, base = name.rpartition("/")
         held = self._kept.get(directory) if directory else self._root_fd
-        if held is None or not (base.isascii() and base.encode().replace(b".", b"").isalnum()):
+        if held is None or not _safe_leaf(base):
             check_backend_name(name)
         else:
             try:  # the common case, directly: a link of that name is removed itself, never its target
@@ -333,10 +337,8 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
         if (
             held is not None
             and target_dir == source_dir
-            and source.isascii()
-            and source.encode().replace(b".", b"").isalnum()
-            and target.isascii()
-            and target.encode().replace(b".", b"").isalnum()
+            and _safe_leaf(source)
+            and _safe_leaf(target)
         ):
             # the common case (a soft deletion): a rename in a directory we hold, without the
             # generic path's calls; a failure is left to the generic path, which looks at what is
