@@ -113,3 +113,107 @@ class MotoServer:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a real S3 server, for failure tests: it records
+    every request, and *hook(request)* may change what happens to one.
+
+    ``request`` is a :class:`ProxiedRequest`; the hook returns None (forward it), or one of
+    ``("answer", status, body)`` (answer it instead of the server), ``("drop",)`` (close the
+    connection before the server sees it), ``("lose_reply",)`` (forward it, then close the
+    connection without the answer), ``("corrupt",)`` (forward it with one body byte flipped).
+    One request per connection, as moto answers ``Connection: close``.
+    """
+
+    def __init__(self, upstream_port: int, hook=None):
+        import threading
+
+        self.upstream_port = upstream_port
+        self.hook = hook
+        self.requests: list = []
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, bucket: str, path: str, scheme: str = "s3") -> str:
+        return f"{scheme}:{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}@{self.endpoint}/{bucket}/{path}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            request = _read_request(conn)
+            if request is None:
+                return
+            self.requests.append(request)
+            action = self.hook(request) if self.hook else None
+            if action and action[0] == "drop":
+                return
+            if action and action[0] == "answer":
+                _status, body = action[1], action[2]
+                head = f"HTTP/1.1 {_status} Injected\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                conn.sendall(head.encode() + body)
+                return
+            raw = request.raw
+            if action and action[0] == "corrupt" and request.body:
+                flipped = bytes([request.body[0] ^ 0xFF]) + request.body[1:]
+                raw = raw[: len(raw) - len(request.body)] + flipped
+            try:
+                with socket.create_connection(("127.0.0.1", self.upstream_port), timeout=30) as upstream:
+                    upstream.sendall(raw)
+                    answer = b"".join(iter(lambda: upstream.recv(65536), b""))
+            except OSError:
+                return  # the server is gone: the client sees the connection closed
+            if not (action and action[0] == "lose_reply"):
+                conn.sendall(answer)
+
+
+class ProxiedRequest:
+    def __init__(self, method: str, target: str, headers: dict, body: bytes, raw: bytes):
+        self.method, self.target, self.headers, self.body, self.raw = method, target, headers, body, raw
+
+    def __repr__(self):
+        return f"<{self.method} {self.target}>"
+
+
+def _read_request(conn: socket.socket) -> Optional[ProxiedRequest]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _version = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", 0))
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return ProxiedRequest(method, target, headers, body, head + b"\r\n\r\n" + body)
