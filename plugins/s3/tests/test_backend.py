@@ -41,6 +41,7 @@ def proxy(moto):
 
 
 def test_layout_is_one_object_per_item_and_no_directory_objects(s3_url):
+    """The bucket holds the marker, one object per item at path/<backend name>, and nothing else."""
     url = s3_url()
     store = Store(url, config=CONFIG)
     store.create()
@@ -86,6 +87,7 @@ def test_requests_per_operation(s3_url):
 
 
 def test_flat_listing_pages_past_1000(s3_url):
+    """A directory of more than 1,000 entries lists whole through every page, temps apart."""
     backend = s3_backend_from_url(s3_url())
     backend.create()
     with backend:
@@ -119,6 +121,7 @@ def test_list_order_is_by_name_not_by_key(s3_url):
 
 
 def test_directories_are_implied(s3_url):
+    """mkdir makes nothing; a directory exists through its keys; rmdir and list of an item are conflicts."""
     backend = s3_backend_from_url(s3_url())
     backend.create()
     with backend:
@@ -141,6 +144,7 @@ def test_directories_are_implied(s3_url):
 
 
 def test_conditional_create(s3_url):
+    """store_new writes a new name and refuses an existing one, keeping its value."""
     backend = s3_backend_from_url(s3_url())
     backend.create()
     with backend:
@@ -163,6 +167,7 @@ def test_write_new_never_overwrite_is_enforced_by_the_server(s3_url):
 
 
 def test_b2_has_no_conditional_create_unless_asked(s3_url):
+    """b2: has no store_new by default; the option turns it on or off."""
     assert not s3_backend_from_url(s3_url("b2")).capabilities.store_new
     assert s3_backend_from_url(s3_url("b2"), conditional_create=True).capabilities.store_new
     assert not s3_backend_from_url(s3_url(), conditional_create=False).capabilities.store_new
@@ -173,6 +178,7 @@ def md5_b64(data: bytes) -> str:
 
 
 def test_every_upload_carries_the_md5_of_its_body(proxy, moto):
+    """Every request with a body (PUT, parts, completion, deletion batch) carries its Content-MD5."""
     p = proxy()
     backend = s3_backend_from_url(p.url(BUCKET, "md5s"), multipart_threshold=5 * MiB, part_size=5 * MiB)
     backend.create()
@@ -215,6 +221,7 @@ def test_the_server_refuses_a_wrong_content_md5(real_s3_url):
 
 
 def test_multipart_upload(proxy, moto):
+    """A value above the threshold goes up in parts and loads back whole, ranges included."""
     p = proxy()
     backend = s3_backend_from_url(p.url(BUCKET, "multi"), multipart_threshold=5 * MiB, part_size=5 * MiB)
     backend.create()
@@ -229,6 +236,7 @@ def test_multipart_upload(proxy, moto):
 
 
 def test_a_failed_multipart_upload_is_aborted(proxy, moto):
+    """A part that fails aborts the upload: no object, no open upload left."""
     p = proxy()
     backend = s3_backend_from_url(p.url(BUCKET, "aborted"), multipart_threshold=5 * MiB, part_size=5 * MiB)
     backend.create()

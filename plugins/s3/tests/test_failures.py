@@ -66,6 +66,7 @@ def proxied(moto):
     ],
 )
 def test_error_answers_map_onto_the_core_classes(proxied, status, body, expected):
+    """Throttling, 5xx and 403 answers raise the core's classes, and the item keeps its value."""
     proxy, backend = proxied(f"answers-{status}")
     with backend:
         backend.store("item", b"old")
@@ -78,6 +79,7 @@ def test_error_answers_map_onto_the_core_classes(proxied, status, body, expected
 
 
 def test_throttling_and_5xx_are_ridden_out_by_the_default_chain(proxied):
+    """The default chain's retry turns SlowDown and InternalError answers into success."""
     proxy, backend = proxied("ridden-out")
     url = proxy.url(BUCKET, "ridden-out")
     with Store(url, config={"data/": {"levels": [0]}}) as store:
@@ -89,6 +91,7 @@ def test_throttling_and_5xx_are_ridden_out_by_the_default_chain(proxied):
 
 
 def test_a_lost_reply_says_whether_the_request_may_have_been_done(proxied):
+    """A lost reply to a PUT may have been applied; a GET never reached is not."""
     proxy, backend = proxied("lost")
     with backend:
         proxy.hook = FailFirst(1, ("lose_reply",), lambda r: r.method == "PUT")
@@ -117,6 +120,7 @@ def test_a_lost_move_is_settled_by_retry(proxied):
 
 
 def test_a_server_that_does_not_answer_times_out(proxied):
+    """A frozen server fails the call with BackendTimeout after the configured timeout."""
     proxy, backend = proxied("frozen")
     with backend:
         release = threading.Event()
@@ -131,6 +135,7 @@ def test_a_server_that_does_not_answer_times_out(proxied):
 
 
 def test_a_server_that_disappears_and_comes_back(own_moto):
+    """A killed server gives temporary connection errors; the same backend works once it is back."""
     backend = s3_backend_from_url(own_moto.url(BUCKET, "gone"), timeout=5)
     backend.create()
     backend.open()
@@ -153,6 +158,7 @@ def test_a_server_that_disappears_and_comes_back(own_moto):
 
 
 def test_a_missing_bucket_and_a_missing_store(moto, s3_url):
+    """open() and destroy() of a missing bucket or store raise BackendDoesNotExist naming it."""
     with pytest.raises(BackendDoesNotExist, match="no-such-bucket"):
         s3_backend_from_url(moto.url("no-such-bucket", "x")).open()
     with pytest.raises(BackendDoesNotExist, match="no store"):
@@ -162,6 +168,7 @@ def test_a_missing_bucket_and_a_missing_store(moto, s3_url):
 
 
 def test_create_refuses_a_prefix_in_use(s3_url):
+    """create() accepts an empty store and refuses a prefix that holds items."""
     url = s3_url()
     backend = s3_backend_from_url(url)
     backend.create()
