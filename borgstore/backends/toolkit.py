@@ -8,6 +8,7 @@ what is the same for all of them lives here and in the core, so no plugin writes
 * :func:`check_load_range`: the arguments of ``load(size=, offset=)`` given to a backend directly;
 * :func:`temp_name`: a unique ``.tmp`` name next to an item, for write-then-rename;
 * :func:`check_options`: reject backend options that the backend does not know, naming them;
+* :func:`free_local_port`: a free port on 127.0.0.1 for a helper process or a test server;
 * ``BackendBase.check_open()`` / ``check_closed()``: the open/closed guard;
 * :func:`missing_or_directory`: the error for an item operation on a name that holds no item;
 * :func:`error_for_errno`, :func:`error_for_http_status`, :func:`lost_reply`: failures mapped
@@ -20,6 +21,7 @@ See docs/writing-a-backend.md.
 import itertools
 import os
 import re
+import socket
 from typing import Iterable, Optional
 
 from ..constants import TMP_SUFFIX
@@ -132,7 +134,16 @@ def missing_or_directory(name: str, is_directory: bool) -> ObjectNotFound:
     return ObjectNotFound(name)
 
 
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now, for a helper process a backend starts (rclone
+    rcd) or a test server.  Another process may take it before it is bound: retry on failure."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 __all__ = [
+    "free_local_port",
     "check_backend_name",
     "error_for_errno",
     "error_for_http_status",

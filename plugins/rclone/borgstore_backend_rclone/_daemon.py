@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -25,7 +24,7 @@ from collections import deque
 
 from borgstore.backends.errors import BackendConnectionError, BackendError, BackendTimeout
 from borgstore.backends.http import ConnectionLost, HttpClient
-from borgstore.backends.toolkit import lost_reply
+from borgstore.backends.toolkit import free_local_port, lost_reply
 
 from ._process import (  # noqa: F401 - BINARY_ENV, MIN_VERSION, find_binary: importable from here as before
     BINARY_ENV,
@@ -54,12 +53,6 @@ JOB_POLL_MAX = 0.2
 POOL_SIZE = 4
 # rclone 1.60 logs this for every rc call after its first 1000, whatever the log level
 _OUTPUT_NOISE = "Max number of stats groups reached"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class _OutputTail:
@@ -160,7 +153,7 @@ class RcDaemon:
 
     def _spawn_and_wait(self) -> bool:
         """Start rclone and wait until it answers.  False if its port was taken meanwhile."""
-        port = _free_port()
+        port = free_local_port()
         user = "borgstore-" + secrets.token_hex(8)
         password = secrets.token_urlsafe(32)
         args = [

@@ -377,31 +377,35 @@ class S3Backend(BackendBase):
         self._check(name, root_ok=True)
         return self._list_tree(name)
 
-    def _list_tree(self, name):
+    def _objects_below(self, name: str, what: str):
+        """(path relative to *name*, size, mtime) of every object below directory *name*, in key
+        order, one request per 1,000; keys no backend name can reach (another tool's) left out."""
         prefix = self._prefix + name + "/" if name else self._prefix
         start = len(prefix)
-        for page in _listing.pages(self._client, prefix, delimiter=None, what=f"list_tree {name!r}"):
+        for page in _listing.pages(self._client, prefix, delimiter=None, what=what):
             for key, size, mtime in page.objects:
                 path = key[start:]
-                # S3's key order is list_tree's order: a directory sorts as its name plus "/"
-                if path and not path.endswith(TMP_SUFFIX) and _valid_path(path):
-                    yield ItemInfo(path, True, size, False, mtime=mtime, atime=mtime)
+                if path and _valid_path(path):
+                    yield path, size, mtime
+
+    def _list_tree(self, name):
+        # S3's key order is list_tree's order: a directory sorts as its name plus "/"
+        for path, size, mtime in self._objects_below(name, f"list_tree {name!r}"):
+            if not path.endswith(TMP_SUFFIX):
+                yield ItemInfo(path, True, size, False, mtime=mtime, atime=mtime)
 
     def list_temp(self, name):
         self._check(name, root_ok=True)
         return self._list_temp(name)
 
     def _list_temp(self, name):
-        prefix = self._prefix + name + "/" if name else self._prefix
-        start = len(prefix)
         what = f"list_temp {name!r}"
-        for page in _listing.pages(self._client, prefix, delimiter=None, what=what):
-            for key, size, mtime in page.objects:
-                path = key[start:]
-                if path.endswith(TMP_SUFFIX) and _valid_path(path):
-                    yield ItemInfo(path, True, size, False, mtime=mtime, atime=mtime)
+        for path, size, mtime in self._objects_below(name, what):
+            if path.endswith(TMP_SUFFIX):
+                yield ItemInfo(path, True, size, False, mtime=mtime, atime=mtime)
+        prefix = self._prefix + name + "/" if name else self._prefix
         for key, upload_id, initiated in _multipart.pending(self._client, prefix, what):
-            path = f"{key[start:]}.{_multipart.upload_digest(upload_id)}{TMP_SUFFIX}"
+            path = f"{key[len(prefix):]}.{_multipart.upload_digest(upload_id)}{TMP_SUFFIX}"
             if _valid_path(path):
                 yield ItemInfo(path, True, 0, False, mtime=initiated, atime=initiated)
 

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Optional
 
+from borgstore.backends.toolkit import free_local_port
+
 ACCESS_KEY_ID = "borgstore-test-key"
 SECRET_ACCESS_KEY = "borgstore-test-secret"
 
@@ -34,18 +36,12 @@ def moto_available() -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class MotoServer:
     """``start()`` runs moto's server application on a free port; ``url(bucket, path)`` gives an
     ``s3:`` URL with test credentials; ``kill()`` and ``start()`` again reuse the port."""
 
     def __init__(self, port: Optional[int] = None, log_path: Optional[str] = None):
-        self.port = port or free_port()
+        self.port = port or free_local_port()
         self.log_path = log_path
         self.process: Optional[subprocess.Popen] = None
 

@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from borgstore.backends.toolkit import free_local_port
+
 HOST_ALIAS = "borgstore-test-sshd"
 
 
@@ -28,12 +30,6 @@ def find_sshd() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # capability numbers of linux/capability.h, and prctl's PR_CAPBSET_DROP
@@ -98,7 +94,7 @@ class TestSSHServer:
         self.sshd = find_sshd()
         if self.sshd is None:
             raise FileNotFoundError("OpenSSH sshd is not installed (Debian/Ubuntu: apt-get install openssh-server)")
-        self.port = _free_port()
+        self.port = free_local_port()
         self.host_key = self.workdir / "ssh_host_ed25519_key"
         self.client_key = self.workdir / "id_ed25519"
         self.known_hosts = self.workdir / "known_hosts"
