@@ -53,7 +53,10 @@ def _read_ini(path: str) -> configparser.RawConfigParser:
     try:
         parser.read(path, encoding="utf-8")
     except configparser.Error as exc:
-        raise BackendError(f"cannot read {path}: {exc}") from None
+        # not the parser's message: it quotes the offending line, which may hold a secret
+        line = getattr(exc, "lineno", None) or next(iter(getattr(exc, "errors", ())), (None,))[0]
+        where = f" (line {line})" if line else ""
+        raise BackendError(f"cannot read {path}{where}: not an INI file of [sections] ({type(exc).__name__})") from None
     return parser
 
 
@@ -97,6 +100,9 @@ def resolve(location: Location, region: Optional[str] = None, environ=None) -> S
         if profile_values is None:
             raise BackendError(f"the AWS profile {location.profile!r} named in the URL is in neither ~/.aws file")
         credentials = _from_profile(location.profile, profile_values, f"profile {location.profile!r} from the URL")
+    elif bool(environ.get("AWS_ACCESS_KEY_ID")) != bool(environ.get("AWS_SECRET_ACCESS_KEY")):
+        given, missing = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")[:: 1 if environ.get("AWS_ACCESS_KEY_ID") else -1]
+        raise BackendError(f"partial S3 credentials in the environment: {given} is set, {missing} is not")
     elif environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
         credentials = Credentials(
             environ["AWS_ACCESS_KEY_ID"],
@@ -115,8 +121,12 @@ def resolve(location: Location, region: Optional[str] = None, environ=None) -> S
             )
         credentials = _from_profile(name, profile_values, f"profile {name!r}")
     if profile_values is None and location.profile is None:
-        # region and endpoint still come from the usual profile when the keys came from elsewhere
-        profile_values = _profile(environ.get("AWS_PROFILE") or "default", environ) or {}
+        # region and endpoint still come from the usual profile when the keys came from elsewhere;
+        # an unreadable file there must not stop a URL that carries everything it needs
+        try:
+            profile_values = _profile(environ.get("AWS_PROFILE") or "default", environ) or {}
+        except BackendError:
+            profile_values = {}
     profile_values = profile_values or {}
     endpoint = (
         location.endpoint

@@ -42,19 +42,52 @@ class Location:
         return self.path + "/"
 
 
-def _split_credentials(rest: str):
-    """(credentials or None, the rest after them).  Credentials end at the first '@', and are
-    present only if the rest does not start right away with the endpoint or the bucket path."""
-    if rest.startswith("/") or _SCHEME_START.match(rest):
-        return None, rest
-    credentials, at, after = rest.partition("@")
-    if not at:
-        return None, rest
-    return credentials, after
-
-
 def _invalid(url: str, why: str) -> BackendURLInvalid:
     return BackendURLInvalid(f"invalid {url.partition(':')[0]} URL {redact(url)!r}: {why}; the form is {FORM}")
+
+
+def _place(rest: str):
+    """(endpoint or None, bucket, path) of ``[schema://host[:port]]/bucket/path``; raise ValueError
+    saying what is wrong."""
+    endpoint = None
+    match = _ENDPOINT.match(rest)
+    if match:
+        schema = match["schema"].lower()
+        if schema not in ("http", "https"):
+            raise ValueError(f"the endpoint's scheme must be http or https, not {schema!r}")
+        if match["port"] and not 0 < int(match["port"]) < 65536:
+            raise ValueError(f"the port {match['port']} is not between 1 and 65535")
+        endpoint = f"{schema}://{match['host']}" + (f":{match['port']}" if match["port"] else "")
+        rest = rest[match.end() :]
+    elif _SCHEME_START.match(rest):
+        raise ValueError("an endpoint must be schema://hostname[:port] followed by /bucket/path")
+    if not rest.startswith("/"):
+        raise ValueError("no /bucket/path")
+    bucket, _slash, path = rest[1:].partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise ValueError(f"{bucket!r} is not a bucket name")
+    path = urllib.parse.unquote(path).rstrip("/")
+    if not path:
+        raise ValueError("no path after the bucket (the store needs a key prefix of its own)")
+    if any(part in ("", ".", "..") for part in path.split("/")) or any(ord(c) < 32 or c in "\\\x7f" for c in path):
+        raise ValueError(f"the path {path!r} has an empty, '.' or '..' component or a control character")
+    return endpoint, bucket, path
+
+
+def _split(rest: str):
+    """(credentials or None, endpoint, bucket, path).  Credentials end at the first '@', and are
+    taken only where what follows them is a valid place: ``s3:/bucket/a@b`` has none, and a
+    secret may start with ``//`` (``s3:KEY://ab@/bucket/path``).  Raises ValueError."""
+    credentials, at, after = rest.partition("@")
+    if not at or rest.startswith("/"):
+        return (None, *_place(rest))
+    try:
+        return (credentials, *_place(after))
+    except ValueError as with_credentials:
+        try:
+            return (None, *_place(rest))
+        except ValueError:
+            raise with_credentials from None
 
 
 def parse(url: str) -> Location:
@@ -62,7 +95,10 @@ def parse(url: str) -> Location:
     provider, colon, rest = url.partition(":")
     if provider not in ("s3", "b2") or not colon:
         raise _invalid(url, "it must start with s3: or b2:")
-    credentials, rest = _split_credentials(rest)
+    try:
+        credentials, endpoint, bucket, path = _split(rest)
+    except ValueError as exc:
+        raise _invalid(url, str(exc)) from None
     profile = key_id = secret = None
     if credentials is not None:
         key, colon, value = credentials.partition(":")
@@ -73,37 +109,23 @@ def parse(url: str) -> Location:
                 raise _invalid(url, "an empty secret access key")
             key_id, secret = urllib.parse.unquote(key), urllib.parse.unquote(value)
         else:
-            profile = urllib.parse.unquote(key)
-    endpoint = None
-    match = _ENDPOINT.match(rest)
-    if match:
-        schema = match["schema"].lower()
-        if schema not in ("http", "https"):
-            raise _invalid(url, f"the endpoint's scheme must be http or https, not {schema!r}")
-        endpoint = f"{schema}://{match['host']}" + (f":{match['port']}" if match["port"] else "")
-        rest = rest[match.end() :]
-    elif _SCHEME_START.match(rest):
-        raise _invalid(url, "an endpoint must be schema://hostname[:port] followed by /bucket/path")
-    if not rest.startswith("/"):
-        raise _invalid(url, "no /bucket/path")
-    bucket, slash, path = rest[1:].partition("/")
-    if not _BUCKET.fullmatch(bucket):
-        raise _invalid(url, f"{bucket!r} is not a bucket name")
-    path = urllib.parse.unquote(path).strip("/")
-    if not path:
-        raise _invalid(url, "no path after the bucket (the store needs a key prefix of its own)")
-    parts = path.split("/")
-    if any(part in ("", ".", "..") for part in parts) or any(ord(c) < 32 or c in "\\\x7f" for c in path):
-        raise _invalid(url, f"the path {path!r} has an empty, '.' or '..' component or a control character")
+            profile = key  # not percent-decoded, as the PyPI release reads it
     return Location(provider, bucket, path, profile, key_id, secret, endpoint)
 
 
 def redact(url: str) -> str:
     """*url* with the secret access key replaced by ``***`` (the key id and a profile name stay:
-    they say which credential was used, and grant nothing)."""
+    they say which credential was used, and grant nothing).  In a URL that does not parse,
+    everything before the last '@' is hidden: a secret with an unencoded '@' must not leak."""
     provider, colon, rest = url.partition(":")
-    credentials, after = _split_credentials(rest)
+    try:
+        credentials = _split(rest)[0]
+    except ValueError:
+        head, at, after = rest.rpartition("@")
+        if not at or ":" not in head:
+            return url
+        return f"{provider}{colon}{head.partition(':')[0]}:{REDACTED}@{after}"
     if credentials is None or ":" not in credentials:
         return url
     key = credentials.partition(":")[0]
-    return f"{provider}{colon}{key}:{REDACTED}@{after}"
+    return f"{provider}{colon}{key}:{REDACTED}@{rest[len(credentials) + 1:]}"
