@@ -1,6 +1,6 @@
 """borgstore: a key/value store framework with pluggable backends, nesting and middleware.
 
-The public API is what this module exports, plus the import paths of COMPAT.md
+The public API is what this module exports, plus the import paths docs/compatibility.md lists
 (``borgstore.store``, ``borgstore.backends.errors``, ``borgstore.constants``,
 ``borgstore.backends._base``).
 """

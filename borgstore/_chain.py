@@ -73,7 +73,7 @@ def _wrap_with_limits(backend, permissions, quota):
 
 
 def default_middleware(permissions=None, quota=None, backend=None) -> list:
-    """The chain that reproduces the PyPI borgstore's behaviour (COMPAT.md), outermost first.
+    """The chain that reproduces the PyPI borgstore's behaviour (docs/compatibility.md), outermost first.
 
     A *backend* (unopened) whose capabilities declare ``transient_errors`` (a network backend)
     also gets ``retry``, inside the limits (a refused call is not retried) and outside any

@@ -1,4 +1,4 @@
-"""The keys of ``Store.stats``: every one is always there (COMPAT: the PyPI 0.7 release's keys)."""
+"""The keys of ``Store.stats``: every one is always there (docs/compatibility.md: the PyPI 0.7 release's keys)."""
 
 #: operations whose calls and time [s] are counted (``<op>_calls``, ``<op>_time``)
 COUNTED_OPS = ("info", "load", "store", "delete", "move", "list", "gather", "hash")

@@ -77,6 +77,7 @@ class Capabilities:
     transient_errors: bool = False
 
     def as_dict(self) -> dict:
+        """The flags as a plain dict (algorithm sets as sorted lists), for display and JSON."""
         return {name: sorted(value) if isinstance(value, frozenset) else value for name, value in self.__dict__.items()}
 
 

@@ -81,6 +81,7 @@ class Link:
 
     @property
     def precreate_dirs(self):
+        """Whether the Store creates the nesting directories at create(): the backend's ``precreate_dirs``."""
         return self.inner.precreate_dirs
 
     def __enter__(self):
@@ -175,6 +176,13 @@ class Middleware(Link):
         return self.inner.store_new(name, value)
 
 
+# A middleware operation keeps the backend contract exactly, so it carries the contract's text
+# (help(Middleware.load), the API reference) rather than fifteen restatements of "forwarded".
+for _op in ("create", "destroy", "open", "close", "flush", "mkdir", "rmdir", "info", "load", "store", "delete",
+            "move", "list", "hash", "gather", "quota"):
+    getattr(Middleware, _op).__doc__ = getattr(BackendBase, _op).__doc__
+del _op
+
 # what every backend has; the rest have generic stand-ins below, or exist only where declared
 _EVERY_BACKEND_HAS = tuple(op for op in OPERATIONS if op not in ("flush", "quota", "hash", "gather") + OPTIONAL_OPERATIONS)
 
@@ -221,6 +229,7 @@ class BackendAdapter(Link):
 
     @property
     def precreate_dirs(self):
+        """The backend's ``precreate_dirs`` (False for a backend that does not say)."""
         return getattr(self._backend, "precreate_dirs", False)
 
 

@@ -119,6 +119,8 @@ class StoreTests:
         return dict(self.store_options)
 
     def make_store_factory(self, store_location, store_kwargs):
+        """A callable that builds a fresh, unopened Store at *store_location* with *store_kwargs*;
+        override it to build the Store another way."""
         return store_factory(store_location, self.store_class, **store_kwargs)
 
     def test_store_state_machine(self, store_location, store_kwargs):

@@ -1,6 +1,6 @@
 """Hypothesis strategies for the names and values the kit throws at a store.
 
-Names cover the valid name space of COMPAT.md: hex keys (the usual case), every other printable
+Names cover the valid name space of docs/compatibility.md: hex keys (the usual case), every other printable
 lowercase ASCII character, namespaces, and nested directories as the Store produces them.  Names
 at the edges of that space are drawn often, not by luck: leading dots, the longest names a Store
 produces (MAX_NAME_LENGTH), the ``.del`` and ``.hid`` suffixes.  Values run from empty (drawn

@@ -1,4 +1,4 @@
-"""s3: and b2: URLs: the PyPI 0.7 form (COMPAT.md "More URL forms") parsed exactly, bad ones
+"""s3: and b2: URLs: the PyPI 0.7 form (docs/compatibility.md, URLs) parsed exactly, bad ones
 refused with a message naming the fault and never the secret; the factory does no I/O; backend
 options are checked by name and by value."""
 
