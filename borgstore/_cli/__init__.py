@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: the modules that add subcommands, in the order of the help text
-COMMAND_MODULES = ("_basics", "_check")
+COMMAND_MODULES = ("_basics", "_browse", "_copy", "_check")
 
 EPILOG = """\
 examples:
