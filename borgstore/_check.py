@@ -13,14 +13,21 @@ their secrets redacted.
 ``--profile faults`` runs the two state machines under injected faults instead of every check:
 the backend (and each Store's backend) below the ``retry`` middleware and a FaultInjector
 (borgstore.testing._faults_profile); the retry layer's log records below ERROR are held back.
+
+A live run leaves nothing behind: URL's location itself is removed afterwards if the check made
+it (it did not exist before) and nothing is left in it; Hypothesis keeps its files in a cache
+directory (borgstore.testing._live), and the state machines run without an example database, so
+a run depends on its command line only (a backend's own pytest suite keeps Hypothesis's
+database for replaying failures).  Ctrl-C removes the current scratch location and ends the run.
+The command line (options, progress display, exit 130 on Ctrl-C) is borgstore._cli._check.
 """
 
-import argparse
 import contextlib
 import logging
 import sys
 import time
 import traceback
+from typing import Optional
 
 
 def _checks(middleware=()):
@@ -47,7 +54,7 @@ def _checks(middleware=()):
     def stores(url):
         return store_factory(url, **({"middleware": store_chain_holding(middleware)} if middleware else {}))
 
-    checks = [
+    checks: list = [
         (
             "backend",
             "state-machine",
@@ -192,51 +199,129 @@ def _failure_text(exc) -> list:
     return lines
 
 
-def run(url: str, profile: str = None, only=None, out=None, middleware=()) -> int:
+def selected_checks(checks, only, profile) -> list:
+    """The entries of *checks* whose rule id is in *only* (all without *only*).  A name that is
+    no check of *profile* raises ValueError naming the valid ones, before anything runs."""
+    if not only:
+        return list(checks)
+    names = [rule_id for _, rule_id, _, _ in checks]
+    unknown = [name for name in dict.fromkeys(only) if name not in names]
+    if unknown:
+        problems = "; ".join(_unknown_check(name, names, profile) for name in unknown)
+        raise ValueError(f"{problems}; the checks are: {', '.join(names)}")
+    return [entry for entry in checks if entry[1] in only]
+
+
+def _unknown_check(name, names, profile) -> str:
+    import difflib
+
+    from .testing._backend_machine import MACHINE_RULES
+    from .testing._store_machine import STORE_MACHINE_RULES
+
+    text = f"--only {name!r}: no such check"
+    if name in MACHINE_RULES or name in STORE_MACHINE_RULES:
+        machine = "state-machine" if name in MACHINE_RULES else "store-state-machine"
+        text = f"--only {name!r}: a rule checked inside the {machine} check (--only {machine} runs it)"
+    elif profile == "faults" and any(name == rule_id for _, rule_id, _, _ in _checks()):
+        text = f"--only {name!r}: not run by --profile faults, which runs only the state machines"
+    else:
+        close = difflib.get_close_matches(name, names, n=1)
+        if close:
+            text += f" (did you mean {close[0]!r}?)"
+    return text
+
+
+def run(url: str, profile: Optional[str] = None, only=None, out=None, middleware=(), progress=None) -> int:
     """Run the checks against scratch locations below *url*, print the report to *out*; return
-    the number of failed checks.  *middleware* (``[(name, options)]``) is put into the chain."""
+    the number of failed checks.  *middleware* (``[(name, options)]``) is put into the chain.
+
+    *progress* (optional) is told ``start(section, rule_id, examples)`` (*examples*: the state
+    machines' budget, else None), ``example(failed)`` after each state machine example, and
+    ``end()``.  Ctrl-C (KeyboardInterrupt) removes the current scratch location, prints the
+    counts so far and is raised again.  If *url*'s location did not exist before, it is removed
+    afterwards if nothing is left in it."""
     from ._plugins import backend_for_url, redact_url
-    from .testing._live import remove_scratch, scratch_url
-    from .testing._rules import NotApplicable
+    from .testing._live import hypothesis_files_in_cache, location_exists, remove_created_root
     from .testing._settings import profile_name
 
     out = out or sys.stdout
     profile = profile_name(profile)
     middleware = list(middleware)
+    checks = selected_checks(_faults_checks(middleware) if profile == "faults" else _checks(middleware), only, profile)
     backend = backend_for_url(url)  # a bad URL fails here, before anything is created
-    _print_header(url, type(backend).__name__, profile, middleware, out)
+    existed = location_exists(url)
+    try:
+        with hypothesis_files_in_cache():
+            _print_header(url, type(backend).__name__, profile, middleware, out)
+            return _run_checks(url, profile, checks, out, progress)
+    finally:
+        if existed is False:
+            problem = remove_created_root(url)
+            if problem:
+                print(f"the location {redact_url(url)} was made by this check but stays: {problem}", file=out)
+
+
+def _run_checks(url, profile, checks, out, progress) -> int:
+    from .testing._settings import kit_settings
+
     counts = {"passed": 0, "failed": 0, "not applicable": 0}
-    checks = _faults_checks(middleware) if profile == "faults" else _checks(middleware)
-    for section, rule_id, promise, check in checks:
-        if only and rule_id not in only:
-            continue
-        scratch = scratch_url(url)
+    budget = kit_settings(profile).max_examples
+    for index, (section, rule_id, promise, check) in enumerate(checks):
+        if progress:
+            progress.start(section, rule_id, budget if rule_id.endswith("state-machine") else None)
         started = time.monotonic()
-        details = []
         try:
-            with _retries_held_back(profile):
-                check(scratch, profile)
-            outcome = "passed"
-        except NotApplicable as exc:
-            outcome, details = "not applicable", [str(exc)]
-        except Exception as exc:
-            outcome, details = "failed", _failure_text(exc)
-        finally:
-            try:
-                remove_scratch(scratch)
-            except Exception as exc:
-                details.append(
-                    f"could not remove the scratch location {redact_url(scratch)}: {type(exc).__name__}: {exc}"
-                )
+            outcome, details = _run_one(url, profile, check, progress)
+        except KeyboardInterrupt:
+            if progress:
+                progress.end()
+            print(f"\ninterrupted during {section} {rule_id} after {time.monotonic() - started:.1f} s", file=out)
+            print(f"{len(checks) - index - 1} checks not run; {_counts_text(counts)}", file=out)
+            raise
+        if progress:
+            progress.end()
         counts[outcome] += 1
         label = {"passed": "PASS", "failed": "FAIL", "not applicable": "N/A "}[outcome]
         print(f"{label}  {section:7} {rule_id:29} {promise}  ({time.monotonic() - started:.1f} s)", file=out)
         for line in details:
             print(f"        {line}", file=out)
-    print(
-        f"\n{counts['passed']} passed, {counts['failed']} failed, {counts['not applicable']} not applicable", file=out
-    )
+        out.flush()  # before the next progress line on stderr, when both go to one log
+    print(f"\n{_counts_text(counts)}", file=out)
     return counts["failed"]
+
+
+def _run_one(url, profile, check, progress):
+    """Run *check* at a new scratch location below *url* and remove it (also when interrupted);
+    returns (outcome, detail lines)."""
+    from hypothesis.reporting import with_reporter
+
+    from ._plugins import redact_url
+    from .testing._live import examples_counted, remove_scratch, scratch_url
+    from .testing._rules import NotApplicable
+
+    scratch = scratch_url(url)
+    details = []
+    counted = examples_counted(progress.example) if progress else contextlib.nullcontext()
+    try:
+        # Hypothesis reports nothing a user of check needs outside the failure notes read below,
+        # and on Ctrl-C only a "reproduce with @seed" hint for a test that is no failure
+        with _retries_held_back(profile), counted, with_reporter(lambda text: None):
+            check(scratch, profile)
+        outcome = "passed"
+    except NotApplicable as exc:
+        outcome, details = "not applicable", [str(exc)]
+    except Exception as exc:
+        outcome, details = "failed", _failure_text(exc)
+    finally:
+        try:
+            remove_scratch(scratch)
+        except Exception as exc:
+            details.append(f"could not remove the scratch location {redact_url(scratch)}: {type(exc).__name__}: {exc}")
+    return outcome, details
+
+
+def _counts_text(counts) -> str:
+    return f"{counts['passed']} passed, {counts['failed']} failed, {counts['not applicable']} not applicable"
 
 
 def _print_header(url, backend_class, profile, middleware, out):
@@ -259,48 +344,24 @@ def _print_header(url, backend_class, profile, middleware, out):
             f"middleware ({FAULTS['attempts']} attempts); only the state machines run",
             file=out,
         )
-    print(f"each check runs at its own scratch location below {shown} and removes it afterwards\n", file=out)
+    print(
+        f"each check runs at its own scratch location below {shown} and removes it afterwards\n", file=out, flush=True
+    )
 
 
 def _flag(name, value) -> str:
     return name if value is True else f"{name}={','.join(value)}"
 
 
-def main(url: str, argv=()) -> int:
-    """Entry of ``python -m borgstore check URL [--profile quick|deep|faults] [--only RULE ...]
-    [--middleware NAME[:OPTIONS] ...] [--rules]``; returns the exit status: 0 all passed,
-    1 something failed, 2 the kit cannot run (Hypothesis missing)."""
-    parser = argparse.ArgumentParser(prog="python -m borgstore check URL")
-    parser.add_argument(
-        "--profile",
-        choices=("quick", "deep", "faults"),
-        default=None,
-        help="Hypothesis budget (default: $BORGSTORE_CONFORMANCE_PROFILE or quick); faults: the state "
-        "machines only, with the backend below the retry middleware and injected faults",
-    )
-    parser.add_argument("--only", action="append", metavar="RULE", help="run only this check (repeatable)")
-    parser.add_argument(
-        "--middleware",
-        action="append",
-        default=[],
-        metavar="NAME[:OPTIONS]",
-        help="check the backend wrapped in this middleware and the Store with it in its chain "
-        "(repeatable, outermost first); OPTIONS is a JSON object, default: options that leave a "
-        "shipped middleware transparent, e.g. --middleware quota or --middleware 'quota:{\"limit\": 1000000000000}'",
-    )
-    parser.add_argument("--rules", action="store_true", help="list every rule the kit checks, then exit")
-    args = parser.parse_args(list(argv))
-    try:
-        import hypothesis  # noqa: F401
-    except ImportError:
-        print("error: the conformance kit needs Hypothesis: pip install 'borgstore[testing]'", file=sys.stderr)
-        return 2
-    if args.rules:
-        print_rules(sys.stdout)
-        return 0
-    middleware = [middleware_entry(text) for text in args.middleware]
-    failed = run(url, args.profile, set(args.only) if args.only else None, middleware=middleware)
-    return 1 if failed else 0
+def main(url, argv=()) -> int:
+    """``borgstore check URL [options]`` for callers that hold the URL apart from the options
+    (*url* None: none given, as with ``--rules``); returns the exit status: 0 all passed,
+    1 something failed, 2 the kit cannot run (Hypothesis missing), 130 interrupted.  The options
+    are those of the ``check`` subcommand (borgstore._cli._check)."""
+    from ._cli._check import check_parser, run_check
+
+    parser = check_parser()
+    return run_check(parser.parse_args([*([url] if url else []), *argv]), parser)
 
 
 def print_rules(out) -> None:

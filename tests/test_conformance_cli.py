@@ -277,3 +277,138 @@ def test_check_lists_every_rule(capsys):
     }
     assert set(ALL_CHECKS) | set(MACHINE_RULES) | set(STORE_MACHINE_RULES) <= listed
     assert set(CAPABILITY_RULES) | set(UNCHECKED_RULES) <= listed
+
+
+def test_check_only_unknown_name_is_an_error_listing_the_checks(capsys):
+    """`check --only NAME` with a name that is no check exits with 2 and lists the valid names."""
+    from borgstore._cli import main
+
+    assert main(["check", "memory:", "--only", "nosuch"]) == 2
+    error = capsys.readouterr().err
+    assert "--only 'nosuch': no such check" in error
+    assert all(rule in error for rule in ALL_CHECKS), error
+    assert main(["check", "memory:", "--only", "lifecycle", "--only", "lifecyle"]) == 2
+    assert "did you mean 'lifecycle'?" in capsys.readouterr().err
+    assert main(["check", "memory:", "--only", "delete-missing"]) == 2
+    assert "--only state-machine runs it" in capsys.readouterr().err
+    assert main(["check", "memory:", "--profile", "faults", "--only", "lifecycle"]) == 2
+    assert "not run by --profile faults" in capsys.readouterr().err
+
+
+def test_check_help_shows_every_option(capsys):
+    """`check --help` shows each option of check and no internal argument."""
+    from borgstore._cli import main
+    from borgstore._cli._check import check_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    options = [option for action in check_parser()._actions for option in action.option_strings]
+    assert {"--profile", "--only", "--middleware", "--rules"} <= set(options)
+    assert all(option in text for option in options), text
+    assert "URL" in text and "rest" not in text
+
+
+def test_check_rules_needs_no_url(capsys):
+    """`check --rules` lists the rules without a URL; without --rules a missing URL is a usage error."""
+    from borgstore._cli import main
+
+    assert main(["check", "--rules"]) == 0
+    assert "  backend state-machine " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--only", "lifecycle"])
+    assert exit_info.value.code == 2
+    assert "URL of the store to check is missing" in capsys.readouterr().err
+
+
+def test_check_removes_the_root_it_made_and_keeps_one_that_existed(tmp_path):
+    """A URL location the check made is removed afterwards; one that existed before stays."""
+    if "file" not in _plugins.backends():
+        pytest.fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
+    assert _check.main(f"file://{tmp_path}/made/here", ["--only", "lifecycle", "--only", "state-machine"]) == 0
+    assert not (tmp_path / "made" / "here").exists()
+    (tmp_path / "kept").mkdir()
+    assert _check.main(f"file://{tmp_path}/kept", ["--only", "lifecycle"]) == 0
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+def _check_process(tmp_path, *argv):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("HYPOTHESIS_STORAGE_DIRECTORY", None)
+    return [sys.executable, "-m", "borgstore", "check", *argv], {"cwd": tmp_path, "env": env, "text": True}
+
+
+def test_check_keeps_hypothesis_files_out_of_the_working_directory(tmp_path):
+    """`check` writes no .hypothesis/ into the working directory; Hypothesis's files go to the cache."""
+    command, options = _check_process(tmp_path, "memory:", "--only", "state-machine", "--only", "store-state-machine")
+    result = subprocess.run(command, capture_output=True, timeout=300, **options)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [path.name for path in tmp_path.iterdir() if path.name != "cache"] == []
+    assert not (tmp_path / "cache").exists() or (tmp_path / "cache" / "borgstore" / "hypothesis").is_dir()
+
+
+def test_check_ctrl_c_ends_with_interrupted_and_status_130(tmp_path):
+    """SIGINT during a state machine: exit 130, "interrupted", no reproduce hint, no traceback,
+    the scratch location and the root the check made removed, no .hypothesis/ in the cwd."""
+    import signal
+
+    if "file" not in _plugins.backends():
+        pytest.fail("the posixfs plugin (borgstore-backend-posixfs) is not installed")
+    argv = [f"file://{tmp_path}/root", "--profile", "deep", "--only", "store-state-machine"]
+    command, options = _check_process(tmp_path, *argv)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+    seen = []
+    try:
+        # the examples line comes once the state machine runs inside Hypothesis
+        while not seen or "examples" not in seen[-1]:
+            line = process.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    text = out + "".join(seen) + err
+    assert process.returncode == 130, text
+    assert "interrupted" in err and "interrupted during store store-state-machine" in out
+    assert "@seed" not in text and "reproduce" not in text and "Traceback" not in text, text
+    assert [path.name for path in tmp_path.iterdir() if path.name != "cache"] == []
+
+
+def test_check_progress_counts_the_examples_of_a_state_machine(broken_scheme):
+    """The progress display names each check as it starts and counts a state machine's examples
+    against the budget; a failing one says it is shrinking a failure."""
+    from borgstore._cli._check import Progress
+
+    stream = io.StringIO()
+    _check.run("memory:", only=["state-machine", "lifecycle"], out=io.StringIO(), progress=Progress(stream, interval=0))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].split() == ["RUN", "backend", "state-machine"]
+    budget = kit_settings("quick").max_examples
+    done = [int(line.split()[2].split("/")[0]) for line in lines if "examples" in line]
+    assert done == list(range(1, len(done) + 1)) and len(done) >= budget
+    assert f"1/{budget} examples" in lines[1]
+    assert lines[-1].split() == ["RUN", "backend", "lifecycle"]
+    stream = io.StringIO()
+    _check.run(broken_scheme, only=["state-machine"], out=io.StringIO(), progress=Progress(stream, interval=0))
+    assert "a failure found, shrinking it" in stream.getvalue()
+
+
+def test_check_progress_on_a_terminal_is_one_line_refreshed_in_place():
+    """On a terminal the progress is one line rewritten in place and cleared before the result line."""
+    from borgstore._cli._check import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    _check.run("memory:", only=["state-machine"], out=io.StringIO(), progress=Progress(stream, interval=0))
+    text = stream.getvalue()
+    assert "\n" not in text
+    shown = text.split("\r\x1b[K")
+    assert shown[1].split() == ["RUN", "backend", "state-machine"]
+    assert shown[2].startswith("RUN   backend state-machine  1/") and "examples" in shown[2]
+    assert shown[-1] == ""  # cleared for the result line
