@@ -4,15 +4,18 @@
 ``borgstore.store`` export them).
 """
 
-from typing import Optional
+from typing import Any, Iterable, Optional, Union
 
 from . import _plugins
 from .backends._base import BackendBase
 from .backends.errors import BackendURLInvalid
 from .middleware._base import BackendAdapter, Link
 
+#: one entry of a middleware list: a middleware name, or ``(name, {options})``
+MiddlewareEntry = Union[str, tuple[str, dict[str, Any]]]
 
-def _middleware_entry(entry):
+
+def _middleware_entry(entry: object) -> tuple[str, dict[str, Any]]:
     """Return (name, options) for one entry of a middleware list."""
     if isinstance(entry, str):
         return entry, {}
@@ -21,7 +24,9 @@ def _middleware_entry(entry):
     raise ValueError(f"invalid middleware entry {entry!r}: use a name or (name, {{options}})")
 
 
-def build_chain(backend, middleware=(), *, name: Optional[str] = None) -> Link:
+def build_chain(
+    backend: Union[BackendBase, Link], middleware: Iterable[MiddlewareEntry] = (), *, name: Optional[str] = None
+) -> Link:
     """Wrap *backend* (a backend or a chain link) in *middleware*, given outermost first.
 
     Each entry is a middleware name or ``(name, options)``; options go to the middleware's
@@ -50,7 +55,9 @@ def build_chain(backend, middleware=(), *, name: Optional[str] = None) -> Link:
     return link
 
 
-def get_backend(url: str, permissions: Optional[dict] = None, quota: Optional[int] = None, **options):
+def get_backend(
+    url: str, permissions: Optional[dict[str, str]] = None, quota: Optional[int] = None, **options: Any
+) -> Union[BackendBase, Link, None]:
     """Return an unopened backend for *url*, or None if no installed backend serves it.
 
     With *permissions* or *quota*, the backend comes wrapped in the ``permissions`` and ``quota``
@@ -63,8 +70,10 @@ def get_backend(url: str, permissions: Optional[dict] = None, quota: Optional[in
     return _wrap_with_limits(backend, permissions, quota)
 
 
-def _wrap_with_limits(backend, permissions, quota):
-    chain = []
+def _wrap_with_limits(
+    backend: BackendBase, permissions: Optional[dict[str, str]], quota: Optional[int]
+) -> Union[BackendBase, Link]:
+    chain: list[MiddlewareEntry] = []
     if permissions is not None:
         chain.append(("permissions", {"permissions": permissions}))
     if quota is not None:
@@ -72,7 +81,9 @@ def _wrap_with_limits(backend, permissions, quota):
     return build_chain(backend, chain) if chain else backend
 
 
-def default_middleware(permissions=None, quota=None, backend=None) -> list:
+def default_middleware(
+    permissions: Optional[dict[str, str]] = None, quota: Optional[int] = None, backend: Optional[BackendBase] = None
+) -> list[MiddlewareEntry]:
     """The chain that reproduces the PyPI borgstore's behaviour (docs/compatibility.md), outermost first.
 
     A *backend* (unopened) whose capabilities declare ``transient_errors`` (a network backend)
@@ -80,7 +91,7 @@ def default_middleware(permissions=None, quota=None, backend=None) -> list:
     emulation."""
     from .middleware.emulate import emulation_requested
 
-    chain = ["stats"]
+    chain: list[MiddlewareEntry] = ["stats"]
     if permissions is not None:
         chain.append(("permissions", {"permissions": permissions}))
     if quota is not None:

@@ -11,24 +11,29 @@ final rename fail: the write is reported as failed, never acknowledged and lost.
 
 import math
 import time
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .backends.errors import BackendError, ObjectNotFound, PermissionDenied
 from .constants import TMP_SUFFIX
 
+if TYPE_CHECKING:
+    from .backends._base import ItemInfo
+    from .middleware._base import Link
 
-def check_age(older_than) -> None:
+
+def check_age(older_than: float) -> None:
     """Raise ValueError unless *older_than* is a finite number of seconds >= 0."""
     if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or not 0 <= older_than < math.inf:
         raise ValueError(f"older_than must be a finite number of seconds >= 0, not {older_than!r}")
 
 
-def is_stale_temp(info, cutoff: float) -> bool:
+def is_stale_temp(info: "ItemInfo", cutoff: float) -> bool:
     """True for a listed temp item last changed at or before *cutoff* (a POSIX time).  An unknown
     mtime (0) is never stale: its age cannot be told, and a live writer's temp must not be taken."""
     return info.name.endswith(TMP_SUFFIX) and not info.directory and 0 < info.mtime <= cutoff
 
 
-def remove_stale_temps(chain, older_than: float, on_removed=None) -> int:
+def remove_stale_temps(chain: "Link", older_than: float, on_removed: Optional[Callable[[], None]] = None) -> int:
     """Delete, through *chain*, every temp item below the root older than *older_than* seconds;
     return how many were deleted, calling *on_removed()* after each.
 
@@ -49,7 +54,8 @@ def remove_stale_temps(chain, older_than: float, on_removed=None) -> int:
     except PermissionDenied as exc:
         exc.removed = 0  # the permissions do not let it list the store: nothing was touched
         raise
-    removed, refused = 0, []
+    removed = 0
+    refused: list[PermissionDenied] = []
     for name in stale:
         try:
             chain.delete(name)

@@ -51,10 +51,10 @@ def _name_problem(name) -> str:
         return "backslashes are not allowed"
     if name.startswith("/") or name.endswith("/"):
         return "it must not start or end with '/'"
+    if "//" in name:
+        return "it has an empty component ('//')"
     if name.count("/") > 1:
         return "only one level of namespace ('namespace/key') is allowed"
-    if "//" in name:
-        return "empty namespace or key"
     if ".." in name:
         return "'..' is not allowed"
     if name.endswith(RESERVED_SUFFIXES):
@@ -78,3 +78,55 @@ def check_namespace(namespace) -> str:
 def is_valid_key(key: str) -> bool:
     """True if *key*, as listed in a directory, is an item the Store may show."""
     return not key.endswith(RESERVED_SUFFIXES)
+
+
+# --- messages -------------------------------------------------------------------------------
+# The chain below the Store speaks backend names (data/01/23/0123abcd).  An error it raises is
+# re-worded where the Store catches it, so that the message names the item as the application
+# did; nothing of this runs on a call that succeeds.
+
+
+def reword(exc: Exception, items) -> None:
+    """Let *exc*'s message name items as the application did: every backend name of *items*
+    (``(namespace, name, deleted)`` triples) that the message shows becomes *name*, and a note
+    says where it is stored: ``data/0123abcd (stored as data/01/23/0123abcd)``."""
+    if len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return
+    stored = {}  # backend name -> (name, deleted)
+    for namespace, name, deleted in items:
+        suffix = DEL_SUFFIX if deleted else ""
+        for level in namespace.levels:
+            try:
+                backend_name = namespace.nest(name, level) + suffix
+            except ValueError:  # a key too short for this level is never stored there
+                continue
+            if backend_name != name:
+                stored.setdefault(backend_name, (name, deleted))
+    if not stored:
+        return
+    # a whole name only: not data/01/23/x inside data/01/23/x.del or inside an absolute path
+    alternatives = "|".join(re.escape(backend_name) for backend_name in sorted(stored, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w/.-])(?:{alternatives})(?![\w/-]|\.[\w-])")
+    shown = []
+
+    def replace(match):
+        if match.group() not in shown:
+            shown.append(match.group())
+        return stored[match.group()][0]
+
+    text = pattern.sub(replace, exc.args[0])
+    if not shown:
+        return
+    notes = []
+    for backend_name in shown:
+        name, deleted = stored[backend_name]
+        where = f"soft-deleted, stored as {backend_name}" if deleted else f"stored as {backend_name}"
+        notes.append(where if len(shown) == 1 else f"{name} {where}")
+    exc.args = (f"{text} ({'; '.join(notes)})",)
+
+
+def missing_at_every_level(namespace, name: str, deleted: bool) -> str:
+    """The message for an item of a namespace with several levels that is at none of them."""
+    suffix = DEL_SUFFIX if deleted else ""
+    where = ", ".join(namespace.nest(name, level) + suffix for level in namespace.levels)
+    return f"{name} ({'soft-deleted, ' if deleted else ''}at none of {where})"

@@ -3,8 +3,10 @@
 import importlib
 import importlib.metadata
 import re
+import shlex
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Union
 
 import pluggy
@@ -35,6 +37,8 @@ KNOWN_SCHEMES = {
     "file": "borgstore-backend-posixfs",
     "sftp": "borgstore-backend-sftp",
     "rclone": "borgstore-backend-rclone",
+    "s3": "borgstore-backend-s3",
+    "b2": "borgstore-backend-s3",
 }
 
 
@@ -315,7 +319,8 @@ def backend_for_url(url: str, options: Optional[dict] = None):
         if scheme in KNOWN_SCHEMES:
             dist = KNOWN_SCHEMES[scheme]
             raise BackendNotInstalled(
-                f"cannot open {shown!r}: the {scheme!r} backend is not installed; install it with: pip install {dist}"
+                f"cannot open {shown!r}: the {scheme!r} backend ({dist}) is not installed; "
+                f"install it with: {install_command(dist)}"
             )
         known = ", ".join(sorted(backends())) or "none"
         raise BackendURLInvalid(f"unknown URL scheme {scheme!r} in {shown!r} (installed backends: {known})")
@@ -335,6 +340,20 @@ def backend_for_url(url: str, options: Optional[dict] = None):
     if backend is None:
         raise BackendURLInvalid(f"invalid URL {shown!r} for the {scheme!r} backend")
     return backend
+
+
+def install_command(distribution: str) -> str:
+    """The pip command that installs *distribution*, one of this project's plugins, where the user
+    is: the plugin's folder when this core was imported from a source tree that holds it (no
+    package index has the plugins of a clone), else the distribution's name."""
+    folder = Path(__file__).resolve().parent.parent / "plugins" / distribution.removeprefix("borgstore-backend-")
+    try:
+        declared = (folder / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        declared = ""
+    if re.search(rf"^name\s*=\s*[\"']{re.escape(distribution)}[\"']", declared, re.MULTILINE):
+        return f"pip install {shlex.quote(str(folder))}"
+    return f"pip install {distribution}"
 
 
 def nesting_strategy(name: str):

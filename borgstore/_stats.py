@@ -1,5 +1,7 @@
 """The keys of ``Store.stats``: every one is always there (docs/compatibility.md: the PyPI 0.7 release's keys)."""
 
+from typing import Any
+
 #: operations whose calls and time [s] are counted (``<op>_calls``, ``<op>_time``)
 COUNTED_OPS = ("info", "load", "store", "delete", "move", "list", "gather", "hash")
 #: operations whose volume [bytes] and throughput [bytes/s] are counted
@@ -24,9 +26,9 @@ CACHE_COUNTERS = (
 RETRY_COUNTERS = ("retry_attempts", "retry_giveups", "retry_resolved", "retry_breaker_opened", "retry_fast_failures")
 
 
-def empty_stats() -> dict:
+def empty_stats() -> dict[str, Any]:
     """Every key of ``Store.stats`` with the value it has when nothing happened."""
-    stats = {}
+    stats: dict[str, Any] = {}
     for op in COUNTED_OPS:
         stats[f"{op}_calls"] = 0
         stats[f"{op}_time"] = 0.0

@@ -14,7 +14,12 @@ imported before a store of theirs is used.  An implementation may accept fewer a
 spec (pluggy passes only those it names), so hooks can gain arguments without breaking plugins.
 """
 
+from typing import TYPE_CHECKING, Optional
+
 import pluggy
+
+if TYPE_CHECKING:
+    from ._plugins import BackendSpec, MiddlewareSpec, NestingSpec
 
 hookspec = pluggy.HookspecMarker("borgstore")
 
@@ -25,7 +30,7 @@ hookspec = pluggy.HookspecMarker("borgstore")
 
 
 @hookspec
-def borgstore_backends():
+def borgstore_backends() -> "Optional[list[BackendSpec]]":
     """Declare the backends this plugin provides, one :class:`borgstore.BackendSpec` each.
 
     A spec names the URL scheme(s) the backend serves (``"file"`` for ``file:///path``) and a
@@ -52,7 +57,7 @@ def borgstore_backends():
 
 
 @hookspec
-def borgstore_nesting_strategies():
+def borgstore_nesting_strategies() -> "Optional[list[NestingSpec]]":
     """Declare the nesting strategies this plugin provides, one :class:`borgstore.NestingSpec` each.
 
     A nesting strategy maps a key and a nesting level to the directories the key is stored under
@@ -74,7 +79,7 @@ def borgstore_nesting_strategies():
 
 
 @hookspec
-def borgstore_middleware():
+def borgstore_middleware() -> "Optional[list[MiddlewareSpec]]":
     """Declare the middleware this plugin provides, one :class:`borgstore.MiddlewareSpec` each.
 
     A middleware spec has a name and a factory ``factory(inner, **options)`` that returns a

@@ -14,6 +14,7 @@ the same directory as its key.
 """
 
 import hashlib
+from typing import Callable, Iterator
 
 from ._plugins import NestingSpec, hookimpl
 
@@ -37,14 +38,14 @@ class NestingStrategy:
         namespace, slash, key = name.rpartition("/")
         return f"{namespace}{slash}{self.directories_for(key, level)}/{key}"
 
-    def nester(self, level: int):
+    def nester(self, level: int) -> Callable[[str], str]:
         """Return a function ``name -> backend name`` for *level*; the Store calls it for every
         operation, so strategies may return something faster than :meth:`nest`."""
         if level == 0:
             return _unchanged
         return lambda name: self.nest(name, level)
 
-    def all_directories(self, level: int):
+    def all_directories(self, level: int) -> Iterator[str]:
         """Yield every nesting directory of *level* (``"00/00"`` ... ``"ff/ff"``) in sorted order."""
         width = 2 * level
         for i in range(256**level):
@@ -56,12 +57,12 @@ class HexNesting(NestingStrategy):
     name = "hex"
     order_preserving = True
 
-    def nester(self, level: int):
+    def nester(self, level: int) -> Callable[[str], str]:
         if level != 1:
             return super().nester(level)
         directories_for = self.directories_for
 
-        def nest_level_1(name):  # the common case, without the generic split and join
+        def nest_level_1(name: str) -> str:  # the common case, without the generic split and join
             slash = name.rfind("/") + 1
             if len(name) - slash < 2:
                 directories_for(name[slash:], 1)  # raises the error naming the key
@@ -98,7 +99,7 @@ DEFAULT_NESTING = HexNesting.name
 
 
 @hookimpl
-def borgstore_nesting_strategies():
+def borgstore_nesting_strategies() -> list[NestingSpec]:
     return [
         NestingSpec(HexNesting.name, HexNesting, "the key's own leading characters (borgstore-compatible)"),
         NestingSpec(HashNesting.name, HashNesting, "leading hex digits of the key's SHA-256; any key"),

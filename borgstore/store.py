@@ -9,9 +9,10 @@ from typing import Iterator, Optional
 
 from . import _plugins
 from ._config import parse_config, parse_levels
-from ._names import check_name, check_namespace, is_valid_key
+from ._names import check_name, check_namespace, is_valid_key, missing_at_every_level, reword
 from .backends._base import ItemInfo, new_hash, read_range_error
 from .backends.errors import (
+    BackendError,
     BackendMustBeOpen,
     BackendMustNotBeOpen,
     BackendURLInvalid,
@@ -278,13 +279,17 @@ class Store:
         namespace = self._namespace_of(name)
         key = name[name.find("/") + 1 :]
         suffix = DEL_SUFFIX if deleted else ""
-        if namespace.single:
-            info = self._chain.info(namespace.nest_write(name) + suffix)
-        else:
-            for level in namespace.levels:
-                info = self._chain.info(namespace.nest(name, level) + suffix)
-                if info.exists:
-                    break
+        try:
+            if namespace.single:
+                info = self._chain.info(namespace.nest_write(name) + suffix)
+            else:
+                for level in namespace.levels:
+                    info = self._chain.info(namespace.nest(name, level) + suffix)
+                    if info.exists:
+                        break
+        except BackendError as exc:  # errors name the item as the application did (_names.reword)
+            reword(exc, ((namespace, name, deleted),))
+            raise
         # most backends already report the key (the last path component); _replace costs ~0.6 us
         return info if info.name == key else info._replace(name=key)
 
@@ -296,15 +301,20 @@ class Store:
             raise ValueError(f"invalid size {size!r}: an int >= 0 or None")
         if type(offset) is not int:
             raise ValueError(f"invalid offset {offset!r}: an int")
-        if namespace.single and not deleted:
-            return self._chain.load(namespace.nest_write(name), size=size, offset=offset)
-        suffix = DEL_SUFFIX if deleted else ""
-        for level in namespace.levels:
-            try:
-                return self._chain.load(namespace.nest(name, level) + suffix, size=size, offset=offset)
-            except ObjectNotFound:
-                continue
-        raise ObjectNotFound(name)
+        try:
+            if namespace.single and not deleted:
+                return self._chain.load(namespace.nest_write(name), size=size, offset=offset)
+            suffix = DEL_SUFFIX if deleted else ""
+            for level in namespace.levels:
+                try:
+                    return self._chain.load(namespace.nest(name, level) + suffix, size=size, offset=offset)
+                except ObjectNotFound:
+                    if namespace.single:
+                        raise
+        except BackendError as exc:
+            reword(exc, ((namespace, name, deleted),))
+            raise
+        raise ObjectNotFound(missing_at_every_level(namespace, name, deleted))
 
     def store(self, name: str, value) -> None:
         if not self._opened:
@@ -319,16 +329,26 @@ class Store:
                     value = value.cast("B")
             elif value_type is not bytearray:
                 raise ValueError(f"value must be bytes, bytearray or memoryview, not {value_type.__name__}")
-        self._chain.store(namespace.nest_write(name) if namespace.single else self._find(namespace, name, False), value)
+        try:
+            self._chain.store(
+                namespace.nest_write(name) if namespace.single else self._find(namespace, name, False), value
+            )
+        except BackendError as exc:
+            reword(exc, ((namespace, name, False),))
+            raise
 
     def delete(self, name: str, *, deleted: bool = False) -> None:
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
-        if namespace.single and not deleted:
-            self._chain.delete(namespace.nest_write(name))
-        else:
-            self._chain.delete(self._find(namespace, name, deleted))
+        try:
+            if namespace.single and not deleted:
+                self._chain.delete(namespace.nest_write(name))
+            else:
+                self._chain.delete(self._find(namespace, name, deleted))
+        except BackendError as exc:
+            reword(exc, ((namespace, name, deleted),))
+            raise
 
     def move(
         self,
@@ -345,8 +365,12 @@ class Store:
         namespace = self._namespace_of(name)
         if delete is True and new_name is None and not (undelete or change_level or deleted):
             # a soft deletion, the common case, without the checks of the combinations below
-            current = namespace.nest_write(name) if namespace.single else self._find(namespace, name, False)
-            self._chain.move(current, current + DEL_SUFFIX)
+            try:
+                current = namespace.nest_write(name) if namespace.single else self._find(namespace, name, False)
+                self._chain.move(current, current + DEL_SUFFIX)
+            except BackendError as exc:
+                reword(exc, ((namespace, name, False), (namespace, name, True)))
+                raise
             return
         if (new_name is not None) + bool(delete) + bool(undelete) + bool(change_level) != 1:
             flags = (
@@ -359,23 +383,34 @@ class Store:
             raise ValueError(
                 f"move needs exactly one of new_name, delete, undelete, change_level; got {chosen or 'none'}"
             )
+        if delete and deleted:
+            raise ValueError("move(delete=True) soft-deletes a live item; deleted=True makes no sense with it")
+        if undelete and deleted:
+            raise ValueError("move(undelete=True) always acts on a deleted item; do not pass deleted=True")
+        new_namespace = None if new_name is None else self._namespace_of(new_name)
+        try:
+            self._move(namespace, name, new_namespace, new_name, delete, undelete, deleted)
+        except BackendError as exc:
+            if new_name is None:
+                reword(exc, ((namespace, name, False), (namespace, name, True)))
+            else:
+                reword(exc, ((namespace, name, deleted), (new_namespace, new_name, deleted)))
+            raise
+
+    def _move(self, namespace, name, new_namespace, new_name, delete, undelete, deleted):
+        """move() after its arguments were checked: one of its four kinds."""
         if delete:
-            if deleted:
-                raise ValueError("move(delete=True) soft-deletes a live item; deleted=True makes no sense with it")
             current = self._find(namespace, name, False)
             self._chain.move(current, current + DEL_SUFFIX)
         elif undelete:
-            if deleted:
-                raise ValueError("move(undelete=True) always acts on a deleted item; do not pass deleted=True")
             current = self._find(namespace, name, True)
             self._chain.move(current, current[: -len(DEL_SUFFIX)])
-        elif change_level:
+        elif new_name is None:  # change_level
             current = self._find(namespace, name, deleted)
             target = namespace.nest_write(name) + (DEL_SUFFIX if deleted else "")
             if current != target:
                 self._chain.move(current, target)
         else:
-            new_namespace = self._namespace_of(new_name)
             source = self._find(namespace, name, deleted)
             self._chain.move(source, self._find(new_namespace, new_name, deleted))
 
@@ -429,10 +464,15 @@ class Store:
         self._check_open()
         namespace = self._namespace_of(name)
         new_hash(algorithm)  # an unknown algorithm fails before any storage access
-        return self._chain.hash(self._find(namespace, name, deleted), algorithm)
+        try:
+            return self._chain.hash(self._find(namespace, name, deleted), algorithm)
+        except BackendError as exc:
+            reword(exc, ((namespace, name, deleted),))
+            raise
 
-    def _sources(self, sources, namespace_name, deleted):
-        resolved = []
+    def _sources(self, sources, namespace_name):
+        """*sources* checked, as ``(namespace, name, offset, size)``: all of them before any is looked up."""
+        checked = []
         for source in sources:
             try:
                 name, offset, size = source
@@ -444,22 +484,26 @@ class Store:
                 if not isinstance(name, str) or "/" in name:
                     raise ValueError(f"source name {name!r} must be a key without '/' when a namespace is given")
                 name = f"{namespace_name}/{name}" if namespace_name else name
-            namespace = self._namespace_of(name)
-            resolved.append((self._find(namespace, name, deleted), offset, size))
-        return resolved
+            checked.append((self._namespace_of(name), name, offset, size))
+        return checked
 
     def gather(self, sources, *, namespace: Optional[str] = None, deleted: bool = False) -> bytes:
         """Return the concatenated ranges ``(name, offset, size)`` of *sources*; names are keys in
         *namespace* if it is given.  A short range raises ReadRangeError."""
         self._check_open()
         ns_name = None if namespace is None else check_namespace(namespace)
-        resolved = self._sources(sources, ns_name, deleted)
-        if not resolved:
+        checked = self._sources(sources, ns_name)
+        if not checked:
             return b""
-        data = self._chain.gather(resolved)
-        wanted = sum(size for _, _, size in resolved)
-        if len(data) != wanted:
-            raise read_range_error(", ".join(dict.fromkeys(name for name, _, _ in resolved)), 0, wanted, len(data))
+        try:
+            resolved = [(self._find(ns, name, deleted), offset, size) for ns, name, offset, size in checked]
+            data = self._chain.gather(resolved)
+            wanted = sum(size for _, _, size in resolved)
+            if len(data) != wanted:
+                raise read_range_error(", ".join(dict.fromkeys(name for name, _, _ in resolved)), 0, wanted, len(data))
+        except BackendError as exc:
+            reword(exc, [(ns, name, deleted) for ns, name, _, _ in checked])
+            raise
         return data
 
     def defrag(

@@ -129,5 +129,3 @@ def _clean_temps(url: str, older_than: float, out) -> int:
         removed = store.remove_stale_temps(older_than)
     print(f"removed {removed} stale temp item(s) older than {older_than:g} s from {redact_url(url)}", file=out)
     return 0
-
-

@@ -12,10 +12,24 @@ same method signatures, so it works here unchanged.
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple, Optional
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Optional, Protocol, TypeVar
 
 from ..constants import TMP_SUFFIX
 from .errors import BackendMustBeOpen, BackendMustNotBeOpen, ObjectNotFound, ReadRangeError
+
+#: what gather() reads: ``(name, offset, size)`` byte ranges, in order
+Ranges = Iterable[tuple[str, int, int]]
+
+
+class HashObject(Protocol):
+    """What :func:`new_hash` returns: a hashlib object, or a blake3 one."""
+
+    def update(self, data: bytes, /) -> object: ...
+
+    def digest(self) -> bytes: ...
+
+    def hexdigest(self) -> str: ...
 
 
 class ItemInfo(NamedTuple):
@@ -25,8 +39,8 @@ class ItemInfo(NamedTuple):
     exists: bool
     size: int
     directory: bool
-    atime: int = 0
-    mtime: int = 0
+    atime: float = 0
+    mtime: float = 0
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ class Capabilities:
     read: bool = True
     write: bool = True
     list: bool = True
-    hash_algorithms: frozenset = field(default_factory=frozenset)
+    hash_algorithms: frozenset[str] = field(default_factory=frozenset)
     needs_mkdir: bool = True
     atomic_store: bool = True
     thread_safe: bool = False
@@ -76,9 +90,12 @@ class Capabilities:
     store_new: bool = False
     transient_errors: bool = False
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         """The flags as a plain dict (algorithm sets as sorted lists), for display and JSON."""
         return {name: sorted(value) if isinstance(value, frozenset) else value for name, value in self.__dict__.items()}
+
+
+_Backend = TypeVar("_Backend", bound="BackendBase")
 
 
 class BackendBase(ABC):
@@ -107,11 +124,16 @@ class BackendBase(ABC):
         if self.opened:
             raise BackendMustNotBeOpen(f"{self!r} is open")
 
-    def __enter__(self):
+    def __enter__(self: _Backend) -> _Backend:
         self.open()
         return self
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_val: Optional[BaseException],
+        exc_tb: Optional[TracebackType],
+    ) -> Literal[False]:
         self.close()
         return False
 
@@ -203,13 +225,21 @@ class BackendBase(ABC):
         h.update(self.load(name))
         return h.hexdigest()
 
-    def gather(self, sources) -> bytes:
+    def gather(self, sources: Ranges) -> bytes:
         """Return the concatenated byte ranges ``(name, offset, size)`` of *sources*.
 
         A range that cannot be read in full raises ReadRangeError."""
         return gather_by_loads(self.load, sources)
 
-    def defrag(self, sources, *, target=None, algorithm=None, namespace=None, levels=0) -> str:
+    def defrag(
+        self,
+        sources: Ranges,
+        *,
+        target: Optional[str] = None,
+        algorithm: Optional[str] = None,
+        namespace: Optional[str] = None,
+        levels: int = 0,
+    ) -> str:
         """Store the concatenated ranges of *sources* as one item and return its name.
 
         Kept for backends written for the PyPI package; the Store composes defrag from gather and
@@ -228,12 +258,12 @@ class BackendBase(ABC):
         self.store(target, data)
         return target
 
-    def quota(self) -> dict:
+    def quota(self) -> dict[str, int]:
         """Return ``{"limit": bytes, "usage": bytes}``; -1 where not known."""
         return {"limit": -1, "usage": -1}
 
 
-def gather_by_loads(load, sources) -> bytes:
+def gather_by_loads(load: Callable[..., bytes], sources: Ranges) -> bytes:
     """Concatenate the ranges ``(name, offset, size)`` of *sources*, one ``load`` call each.
 
     A range that cannot be read in full raises ReadRangeError."""
@@ -253,7 +283,7 @@ def read_range_error(name: str, offset: int, wanted: int, got: int) -> ReadRange
     return ReadRangeError(f"Read range error from {name}: wanted {wanted} bytes at offset {offset}, got {got}")
 
 
-def new_hash(algorithm: str, data: bytes = b""):
+def new_hash(algorithm: str, data: bytes = b"") -> HashObject:
     """A hash object for *algorithm*: any hashlib algorithm, and ``blake3`` when the optional
     ``blake3`` package is installed (``pip install borgstore[blake3]``).
 

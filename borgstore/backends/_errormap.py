@@ -3,6 +3,7 @@ mapped onto :mod:`borgstore.backends.errors` (docs/errors.md is the table).  Exp
 :mod:`borgstore.backends.toolkit`."""
 
 import errno
+from typing import Optional
 
 from .errors import (
     BackendConnectionError,
@@ -46,7 +47,7 @@ TEMPORARY_ERRNOS = frozenset(
 DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
-def error_for_errno(code, message: str, *, maybe_applied: bool = False) -> BackendError:
+def error_for_errno(code: Optional[int], message: str, *, maybe_applied: bool = False) -> BackendError:
     """The borgstore error for the errno *code* that an operation ran into; *message* says what
     was done and where (the errno's name is appended)."""
     text = f"{message} [{errno.errorcode.get(code, code)}]" if code else message
@@ -84,7 +85,7 @@ def error_for_http_status(status: int, message: str, *, maybe_applied: bool = Fa
     return BackendError(text)
 
 
-def lost_reply(message: str, *, mutation: bool, cause=None) -> BackendConnectionError:
+def lost_reply(message: str, *, mutation: bool, cause: Optional[BaseException] = None) -> BackendConnectionError:
     """The error for a connection lost after a request was sent: *mutation* True means the
     storage may have done it (``maybe_applied``)."""
     text = f"{message}: {cause}" if cause is not None else message

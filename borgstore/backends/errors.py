@@ -15,6 +15,8 @@ Both are class defaults that a backend may override per error::
     raise BackendConnectionError("connection lost after the rename was sent", maybe_applied=True)
 """
 
+from typing import Optional
+
 
 class BackendError(Exception):
     """Base class of all store errors: permanent unless a subclass or the raiser says otherwise."""
@@ -22,7 +24,7 @@ class BackendError(Exception):
     temporary = False
     maybe_applied = False
 
-    def __init__(self, *args, temporary=None, maybe_applied=None):
+    def __init__(self, *args: object, temporary: Optional[bool] = None, maybe_applied: Optional[bool] = None):
         super().__init__(*args)
         if temporary is not None:
             self.temporary = bool(temporary)
@@ -49,7 +51,19 @@ class BackendUnavailable(BackendError):
 
 class CircuitOpen(BackendUnavailable):
     """The ``retry`` middleware fails fast: recent calls kept failing, so it does not try the
-    storage again until its cool-down has passed (the message says when)."""
+    storage again until its cool-down has passed (the message says when).
+
+    :ivar opened_at: when the breaker opened (the middleware's clock, seconds).
+    :ivar until: when it lets a trial call through (the same clock).
+    :ivar failures: the consecutive failed attempts that opened it.
+    :ivar last_error: the last of them.
+    """
+
+    # set by the retry middleware on every instance it raises
+    opened_at: float
+    until: float
+    failures: int
+    last_error: Optional[BaseException]
 
 
 class BackendURLInvalid(BackendError):
@@ -89,7 +103,11 @@ class ObjectAlreadyExists(BackendError):
 
 
 class PermissionDenied(BackendError):
-    """The store's permissions (or the storage's own) do not grant this operation on this name."""
+    """The store's permissions (or the storage's own) do not grant this operation on this name.
+
+    Raised by ``Store.remove_stale_temps()``, it has ``removed``: the stale temp items it removed."""
+
+    removed: int  # set only by remove_stale_temps()
 
 
 class QuotaExceeded(BackendError):

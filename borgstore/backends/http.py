@@ -26,8 +26,9 @@ are lower-cased, and repeated headers are joined with ``", "``.
 
 import re
 import socket
+import ssl
 import threading
-from typing import Optional
+from typing import Iterable, Mapping, Optional, Sequence, Union, cast
 
 from .errors import BackendError
 
@@ -40,6 +41,12 @@ MAX_HEADERS = 100
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 _DEFAULT_PORTS = {False: 80, True: 443}
 _CONTENT_RANGE = re.compile(r"(?i)bytes +(?P<first>\d+)-\d+/(?P<total>\d+|\*)")
+
+_BytesLike = Union[bytes, bytearray, memoryview]
+#: a request body: one bytes-like object, or a list/tuple of them sent one after the other
+Body = Union[_BytesLike, Sequence[_BytesLike], None]
+#: request headers: name -> value (a value is sent as ``str(value)``)
+Headers = Mapping[str, object]
 
 
 class ConnectionLost(Exception):
@@ -65,18 +72,25 @@ class Response:
 
     __slots__ = ("data", "headers", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: dict, data: bytes):
+    def __init__(self, status: int, reason: str, headers: dict[str, str], data: bytes):
         self.status = status
         self.reason = reason
         self.headers = headers
         self.data = data
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}, {len(self.data)} bytes>"
 
 
 class _Connection:
-    def __init__(self, address, tls, server_hostname, connect_timeout: float, read_timeout: float):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        tls: Optional[ssl.SSLContext],
+        server_hostname: str,
+        connect_timeout: float,
+        read_timeout: Optional[float],
+    ):
         sock = socket.create_connection(address, timeout=connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -94,7 +108,7 @@ class _Connection:
         self.used = False
         self.answered = False  # part of the current response has arrived
 
-    def close(self):
+    def close(self) -> None:
         for closable in (self.reader, self.sock):
             try:
                 closable.close()
@@ -118,7 +132,7 @@ class _Connection:
             raise EOFError(f"the server closed the connection {n - len(data)} bytes before the end of the body")
         return data
 
-    def send(self, head: bytes, body_parts) -> None:
+    def send(self, head: bytes, body_parts: tuple[_BytesLike, ...]) -> None:
         self.used = True
         self.answered = False
         if not body_parts:
@@ -130,7 +144,7 @@ class _Connection:
             for part in body_parts:
                 self.sock.sendall(part)
 
-    def _head(self) -> tuple:
+    def _head(self) -> tuple[str, int, str, dict[str, str]]:
         """The status line and headers of the next final response (interim 1xx ones skipped)."""
         while True:
             line = self._line().decode("latin-1")
@@ -138,14 +152,14 @@ class _Connection:
             if len(parts) < 2 or len(parts[1]) != 3 or parts[0][:5] != "HTTP/":
                 raise ValueError(f"not an HTTP status line: {line[:100]!r}")
             status = int(parts[1])
-            headers = {}
+            headers: dict[str, str] = {}
             while True:
-                line = self._line()
-                if not line:
+                raw = self._line()
+                if not raw:
                     break
                 if len(headers) >= MAX_HEADERS:
                     raise ValueError("too many header lines in the response")
-                name, _, value = line.decode("latin-1").partition(":")
+                name, _, value = raw.decode("latin-1").partition(":")
                 name, value = name.strip().lower(), value.strip()
                 if name in headers:
                     value = f"{headers[name]}, {value}"
@@ -153,7 +167,7 @@ class _Connection:
             if not 100 <= status < 200 or status == 101:
                 return parts[0], status, parts[2] if len(parts) > 2 else "", headers
 
-    def receive(self, method: str) -> tuple:
+    def receive(self, method: str) -> tuple[Response, bool]:
         """Read one response: (Response, keep_alive)."""
         version, status, reason, headers = self._head()
         keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
@@ -176,7 +190,7 @@ class _Connection:
         return Response(status, reason, headers, data), keep_alive
 
     def _chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int(self._line().split(b";", 1)[0], 16)
             if size == 0:
@@ -188,18 +202,19 @@ class _Connection:
                 raise ValueError("malformed chunked body: no CRLF after a chunk")
 
 
-def _length(part) -> int:
+def _length(part: _BytesLike) -> int:
     return len(part) if type(part) is bytes else memoryview(part).nbytes
 
 
-def _body_parts(body) -> tuple:
+def _body_parts(body: Body) -> tuple[_BytesLike, ...]:
     """A request body as a tuple of bytes-like parts: *body* is one bytes-like object or a
     list/tuple of them (sent one after the other, never joined when large)."""
     if type(body) is tuple:
         return body
     if isinstance(body, (tuple, list)):
         return tuple(body)
-    return (body,) if body is not None and _length(body) else ()
+    part = cast(Optional[_BytesLike], body)  # lists and tuples were handled above
+    return (part,) if part is not None and _length(part) else ()
 
 
 def _host_header(host: str, port: int, tls: bool) -> str:
@@ -225,9 +240,9 @@ class HttpClient:
         host: str,
         port: int,
         *,
-        tls=None,
+        tls: Optional[ssl.SSLContext] = None,
         server_hostname: Optional[str] = None,
-        headers: Optional[dict] = None,
+        headers: Optional[Headers] = None,
         pool_size: int = 4,
         connect_timeout: float = 10.0,
         read_timeout: Optional[float] = 60.0,
@@ -243,14 +258,14 @@ class HttpClient:
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._idle = []
+        self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<HttpClient {'https' if self._tls else 'http'}://{self.host_header}>"
 
-    def _head(self, method: str, target: str, headers, length: int) -> bytes:
+    def _head(self, method: str, target: str, headers: Optional[Headers], length: int) -> bytes:
         if " " in target or "\n" in target or "\r" in target:
             raise ValueError("invalid request target: blanks and line breaks in it must be percent-encoded")
         text = f"{method} {target} HTTP/1.1\r\n"
@@ -266,14 +281,14 @@ class HttpClient:
             text += f"Content-Length: {length}\r\n"
         return b"".join((text.encode("latin-1"), self._fixed_headers, b"\r\n"))
 
-    def request(self, method: str, target: str, *, headers: Optional[dict] = None, body=b"") -> Response:
+    def request(self, method: str, target: str, *, headers: Optional[Headers] = None, body: Body = b"") -> Response:
         """Send *method* *target* (``/path?query``) with *headers* and *body* (bytes-like, or a
         list/tuple of bytes-like parts sent one after the other); return the Response.
 
         Raises ConnectionLost if the connection could not be made, broke or timed out."""
         return self.pipeline([(method, target, headers, body)])[0]
 
-    def pipeline(self, requests) -> list:
+    def pipeline(self, requests: Iterable[tuple[str, str, Optional[Headers], Body]]) -> list[Response]:
         """Send ``(method, target, headers, body)`` requests at once on one connection and read
         their responses in order.  The server handles them one after the other without waiting
         for us in between: use it for requests that do not depend on each other's outcome.
@@ -338,7 +353,7 @@ class HttpClient:
                     return
         connection.close()
 
-    def close(self):
+    def close(self) -> None:
         """Close the idle connections; a request still running closes its own when it ends.
         Requests after close() raise ConnectionLost."""
         with self._lock:
@@ -348,7 +363,7 @@ class HttpClient:
             connection.close()
 
 
-def _header_line(name: str, value) -> str:
+def _header_line(name: str, value: object) -> str:
     line = f"{name}: {value}\r\n"
     # a CR or LF inside a name or value would start a header (or a request) of its own
     if line.count("\n") != 1 or line.count("\r") != 1 or ":" in name:

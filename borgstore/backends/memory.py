@@ -10,7 +10,7 @@ storing an item creates its missing parent directories.
 import itertools
 import threading
 import time
-from typing import Iterator, Optional
+from typing import Any, Iterator, List, Optional, Union
 
 from .._plugins import BackendSpec, hookimpl
 from ..constants import TMP_SUFFIX
@@ -37,15 +37,19 @@ class _Item:
         self.mtime = time.time()
 
 
+#: a directory: name -> subdirectory or item
+_Directory = dict[str, Union["_Directory", _Item]]
+
+
 class _Location:
     """One named store: its root directory (None while it does not exist) and a lock."""
 
-    def __init__(self):
-        self.root: Optional[dict] = None
+    def __init__(self) -> None:
+        self.root: Optional[_Directory] = None
         self.lock = threading.RLock()
 
 
-_named_locations: dict = {}
+_named_locations: dict[str, _Location] = {}
 _named_lock = threading.Lock()
 _anonymous = itertools.count()
 
@@ -74,26 +78,26 @@ class MemoryBackend(BackendBase):
         self.capabilities = Capabilities(thread_safe=True, list_tree=bool(list_tree), store_new=bool(store_new))
         self.pages_listed = 0  # list_tree pages served: what an object store would bill
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<MemoryBackend {self.name!r}>"
 
-    def __getattribute__(self, name):
+    def __getattribute__(self, name: str) -> Any:
         # without the capability, the operation is not there at all (as on a posix backend)
         if name in _OPTIONAL and not getattr(object.__getattribute__(self, "capabilities"), name):
             raise AttributeError(name)
         return object.__getattribute__(self, name)
 
     # --- helpers ---
-    def _check_open(self):
+    def _check_open(self) -> None:
         self.check_open()
 
-    def _root(self) -> dict:
+    def _root(self) -> _Directory:
         root = self._location.root
         if root is None:
             raise BackendDoesNotExist(f"memory:{self.name} does not exist")
         return root
 
-    def _dir(self, name: str, create: bool = False) -> dict:
+    def _dir(self, name: str, create: bool = False) -> _Directory:
         node = self._root()
         if not name:
             return node
@@ -108,7 +112,7 @@ class MemoryBackend(BackendBase):
             node = child
         return node
 
-    def _parent(self, name: str, create: bool = False):
+    def _parent(self, name: str, create: bool = False) -> tuple[_Directory, str]:
         parent, _, base = name.rpartition("/")
         return self._dir(parent, create=create), base
 
@@ -123,37 +127,37 @@ class MemoryBackend(BackendBase):
         return item
 
     # --- lifecycle ---
-    def create(self):
+    def create(self) -> None:
         self.check_closed()
         with self._location.lock:
             if self._location.root:
                 raise BackendAlreadyExists(f"memory:{self.name} already exists and is not empty")
             self._location.root = {}
 
-    def destroy(self):
+    def destroy(self) -> None:
         self.check_closed()
         with self._location.lock:
             self._root()
             self._location.root = None
 
-    def open(self):
+    def open(self) -> None:
         self.check_closed()
         with self._location.lock:
             self._root()
         self.opened = True
 
-    def close(self):
+    def close(self) -> None:
         self.check_open()
         self.opened = False
 
     # --- directories ---
-    def mkdir(self, name):
+    def mkdir(self, name: str) -> None:
         self._check_open()
         check_backend_name(name)
         with self._location.lock:
             self._dir(name, create=True)
 
-    def rmdir(self, name):
+    def rmdir(self, name: str) -> None:
         self._check_open()
         check_backend_name(name)
         with self._location.lock:
@@ -168,7 +172,7 @@ class MemoryBackend(BackendBase):
             del node[base]
 
     # --- items ---
-    def info(self, name):
+    def info(self, name: str) -> ItemInfo:
         self._check_open()
         check_backend_name(name, root_ok=True)
         with self._location.lock:
@@ -183,7 +187,7 @@ class MemoryBackend(BackendBase):
                 return ItemInfo(name=name, exists=False, size=0, directory=False)
             return ItemInfo(name=name, exists=True, size=len(child.data), directory=False, mtime=child.mtime)
 
-    def load(self, name, *, size=None, offset=0):
+    def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         self._check_open()
         check_backend_name(name)
         check_load_range(size, offset)
@@ -194,7 +198,7 @@ class MemoryBackend(BackendBase):
         end = None if size is None else offset + size
         return data[offset:end]
 
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         self._check_open()
         check_backend_name(name)
         data = bytes(value)
@@ -204,7 +208,7 @@ class MemoryBackend(BackendBase):
                 raise BackendError(f"cannot store {name!r}: it is a directory")
             node[base] = _Item(data)
 
-    def store_new(self, name, value):
+    def store_new(self, name: str, value: bytes) -> None:
         """Store *value* under *name* only if no item of that name exists (atomic: under the
         location's lock); else ObjectAlreadyExists, and nothing is written."""
         self._check_open()
@@ -219,7 +223,7 @@ class MemoryBackend(BackendBase):
                 raise ObjectAlreadyExists(f"store_new {name!r}: an item of that name exists")
             node[base] = _Item(data)
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         self._check_open()
         check_backend_name(name)
         with self._location.lock:
@@ -227,7 +231,7 @@ class MemoryBackend(BackendBase):
             node, base = self._parent(name)
             del node[base]
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         self._check_open()
         check_backend_name(curr_name)
         check_backend_name(new_name)
@@ -240,11 +244,11 @@ class MemoryBackend(BackendBase):
             del old_node[old_base]
             node[base] = item
 
-    def _ordered(self, directory: dict) -> list:
+    def _ordered(self, directory: _Directory) -> List[tuple[str, Union[_Directory, _Item]]]:
         """A directory's (name, child) pairs in listing order."""
         return sorted(directory.items())
 
-    def list(self, name) -> Iterator[ItemInfo]:
+    def list(self, name: str) -> Iterator[ItemInfo]:
         self._check_open()
         check_backend_name(name, root_ok=True)
         with self._location.lock:
@@ -257,13 +261,13 @@ class MemoryBackend(BackendBase):
             else:
                 yield ItemInfo(name=key, exists=True, size=len(child.data), directory=False, mtime=child.mtime)
 
-    def list_tree(self, name) -> Iterator[ItemInfo]:
+    def list_tree(self, name: str) -> Iterator[ItemInfo]:
         """Every item below directory *name*, by path, one page of PAGE_SIZE at a time."""
         self._check_open()
         check_backend_name(name, root_ok=True)
         with self._location.lock:
             self._dir(name)  # a missing directory fails at the first next(), before any item
-        after = None
+        after: Optional[str] = None
         while True:
             with self._location.lock:
                 page = self._tree_page(name, after)
@@ -273,17 +277,17 @@ class MemoryBackend(BackendBase):
                 return
             after = page[-1].name
 
-    def _tree_page(self, name, after) -> list:
+    def _tree_page(self, name: str, after: Optional[str]) -> List[ItemInfo]:
         """Up to PAGE_SIZE items below *name* whose paths sort after *after*."""
         try:
             top = self._dir(name)
         except (ObjectNotFound, BackendError):
             return []  # removed since the stream started: nothing more below it
-        page = []
+        page: List[ItemInfo] = []
         self._collect(top, "", after, page)
         return page
 
-    def _collect(self, directory, prefix, after, page):
+    def _collect(self, directory: _Directory, prefix: str, after: Optional[str], page: List[ItemInfo]) -> None:
         # a directory sorts as its name plus "/", as the paths below it do ("a-b" < "a/x")
         entries = sorted(
             directory.items(), key=lambda entry: entry[0] + "/" if isinstance(entry[1], dict) else entry[0]
@@ -300,25 +304,26 @@ class MemoryBackend(BackendBase):
             elif not is_hidden_from_list(key) and (after is None or path > after):
                 page.append(ItemInfo(name=path, exists=True, size=len(child.data), directory=False, mtime=child.mtime))
 
-    def list_temp(self, name) -> Iterator[ItemInfo]:
+    def list_temp(self, name: str) -> Iterator[ItemInfo]:
         """Every ``.tmp`` item below directory *name* (at any depth), by its path relative to
         *name*, with its mtime; a missing directory yields nothing."""
         self._check_open()
         check_backend_name(name, root_ok=True)
-        found = []
+        found: List[ItemInfo] = []
         with self._location.lock:
             node = self._root()
             parts = name.split("/") if name else []
             for depth, part in enumerate(parts, 1):
-                node = node.get(part)
-                if not isinstance(node, dict):
-                    if node is not None and depth == len(parts):
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    if child is not None and depth == len(parts):
                         raise BackendError(f"cannot list_temp {name!r}: it is an item, not a directory")
                     return iter(found)  # missing, or below an item: nothing there
+                node = child
             self._collect_temps(node, "", found)
         return iter(found)
 
-    def _collect_temps(self, directory: dict, prefix: str, found: list) -> None:
+    def _collect_temps(self, directory: _Directory, prefix: str, found: List[ItemInfo]) -> None:
         for key, child in sorted(directory.items()):
             if isinstance(child, dict):
                 self._collect_temps(child, f"{prefix}{key}/", found)
@@ -328,7 +333,7 @@ class MemoryBackend(BackendBase):
                 )
 
 
-def memory_backend_from_url(url: str, **options):
+def memory_backend_from_url(url: str, **options: bool) -> MemoryBackend:
     check_options(options, _OPTIONAL, "memory")
     scheme, _, name = url.partition(":")
     if scheme.lower() != "memory" or "/" in name.strip("/") and name.startswith("//"):
@@ -337,7 +342,7 @@ def memory_backend_from_url(url: str, **options):
 
 
 @hookimpl
-def borgstore_backends():
+def borgstore_backends() -> list[BackendSpec]:
     return [
         BackendSpec(
             schemes=("memory",),

@@ -22,7 +22,7 @@ import itertools
 import os
 import re
 import socket
-from typing import Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional, TypeVar
 
 from ..constants import TMP_SUFFIX
 from ._errormap import error_for_errno, error_for_http_status, lost_reply
@@ -35,19 +35,20 @@ class _TempNames:
     counter: unique among all writers without a system call per name, and never derived from
     the random module an application or a test framework may seed."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.renew()
 
-    def renew(self):
+    def renew(self) -> None:
         self.prefix = os.urandom(6).hex()
         self.counter = itertools.count()
 
 
 _temp = _TempNames()
+_Options = TypeVar("_Options", bound=Mapping[str, Any])
 os.register_at_fork(after_in_child=_temp.renew)
 
 
-def check_backend_name(name, *, root_ok: bool = False) -> str:
+def check_backend_name(name: str, *, root_ok: bool = False) -> str:
     """Return *name* if it is a safe backend name, else raise ValueError saying why.
 
     A backend name is a relative, slash-separated path below the store's root
@@ -98,7 +99,7 @@ def _name_problem(name: str) -> Optional[str]:
     return None
 
 
-def check_load_range(size, offset) -> None:
+def check_load_range(size: Optional[int], offset: int) -> None:
     """Raise ValueError unless *size* is None or an int >= 0 and *offset* an int."""
     if size is not None and (type(size) is not int or size < 0):
         raise ValueError(f"invalid size {size!r}: an int >= 0 or None")
@@ -112,7 +113,7 @@ def temp_name(name: str) -> str:
     return f"{name}.{_temp.prefix}{next(_temp.counter):x}{TMP_SUFFIX}"
 
 
-def check_options(options: dict, known: Iterable[str], backend: str) -> dict:
+def check_options(options: _Options, known: Iterable[str], backend: str) -> _Options:
     """Return *options* if every key is in *known*, else raise ValueError naming the unknown ones."""
     known = set(known)
     unknown = sorted(set(options) - known)

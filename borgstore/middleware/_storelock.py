@@ -19,6 +19,8 @@ import os
 import random
 import time
 import uuid
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Optional
 
 from ..backends.errors import (
     BackendError,
@@ -27,6 +29,9 @@ from ..backends.errors import (
     ObjectNotFound,
     may_have_been_applied,
 )
+
+if TYPE_CHECKING:
+    from ._base import Link
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +45,22 @@ class StoreLock:
     """``with StoreLock(link, name, stale):`` holds the lock item *name* in the store that *link*
     leads to (a chain link with ``store_new``, ``load`` and ``delete``)."""
 
-    def __init__(self, link, name: str, stale: float):
+    def __init__(self, link: "Link", name: str, stale: float):
         self.link = link
         self.name = name
         self.stale = stale
-        self._token = None
+        self._token: Optional[bytes] = None
 
-    def __enter__(self):
+    def __enter__(self) -> "StoreLock":
         self._token = self._acquire()
         return self
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_val: Optional[BaseException],
+        exc_tb: Optional[TracebackType],
+    ) -> Literal[False]:
         token, self._token = self._token, None
         self._release(token)
         return False
@@ -58,7 +68,7 @@ class StoreLock:
     def _acquire(self) -> bytes:
         token = f"{os.getpid()} {uuid.uuid4().hex}".encode("ascii")
         started = time.monotonic()
-        seen = {}  # a holder's token -> when this waiter first saw it
+        seen: dict[bytes, float] = {}  # a holder's token -> when this waiter first saw it
         pause = 0.0005
         while True:
             try:
@@ -86,7 +96,7 @@ class StoreLock:
             time.sleep(pause * _jitter.uniform(0.5, 1.5))
             pause = min(pause * 2, 0.05)
 
-    def _holds(self, token: bytes) -> bool:
+    def _holds(self, token: Optional[bytes]) -> bool:
         try:
             return self.link.load(self.name) == token
         except ObjectNotFound:
@@ -106,7 +116,7 @@ class StoreLock:
         except ObjectNotFound:
             pass
 
-    def _release(self, token: bytes) -> None:
+    def _release(self, token: Optional[bytes]) -> None:
         try:
             if self._holds(token):
                 self.link.delete(self.name)

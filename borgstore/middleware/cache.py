@@ -38,14 +38,18 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
-from ..backends._base import gather_by_loads
+from ..backends._base import BackendBase, Ranges, gather_by_loads
 from ..backends.errors import ObjectNotFound
 from ..constants import HID_SUFFIX, TMP_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
 from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, CACHE_COUNTERS
 from ._base import BackendAdapter, Link, Middleware
 from ._optional import optional_operation
+
+if TYPE_CHECKING:
+    from .._config import CachePolicy
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +62,11 @@ PRIMARY_COUNTERS = tuple(f"backend_{op}_calls" for op in BACKEND_CALL_OPS) + tup
 )
 
 
-def _size_of(value) -> int:
+def _size_of(value: bytes) -> int:
     return value.nbytes if isinstance(value, memoryview) else len(value)
 
 
-def _slice(data: bytes, offset: int, size) -> bytes:
+def _slice(data: bytes, offset: int, size: Optional[int]) -> bytes:
     """The range a backend's load(size=size, offset=offset) of *data* returns."""
     if offset < 0:
         offset = max(len(data) + offset, 0)
@@ -71,7 +75,7 @@ def _slice(data: bytes, offset: int, size) -> bytes:
     return data[offset : None if size is None else offset + size]
 
 
-def _check_policy(namespace, policy):
+def _check_policy(namespace: str, policy: "CachePolicy") -> "CachePolicy":
     mode = getattr(policy, "mode", None)
     max_age = getattr(policy, "max_age", None)
     size = getattr(policy, "size", None)
@@ -87,32 +91,32 @@ def _check_policy(namespace, policy):
 class _Index:
     """What one namespace has in the cache: name -> [size, last use], least recently used first."""
 
-    def __init__(self, policy):
+    def __init__(self, policy: "CachePolicy"):
         self.policy = policy
-        self.entries = OrderedDict()
+        self.entries: OrderedDict[str, list[Any]] = OrderedDict()  # name -> [size, last use]
         self.total = 0
 
-    def add(self, name, size, used):
+    def add(self, name: str, size: int, used: float) -> None:
         self.discard(name)
         self.entries[name] = [size, used]
         self.total += size
 
-    def discard(self, name) -> bool:
+    def discard(self, name: str) -> bool:
         entry = self.entries.pop(name, None)
         if entry is None:
             return False
         self.total -= entry[0]
         return True
 
-    def touch(self, name, now):
+    def touch(self, name: str, now: float) -> None:
         self.entries[name][1] = now
         self.entries.move_to_end(name)
 
-    def expired(self, name, now) -> bool:
+    def expired(self, name: str, now: float) -> bool:
         max_age = self.policy.max_age
         return bool(max_age) and now - self.entries[name][1] > max_age
 
-    def victims(self, now, incoming=0) -> list:
+    def victims(self, now: float, incoming: int = 0) -> list[str]:
         """Remove and return the names to evict: expired ones, then the least recently used
         until *incoming* more bytes fit."""
         names = []
@@ -130,13 +134,13 @@ class _Index:
 class CacheMiddleware(Middleware):
     name = "cache"
 
-    def __init__(self, inner, *, cache, policies):
+    def __init__(self, inner: Link, *, cache: Union[BackendBase, Link], policies: dict[str, "CachePolicy"]):
         super().__init__(inner)
         if cache is None:
             raise ValueError("cache: give the cache backend (option 'cache')")
         if not isinstance(policies, dict):
             raise ValueError(f"cache: policies must be a dict {{namespace: CachePolicy}}, not {policies!r}")
-        self.cache = cache if isinstance(cache, Link) else BackendAdapter(cache, "cache")
+        self.cache: Link = cache if isinstance(cache, Link) else BackendAdapter(cache, "cache")
         self._indexes = {namespace: _Index(_check_policy(namespace, policy)) for namespace, policy in policies.items()}
         self._lock = threading.RLock()  # the indexes, the counters and every call on the cache
         self._name_locks = [threading.Lock() for _ in range(NAME_LOCKS)]
@@ -144,11 +148,11 @@ class CacheMiddleware(Middleware):
         self.disabled = False
         self._cache_open = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<CacheMiddleware cache={self.cache!r} namespaces={sorted(self._indexes)}>"
 
     # --- helpers ---
-    def _index_of(self, name):
+    def _index_of(self, name: str) -> Optional[_Index]:
         """The index of the namespace that caches *name*, or None if it is not cached."""
         # internal items (.hid) and items being written (.tmp, e.g. the quota's lock) change
         # under other sessions: never served from a copy
@@ -159,19 +163,19 @@ class CacheMiddleware(Middleware):
             return self._indexes.get("")
         return self._indexes.get(name[:slash]) if slash else None
 
-    def _name_lock(self, name):
+    def _name_lock(self, name: str) -> threading.Lock:
         # the primary change and the cache update of one name happen together, so a slower
         # concurrent call can not leave an older value in the cache
         return self._name_locks[hash(name) % NAME_LOCKS]
 
-    def _count(self, counter, amount=1):
+    def _count(self, counter: str, amount: int = 1) -> None:
         self._counters[counter] += amount
 
-    def _failed(self, action, name, exc):
+    def _failed(self, action: str, name: str, exc: Exception) -> None:
         self._count("cache_errors")
         logger.warning("cache: %s %r failed: %s: %s", action, name, type(exc).__name__, exc)
 
-    def _evict(self, names):
+    def _evict(self, names: list[str]) -> None:
         for name in names:
             self._count("cache_delete_calls")
             try:
@@ -181,13 +185,13 @@ class CacheMiddleware(Middleware):
             except Exception as exc:
                 self._failed("evicting", name, exc)
 
-    def _forget(self, index, name):
+    def _forget(self, index: _Index, name: str) -> None:
         """Drop *name* from the cache (if it is there)."""
         with self._lock:
             if index.discard(name):
                 self._evict([name])
 
-    def _fill(self, index, name, value):
+    def _fill(self, index: _Index, name: str, value: bytes) -> None:
         """Put *value* into the cache as *name*, evicting what the limits ask for."""
         size = _size_of(value)
         with self._lock:
@@ -207,7 +211,7 @@ class CacheMiddleware(Middleware):
             self._count("cache_store_volume", size)
             index.add(name, size, now)
 
-    def _read(self, index, name, size, offset):
+    def _read(self, index: _Index, name: str, size: Optional[int], offset: int) -> Optional[bytes]:
         """The range from the cache, or None on a miss."""
         with self._lock:
             now = time.time()
@@ -231,18 +235,18 @@ class CacheMiddleware(Middleware):
             return data
 
     # --- lifecycle ---
-    def create(self):
+    def create(self) -> None:
         self.cache.create()
         self.inner.create()
 
-    def destroy(self):
+    def destroy(self) -> None:
         self.inner.destroy()
         try:
             self.cache.destroy()
         except Exception as exc:
             self._failed("destroying", "the cache", exc)
 
-    def open(self):
+    def open(self) -> None:
         self.inner.open()
         self.disabled = False
         try:
@@ -260,7 +264,7 @@ class CacheMiddleware(Middleware):
             return
         self._cache_open = True
 
-    def _load_indexes(self):
+    def _load_indexes(self) -> None:
         now = time.time()
         with self._lock:
             for namespace, index in self._indexes.items():
@@ -271,7 +275,7 @@ class CacheMiddleware(Middleware):
                     index.add(name, size, used or now)
                 self._evict(index.victims(now))
 
-    def _scan(self, directory, recursive):
+    def _scan(self, directory: str, recursive: bool) -> Iterator[tuple[str, int, float]]:
         try:
             items = list(self.cache.list(directory))
         except ObjectNotFound:
@@ -284,13 +288,13 @@ class CacheMiddleware(Middleware):
             elif not name.endswith(HID_SUFFIX):
                 yield name, info.size, max(info.atime or 0, info.mtime or 0)
 
-    def _close_cache(self):
+    def _close_cache(self) -> None:
         try:
             self.cache.close()
         except Exception as exc:
             self._failed("closing", "the cache", exc)
 
-    def close(self):
+    def close(self) -> None:
         try:
             if self._cache_open:
                 self._cache_open = False
@@ -298,7 +302,7 @@ class CacheMiddleware(Middleware):
         finally:
             self.inner.close()
 
-    def flush(self):
+    def flush(self) -> None:
         self.inner.flush()
         if self._cache_open:
             try:
@@ -307,7 +311,7 @@ class CacheMiddleware(Middleware):
                 self._failed("flushing", "the cache", exc)
 
     # --- the primary ---
-    def _primary_load(self, name, **kwargs):
+    def _primary_load(self, name: str, **kwargs: Any) -> bytes:
         data = self.inner.load(name, **kwargs)
         with self._lock:
             self._count("backend_load_calls")
@@ -315,7 +319,7 @@ class CacheMiddleware(Middleware):
         return data
 
     # --- reading ---
-    def load(self, name, *, size=None, offset=0):
+    def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         index = self._index_of(name)
         if index is None:
             return self._primary_load(name, size=size, offset=offset)
@@ -332,7 +336,7 @@ class CacheMiddleware(Middleware):
             self._fill(index, name, data)
         return _slice(data, offset, size)
 
-    def gather(self, sources):
+    def gather(self, sources: Ranges) -> bytes:
         sources = list(sources)
         if any(self._index_of(name) is not None for name, _, _ in sources):
             return gather_by_loads(self.load, sources)
@@ -343,7 +347,7 @@ class CacheMiddleware(Middleware):
         return data
 
     # --- changes ---
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         index = self._index_of(name)
         if index is None:
             self._primary_store(name, value)
@@ -353,7 +357,7 @@ class CacheMiddleware(Middleware):
             self._fill(index, name, value)
 
     @optional_operation
-    def store_new(self, name, value):
+    def store_new(self, name: str, value: bytes) -> None:
         index = self._index_of(name)
         if index is None:
             self._primary_store(name, value, self.inner.store_new)
@@ -363,13 +367,13 @@ class CacheMiddleware(Middleware):
             self._primary_store(name, value, self.inner.store_new)
             self._fill(index, name, value)
 
-    def _primary_store(self, name, value, store=None):
+    def _primary_store(self, name: str, value: bytes, store: Optional[Callable[[str, bytes], None]] = None) -> None:
         (store or self.inner.store)(name, value)
         with self._lock:
             self._count("backend_store_calls")
             self._count("backend_store_volume", _size_of(value))
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         index = self._index_of(name)
         if index is None:
             self._primary_delete(name)
@@ -378,12 +382,12 @@ class CacheMiddleware(Middleware):
             self._primary_delete(name)
             self._forget(index, name)
 
-    def _primary_delete(self, name):
+    def _primary_delete(self, name: str) -> None:
         self.inner.delete(name)
         with self._lock:
             self._count("backend_delete_calls")
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         # a soft deletion (a move to name.del) takes the cached copy along, as any move does
         source = self._index_of(curr_name)
         target = self._index_of(new_name)
@@ -400,7 +404,7 @@ class CacheMiddleware(Middleware):
             for _, lock in reversed(locks):
                 lock.release()
 
-    def _follow_move(self, source, curr_name, target, new_name):
+    def _follow_move(self, source: Optional[_Index], curr_name: str, target: Optional[_Index], new_name: str) -> None:
         with self._lock:
             if target is not None:
                 self._forget(target, new_name)
@@ -423,7 +427,7 @@ class CacheMiddleware(Middleware):
             source.add(new_name, entry[0], entry[1])
 
     # --- introspection ---
-    def invalidate(self, name=""):
+    def invalidate(self, name: str = "") -> None:
         """Drop cached items: ``""`` all of them, a namespace name all of its items, anything else
         the item with that (nested) name."""
         with self._lock:
@@ -434,28 +438,28 @@ class CacheMiddleware(Middleware):
                 elif name in index.entries:
                     self._forget(index, name)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """The cache's counters and what reached the primary, named as in the PyPI borgstore's
         Store.stats."""
         with self._lock:
-            result = dict(self._counters)
+            result: dict[str, Any] = dict(self._counters)
         lookups = result["cache_hits"] + result["cache_misses"]
         result["cache_hit_ratio"] = result["cache_hits"] / lookups if lookups else 0.0
         result["cache_disabled"] = self.disabled
         return result
 
-    def contribute_stats(self, stats: dict) -> None:
+    def contribute_stats(self, stats: dict[str, Any]) -> None:
         # further in than stats: the backend_* figures here are what really reached the primary
         stats.update(self.snapshot())
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, tuple[int, int]]:
         """``{namespace: (items, bytes)}`` as the cache holds them now."""
         with self._lock:
             return {namespace: (len(index.entries), index.total) for namespace, index in self._indexes.items()}
 
 
 @hookimpl
-def borgstore_middleware():
+def borgstore_middleware() -> list[MiddlewareSpec]:
     return [
         MiddlewareSpec(
             "cache",

@@ -11,9 +11,11 @@ Options (explicit ones win over the environment):
 
 import os
 import time
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from .._plugins import MiddlewareSpec, hookimpl
-from ._base import Middleware
+from ..backends._base import ItemInfo, Ranges
+from ._base import Link, Middleware
 from ._optional import optional_operation
 
 
@@ -40,6 +42,9 @@ def bandwidth_from_environment() -> float:
     return _env_number("BORGSTORE_BANDWIDTH")
 
 
+_R = TypeVar("_R")
+
+
 def emulation_requested() -> bool:
     return bool(latency_from_environment() or bandwidth_from_environment())
 
@@ -47,7 +52,7 @@ def emulation_requested() -> bool:
 class EmulateMiddleware(Middleware):
     name = "emulate"
 
-    def __init__(self, inner, *, latency=None, bandwidth=None):
+    def __init__(self, inner: Link, *, latency: Optional[float] = None, bandwidth: Optional[float] = None):
         super().__init__(inner)
         self.latency = latency_from_environment() if latency is None else latency
         self.bandwidth = bandwidth_from_environment() if bandwidth is None else bandwidth
@@ -55,61 +60,61 @@ class EmulateMiddleware(Middleware):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"emulate: {option} must be a number >= 0, not {value!r}")
 
-    def _pace(self, started: float, volume: int = 0):
+    def _pace(self, started: float, volume: int = 0) -> None:
         wanted = self.latency + (volume * 8 / self.bandwidth if self.bandwidth else 0.0)
         remaining = wanted - (time.perf_counter() - started)
         if remaining > 0:
             time.sleep(remaining)
 
-    def _call(self, op, *args, **kwargs):
+    def _call(self, op: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
         t = time.perf_counter()
         try:
             return op(*args, **kwargs)
         finally:
             self._pace(t)
 
-    def create(self):
+    def create(self) -> None:
         return self._call(self.inner.create)
 
-    def destroy(self):
+    def destroy(self) -> None:
         return self._call(self.inner.destroy)
 
-    def open(self):
+    def open(self) -> None:
         return self._call(self.inner.open)
 
-    def close(self):
+    def close(self) -> None:
         return self._call(self.inner.close)
 
-    def mkdir(self, name):
+    def mkdir(self, name: str) -> None:
         return self._call(self.inner.mkdir, name)
 
-    def rmdir(self, name):
+    def rmdir(self, name: str) -> None:
         return self._call(self.inner.rmdir, name)
 
-    def info(self, name):
+    def info(self, name: str) -> ItemInfo:
         return self._call(self.inner.info, name)
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         return self._call(self.inner.delete, name)
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         return self._call(self.inner.move, curr_name, new_name)
 
-    def hash(self, name, algorithm="sha256"):
+    def hash(self, name: str, algorithm: str = "sha256") -> str:
         return self._call(self.inner.hash, name, algorithm)
 
-    def list(self, name):
+    def list(self, name: str) -> Iterator[ItemInfo]:
         return self._call(self.inner.list, name)
 
     @optional_operation
-    def list_tree(self, name):
+    def list_tree(self, name: str) -> Iterator[ItemInfo]:
         return self._call(self.inner.list_tree, name)
 
     @optional_operation
-    def list_temp(self, name):
+    def list_temp(self, name: str) -> Iterator[ItemInfo]:
         return self._call(self.inner.list_temp, name)
 
-    def load(self, name, *, size=None, offset=0):
+    def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         t = time.perf_counter()
         data = b""
         try:
@@ -118,7 +123,7 @@ class EmulateMiddleware(Middleware):
         finally:
             self._pace(t, len(data))
 
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         t = time.perf_counter()
         try:
             return self.inner.store(name, value)
@@ -126,14 +131,14 @@ class EmulateMiddleware(Middleware):
             self._pace(t, len(value))
 
     @optional_operation
-    def store_new(self, name, value):
+    def store_new(self, name: str, value: bytes) -> None:
         t = time.perf_counter()
         try:
             return self.inner.store_new(name, value)
         finally:
             self._pace(t, len(value))
 
-    def gather(self, sources):
+    def gather(self, sources: Ranges) -> bytes:
         t = time.perf_counter()
         data = b""
         try:
@@ -144,5 +149,5 @@ class EmulateMiddleware(Middleware):
 
 
 @hookimpl
-def borgstore_middleware():
+def borgstore_middleware() -> list[MiddlewareSpec]:
     return [MiddlewareSpec("emulate", EmulateMiddleware, "latency and bandwidth emulation")]

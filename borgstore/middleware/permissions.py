@@ -21,21 +21,24 @@ name exactly one succeeds.  Elsewhere it is a look (``info``) followed by a stor
 writers racing on one new name may both succeed.
 """
 
+from typing import Callable, Iterator, Optional
+
+from ..backends._base import ItemInfo, Ranges
 from ..backends.errors import ObjectAlreadyExists, PermissionDenied
 from .._plugins import MiddlewareSpec, hookimpl
-from ._base import Middleware
+from ._base import Link, Middleware
 from ._optional import optional_operation
 
 LETTERS = "lrwWD"
 
 
-def check_permissions(permissions) -> dict:
+def check_permissions(permissions: object) -> dict[str, str]:
     """Return a copy of *permissions*, raising ValueError naming the first bad key or letter."""
     if permissions is None:
         return {}
     if not isinstance(permissions, dict):
         raise ValueError(f"permissions must be a dict {{name prefix: letters}}, not {type(permissions).__name__}")
-    checked = {}
+    checked: dict[str, str] = {}
     for prefix, letters in permissions.items():
         if not isinstance(prefix, str):
             raise ValueError(f"invalid permissions key {prefix!r}: a name prefix (str), '' for the root")
@@ -63,7 +66,7 @@ class PermissionsMiddleware(Middleware):
     name = "permissions"
     enforces_limits = True
 
-    def __init__(self, inner, *, permissions=None):
+    def __init__(self, inner: Link, *, permissions: Optional[dict[str, str]] = None):
         super().__init__(inner)
         self.permissions = check_permissions(permissions)
 
@@ -87,7 +90,7 @@ class PermissionsMiddleware(Middleware):
         if not self._allows(name, letters):
             raise _denied(op, name, letters)
 
-    def _require_write(self, op: str, name: str, exists) -> None:
+    def _require_write(self, op: str, name: str, exists: Callable[[], bool]) -> None:
         """Check writing *name*: 'W' allows any write, 'w' only a new item.  *exists* is only
         called when the answer matters, so a client with 'W' pays no extra look-up."""
         if self._allows(name, "W"):
@@ -97,24 +100,24 @@ class PermissionsMiddleware(Middleware):
             self._require(op, name, "W")
 
     # --- lifecycle ---
-    def create(self):
+    def create(self) -> None:
         self._require("create", "", "wW")
         return self.inner.create()
 
-    def destroy(self):
+    def destroy(self) -> None:
         self._require("destroy", "", "D")
         return self.inner.destroy()
 
     # --- directories ---
-    def mkdir(self, name):
+    def mkdir(self, name: str) -> None:
         self._require("mkdir", name, "w")
         return self.inner.mkdir(name)
 
-    def rmdir(self, name):
+    def rmdir(self, name: str) -> None:
         self._require("rmdir", name, "wD")
         return self.inner.rmdir(name)
 
-    def list(self, name):
+    def list(self, name: str) -> Iterator[ItemInfo]:
         self._require("list", name, "l")
         return self.inner.list(name)
 
@@ -127,29 +130,29 @@ class PermissionsMiddleware(Middleware):
                 self._require("list", prefix, "l")
 
     @optional_operation
-    def list_tree(self, name):
+    def list_tree(self, name: str) -> Iterator[ItemInfo]:
         self._require_below(name)
         return self.inner.list_tree(name)
 
     @optional_operation
-    def list_temp(self, name):
+    def list_temp(self, name: str) -> Iterator[ItemInfo]:
         self._require_below(name)
         return self.inner.list_temp(name)
 
     # --- reading ---
-    def info(self, name):
+    def info(self, name: str) -> ItemInfo:
         self._require("info", name, "lr")
         return self.inner.info(name)
 
-    def load(self, name, *, size=None, offset=0):
+    def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         self._require("load", name, "r")
         return self.inner.load(name, size=size, offset=offset)
 
-    def hash(self, name, algorithm="sha256"):
+    def hash(self, name: str, algorithm: str = "sha256") -> str:
         self._require("hash", name, "r")
         return self.inner.hash(name, algorithm)
 
-    def gather(self, sources):
+    def gather(self, sources: Ranges) -> bytes:
         sources = list(sources)
         # all of them before reading any, so a denial costs no transfer
         for name in dict.fromkeys(name for name, _, _ in sources):
@@ -157,7 +160,7 @@ class PermissionsMiddleware(Middleware):
         return self.inner.gather(sources)
 
     # --- writing ---
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         if self._allows(name, "W"):
             return self.inner.store(name, value)
         self._require("store", name, "wW")
@@ -172,15 +175,15 @@ class PermissionsMiddleware(Middleware):
             raise _denied("store", name, "W") from None
 
     @optional_operation
-    def store_new(self, name, value):
+    def store_new(self, name: str, value: bytes) -> None:
         self._require("store_new", name, "wW")
         return self.inner.store_new(name, value)
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         self._require("delete", name, "D")
         return self.inner.delete(name)
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         # a soft deletion is the move name -> name.del, and is checked as that (as the PyPI posixfs)
         self._require("move", curr_name, "D")
         self._require_write("move", new_name, lambda: self.inner.info(new_name).exists)
@@ -193,7 +196,7 @@ def _denied(op: str, name: str, letters: str) -> PermissionDenied:
 
 
 @hookimpl
-def borgstore_middleware():
+def borgstore_middleware() -> list[MiddlewareSpec]:
     return [
         MiddlewareSpec(
             "permissions",

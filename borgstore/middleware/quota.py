@@ -33,11 +33,12 @@ import contextlib
 import logging
 import threading
 import time
+from typing import ContextManager, Optional, TypeVar, Union
 
 from ..backends.errors import BackendError, ObjectNotFound, QuotaExceeded
 from ..constants import QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME, TMP_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
-from ._base import Middleware
+from ._base import Link, Middleware
 from ._optional import optional_operation
 from ._storelock import StoreLock
 
@@ -52,18 +53,21 @@ LOCK_NAME = "quota.lock" + TMP_SUFFIX
 LOCK_STALE = 30.0
 
 
-def _check_number(option, value, kind):
+_Number = TypeVar("_Number", int, float)
+
+
+def _check_number(option: str, value: _Number, kind: Union[type, tuple[type, ...]]) -> _Number:
     if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
         expected = "an int" if kind is int else "a number"
         raise ValueError(f"quota: {option} must be {expected} >= 0, not {value!r}")
     return value
 
 
-def _size_of(value) -> int:
+def _size_of(value: bytes) -> int:
     return value.nbytes if isinstance(value, memoryview) else len(value)
 
 
-def parse_usage(data: bytes):
+def parse_usage(data: bytes) -> Optional[int]:
     """The usage stored in a quota file, or None if the content is not a plain decimal integer."""
     text = data.decode("ascii", "replace").strip()
     if not text.isdigit():
@@ -77,13 +81,13 @@ class QuotaMiddleware(Middleware):
 
     def __init__(
         self,
-        inner,
+        inner: Link,
         *,
-        limit,
-        persist_delta=PERSIST_DELTA,
-        persist_interval=PERSIST_INTERVAL,
-        rescan=False,
-        lock_stale=LOCK_STALE,
+        limit: int,
+        persist_delta: int = PERSIST_DELTA,
+        persist_interval: float = PERSIST_INTERVAL,
+        rescan: bool = False,
+        lock_stale: float = LOCK_STALE,
     ):
         super().__init__(inner)
         if not isinstance(rescan, bool):
@@ -101,13 +105,13 @@ class QuotaMiddleware(Middleware):
         self._opened = False
 
     # --- the quota file ---
-    def _read_persisted(self):
+    def _read_persisted(self) -> Optional[int]:
         try:
             return parse_usage(self.inner.load(QUOTA_STORE_NAME))
         except ObjectNotFound:
             return None
 
-    def _scan(self, directory="") -> int:
+    def _scan(self, directory: str = "") -> int:
         """The bytes of every item below *directory*, soft-deleted ones included."""
         total = 0
         if self.inner.capabilities.list_tree:
@@ -120,7 +124,7 @@ class QuotaMiddleware(Middleware):
                 total += info.size
         return total
 
-    def _file_locked(self):
+    def _file_locked(self) -> ContextManager[object]:
         """The store-wide lock around a read-modify-write of quota.hid, where the backend can
         create an item atomically; elsewhere none (sessions in other processes may then overwrite
         each other's updates: docs/middleware.md)."""
@@ -128,7 +132,7 @@ class QuotaMiddleware(Middleware):
             return StoreLock(self.inner, LOCK_NAME, self.lock_stale)
         return contextlib.nullcontext()
 
-    def _persist(self, rescan=False):
+    def _persist(self, rescan: bool = False) -> None:
         """Write the usage: the file's value plus this session's change, or with *rescan* or no
         valid file, a fresh count.  Call with self._lock held."""
         if not rescan:
@@ -142,14 +146,14 @@ class QuotaMiddleware(Middleware):
         with self._file_locked():
             self._write(usage)
 
-    def _write(self, usage: int):
+    def _write(self, usage: int) -> None:
         """Write *usage* to quota.hid and take it as this session's view.  Under the file lock."""
         self.inner.store(QUOTA_STORE_NAME, str(usage).encode("ascii"))
         self._usage = usage
         self._unpersisted = 0
         self._persisted_at = time.monotonic()
 
-    def _count(self, delta: int, reserved: int = 0):
+    def _count(self, delta: int, reserved: int = 0) -> None:
         """Count *delta* stored bytes (releasing *reserved* ones) and write the usage if enough
         has changed or enough time has passed."""
         with self._lock:
@@ -197,7 +201,7 @@ class QuotaMiddleware(Middleware):
                 self._persist(rescan=True)  # no valid quota.hid (removed meanwhile): count anew
         raise BackendError(f"quota: {QUOTA_STORE_NAME} vanished again right after it was written")
 
-    def _unreserve(self, reserved: int):
+    def _unreserve(self, reserved: int) -> None:
         """Give back the bytes _reserve() reserved for a store that failed."""
         with self._lock:
             self._reserved -= reserved
@@ -209,12 +213,12 @@ class QuotaMiddleware(Middleware):
                 except BackendError as exc:
                     logger.warning("quota: could not write the usage to %s: %s", QUOTA_STORE_NAME, exc)
 
-    def _size(self, name) -> int:
+    def _size(self, name: str) -> int:
         info = self.inner.info(name)
         return info.size if info.exists and not info.directory else 0
 
     # --- lifecycle ---
-    def open(self):
+    def open(self) -> None:
         self.inner.open()
         try:
             with self._lock:
@@ -225,7 +229,7 @@ class QuotaMiddleware(Middleware):
             raise
         self._opened = True
 
-    def close(self):
+    def close(self) -> None:
         try:
             if self._opened:
                 with self._lock:
@@ -234,17 +238,17 @@ class QuotaMiddleware(Middleware):
             self._opened = False
             self.inner.close()
 
-    def flush(self):
+    def flush(self) -> None:
         with self._lock:
             self._persist()
         return self.inner.flush()
 
-    def quota(self):
+    def quota(self) -> dict[str, int]:
         with self._lock:
             return {"limit": self.limit, "usage": self._usage}
 
     # --- changes ---
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         delta = _size_of(value) - self._size(name)
         reserved = self._reserve(name, delta)
         try:
@@ -255,7 +259,7 @@ class QuotaMiddleware(Middleware):
         self._count(delta, reserved)
 
     @optional_operation
-    def store_new(self, name, value):
+    def store_new(self, name: str, value: bytes) -> None:
         # it succeeds only where no item was, so it adds the whole value: no look-up of a size
         delta = _size_of(value)
         reserved = self._reserve(name, delta)
@@ -266,7 +270,7 @@ class QuotaMiddleware(Middleware):
             raise
         self._count(delta, reserved)
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         if name.endswith(TMP_SUFFIX):
             # a stale temp (remove_stale_temps): never counted, so nothing to free
             return self.inner.delete(name)
@@ -274,7 +278,7 @@ class QuotaMiddleware(Middleware):
         self.inner.delete(name)
         self._count(-size)
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         replaced = 0 if curr_name == new_name else self._size(new_name)
         self.inner.move(curr_name, new_name)
         if replaced:
@@ -292,5 +296,5 @@ def _check_limit(name: str, delta: int, usage: int, limit: int) -> None:
 
 
 @hookimpl
-def borgstore_middleware():
+def borgstore_middleware() -> list[MiddlewareSpec]:
     return [MiddlewareSpec("quota", QuotaMiddleware, "a limit on the bytes a store holds (usage kept in quota.hid)")]

@@ -14,6 +14,7 @@ promise, refusing a new read breaks read-only clients.
 import dataclasses
 
 from .._plugins import MiddlewareSpec, hookimpl
+from ..backends._base import Capabilities
 from ..backends.errors import PermissionDenied
 from ._base import Middleware
 
@@ -36,7 +37,7 @@ PASSED_THROUGH = (
 )
 
 
-def _refuse(op: str, *names: str):
+def _refuse(op: str, *names: str) -> PermissionDenied:
     shown = " -> ".join(repr(name) for name in names)
     target = f" {shown}" if names else ""
     return PermissionDenied(f"{op}{target}: refused, the store is opened read-only")
@@ -49,39 +50,39 @@ class ReadOnlyMiddleware(Middleware):
     enforces_limits = True
 
     @property
-    def capabilities(self):
+    def capabilities(self) -> Capabilities:
         # what the chain can do from here: read and list as the backend does, never write
         return dataclasses.replace(self.inner.capabilities, write=False, store_new=False)
 
     # The passed-through operations are not defined here: Middleware binds them straight to the
     # next link, so reading through this layer costs nothing.
 
-    def create(self):
+    def create(self) -> None:
         raise _refuse("create")
 
-    def destroy(self):
+    def destroy(self) -> None:
         raise _refuse("destroy")
 
-    def mkdir(self, name):
+    def mkdir(self, name: str) -> None:
         raise _refuse("mkdir", name)
 
-    def rmdir(self, name):
+    def rmdir(self, name: str) -> None:
         raise _refuse("rmdir", name)
 
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         raise _refuse("store", name)
 
-    def store_new(self, name, value):
+    def store_new(self, name: str, value: bytes) -> None:
         raise _refuse("store_new", name)
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         raise _refuse("delete", name)
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         # a soft deletion or undeletion arrives here too, as the move it is
         raise _refuse("move", curr_name, new_name)
 
 
 @hookimpl
-def borgstore_middleware():
+def borgstore_middleware() -> list[MiddlewareSpec]:
     return [MiddlewareSpec("readonly", ReadOnlyMiddleware, "refuses every operation that changes the store")]

@@ -41,19 +41,24 @@ import contextlib
 import logging
 import math
 import random
+import sys
 import threading
 import time
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, TypeVar, Union
 
 from .._plugins import MiddlewareSpec, hookimpl
 from .._stats import RETRY_COUNTERS
+from ..backends._base import ItemInfo, Ranges
 from ..backends.errors import BackendDoesNotExist, BackendError, CircuitOpen, ObjectAlreadyExists, ObjectNotFound
-from ._base import Middleware
+from ._base import Link, Middleware
 from ._optional import optional_operation
 
 logger = logging.getLogger(__name__)
 
+_R = TypeVar("_R")
 
-def _number(option, value, *, minimum=0.0, positive=False):
+
+def _number(option: str, value: object, *, minimum: float = 0.0, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"retry: {option} must be a finite number, not {value!r}")
     if value < minimum or (positive and value <= 0):
@@ -62,22 +67,22 @@ def _number(option, value, *, minimum=0.0, positive=False):
     return float(value)
 
 
-def _integer(option, value, minimum):
+def _integer(option: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"retry: {option} must be an int >= {minimum}, not {value!r}")
     return value
 
 
-def _shown(names) -> str:
+def _shown(names: Iterable[str]) -> str:
     return " -> ".join(repr(name) for name in names)
 
 
-def _what(call) -> str:
+def _what(call: "_Call") -> str:
     """The operation and its names, for log records and messages."""
     return " ".join((call.op, _shown(call.names))) if call.names else call.op
 
 
-def _wall(clock_time, clock) -> str:
+def _wall(clock_time: float, clock: Callable[[], float]) -> str:
     """A time of *clock* as a wall-clock time of day, for messages."""
     return time.strftime("%H:%M:%S", time.localtime(time.time() + (clock_time - clock())))
 
@@ -90,7 +95,10 @@ def _again(exc: BackendError, note: str, maybe_applied: bool) -> BackendError:
         new.__dict__.update({k: v for k, v in exc.__dict__.items() if k != "__notes__"})
     except Exception:  # a subclass with a constructor of its own: keep it, with a note
         new = exc
-        new.add_note(note)
+        if sys.version_info >= (3, 11):
+            new.add_note(note)
+        else:  # Python 3.10 has no add_note(): the attribute it would extend
+            setattr(new, "__notes__", [*getattr(new, "__notes__", []), note])
     new.temporary = exc.temporary
     new.maybe_applied = maybe_applied
     return new
@@ -99,7 +107,14 @@ def _again(exc: BackendError, note: str, maybe_applied: bool) -> BackendError:
 class _Breaker:
     """The circuit breaker: closed, open until a time, or half-open with one trial under way."""
 
-    def __init__(self, failures, cooldown, clock, on_open, on_close):
+    def __init__(
+        self,
+        failures: int,
+        cooldown: float,
+        clock: Callable[[], float],
+        on_open: Callable[[BackendError, int], None],
+        on_close: Callable[[], None],
+    ):
         self.threshold = failures
         self.cooldown = cooldown
         self.clock = clock
@@ -108,7 +123,7 @@ class _Breaker:
         self.state = "closed"
         self.consecutive = 0
         self.opened_at = self.until = 0.0
-        self.last_error = None
+        self.last_error: Optional[BackendError] = None
         self.trial = False  # a half-open trial call is under way
 
     def admit(self) -> bool:
@@ -126,7 +141,7 @@ class _Breaker:
                 return True
             raise self._refusal(now)
 
-    def _refusal(self, now) -> CircuitOpen:
+    def _refusal(self, now: float) -> CircuitOpen:
         if self.state == "open":
             when = f"until {_wall(self.until, self.clock)} (in {self.until - now:.1f} s)"
         else:
@@ -140,7 +155,7 @@ class _Breaker:
         exc.last_error = self.last_error
         return exc
 
-    def answered(self, trial):
+    def answered(self, trial: bool) -> None:
         """The storage answered (a success or a permanent error): the breaker closes, also if
         the answer is to a call admitted before it opened: the storage is reachable."""
         if self.state == "closed" and not self.consecutive:
@@ -151,7 +166,7 @@ class _Breaker:
                 self.state, self.trial = "closed", False
                 self.on_close()
 
-    def failed(self, exc, trial) -> bool:
+    def failed(self, exc: BackendError, trial: bool) -> bool:
         """A temporary failure: count it, open the breaker if due; return whether it is open."""
         if not self.threshold:
             return False
@@ -166,7 +181,7 @@ class _Breaker:
                 self.on_open(exc, self.consecutive)
             return self.state != "closed"
 
-    def released(self, trial):
+    def released(self, trial: bool) -> None:
         """The trial ended without an answer from the storage (e.g. a bad argument)."""
         if trial:
             with self.lock:
@@ -178,7 +193,7 @@ class _Call:
 
     __slots__ = ("op", "names", "start", "tries", "lost")
 
-    def __init__(self, op, names, start):
+    def __init__(self, op: str, names: tuple[str, ...], start: float):
         self.op, self.names, self.start = op, names, start
         self.tries = 1
         self.lost = False
@@ -191,17 +206,17 @@ class RetryMiddleware(Middleware):
 
     def __init__(
         self,
-        inner,
+        inner: Link,
         *,
-        attempts=6,
-        first_delay=0.1,
-        max_delay=5.0,
-        budget=60.0,
-        breaker_failures=8,
-        breaker_cooldown=30.0,
-        seed=None,
-        sleep=None,
-        clock=None,
+        attempts: int = 6,
+        first_delay: float = 0.1,
+        max_delay: float = 5.0,
+        budget: float = 60.0,
+        breaker_failures: int = 8,
+        breaker_cooldown: float = 30.0,
+        seed: Union[int, str, bytes, None] = None,
+        sleep: Optional[Callable[[float], object]] = None,
+        clock: Optional[Callable[[], float]] = None,
     ):
         self.attempts = _integer("attempts", attempts, 1)
         self.first_delay = _number("first_delay", first_delay)
@@ -225,15 +240,15 @@ class RetryMiddleware(Middleware):
         self._breaker = _Breaker(breaker_failures, breaker_cooldown, self._clock, self._opened, self._closed)
 
     # --- counters and log records ---
-    def _count(self, counter):
+    def _count(self, counter: str) -> None:
         with self._lock:
             self._counters[counter] += 1
 
-    def contribute_stats(self, stats: dict) -> None:
+    def contribute_stats(self, stats: dict[str, Any]) -> None:
         with self._lock:
             stats.update(self._counters)
 
-    def _opened(self, exc, failures):
+    def _opened(self, exc: BackendError, failures: int) -> None:
         self._count("retry_breaker_opened")
         logger.warning(
             "circuit breaker opened after %d consecutive failed attempts (last: %s: %s); calls fail at once for %.1f s",
@@ -243,11 +258,11 @@ class RetryMiddleware(Middleware):
             self._breaker.cooldown,
         )
 
-    def _closed(self):
+    def _closed(self) -> None:
         logger.info("circuit breaker closed: the storage answered again")
 
     # --- the retry loop ---
-    def _admit(self, call):
+    def _admit(self, call: _Call) -> bool:
         """Admit *call*'s first try, or fail fast."""
         try:
             return self._breaker.admit()
@@ -256,7 +271,7 @@ class RetryMiddleware(Middleware):
             logger.debug("%s refused: the circuit breaker is open", _what(call))
             raise
 
-    def _after_failure(self, call, exc, trial) -> bool:
+    def _after_failure(self, call: _Call, exc: BackendError, trial: bool) -> bool:
         """Handle a temporary failure of *call*: wait and return whether it is a trial, or give up."""
         call.lost = call.lost or exc.maybe_applied
         is_open = self._breaker.failed(exc, trial)
@@ -287,7 +302,7 @@ class RetryMiddleware(Middleware):
                 return trial
         self._give_up(call, exc, reason)
 
-    def _give_up(self, call, exc, reason):
+    def _give_up(self, call: _Call, exc: BackendError, reason: str) -> NoReturn:
         self._count("retry_giveups")
         elapsed = self._clock() - call.start
         tries = "1 try" if call.tries == 1 else f"{call.tries} tries"
@@ -298,7 +313,7 @@ class RetryMiddleware(Middleware):
             raise exc
         raise again from exc
 
-    def _run(self, op, names, attempt):
+    def _run(self, op: str, names: tuple[str, ...], attempt: Callable[[bool], _R]) -> _R:
         """Call ``attempt(lost)`` until it returns, retrying temporary errors."""
         call = _Call(op, names, self._clock())
         trial = self._admit(call)
@@ -320,50 +335,52 @@ class RetryMiddleware(Middleware):
             self._breaker.answered(trial)
             return result
 
-    def _resolved(self, op, names, how):
+    def _resolved(self, op: str, names: tuple[str, ...], how: str) -> None:
         self._count("retry_resolved")
         logger.warning("%s %s: an earlier attempt's reply was lost; %s", op, _shown(names), how)
 
     # --- plain repeats ---
-    def create(self):
+    def create(self) -> None:
         return self._run("create", (), lambda lost: self.inner.create())
 
-    def open(self):
+    def open(self) -> None:
         return self._run("open", (), lambda lost: self.inner.open())
 
-    def flush(self):
+    def flush(self) -> None:
         return self._run("flush", (), lambda lost: self.inner.flush())
 
-    def quota(self):
+    def quota(self) -> dict[str, int]:
         return self._run("quota", (), lambda lost: self.inner.quota())
 
-    def mkdir(self, name):
+    def mkdir(self, name: str) -> None:
         return self._run("mkdir", (name,), lambda lost: self.inner.mkdir(name))
 
-    def info(self, name):
+    def info(self, name: str) -> ItemInfo:
         return self._run("info", (name,), lambda lost: self.inner.info(name))
 
-    def load(self, name, *, size=None, offset=0):
+    def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         return self._run("load", (name,), lambda lost: self.inner.load(name, size=size, offset=offset))
 
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         return self._run("store", (name,), lambda lost: self.inner.store(name, value))
 
-    def hash(self, name, algorithm="sha256"):
+    def hash(self, name: str, algorithm: str = "sha256") -> str:
         return self._run("hash", (name,), lambda lost: self.inner.hash(name, algorithm))
 
-    def gather(self, sources):
+    def gather(self, sources: Ranges) -> bytes:
         names = tuple(dict.fromkeys(source[0] for source in sources))
         return self._run("gather", names, lambda lost: self.inner.gather(sources))
 
     # close is not defined here: Middleware binds it to the next link, tried once
 
     # --- mutations resolved by looking ---
-    def _gone_means_done(self, op, names, call, missing):
+    def _gone_means_done(
+        self, op: str, names: tuple[str, ...], call: Callable[[], None], missing: type[BackendError]
+    ) -> Callable[[bool], None]:
         """``attempt(lost)`` for an operation whose retry raising *missing* after a lost attempt
         means the lost attempt did it."""
 
-        def attempt(lost):
+        def attempt(lost: bool) -> None:
             try:
                 return call()
             except missing:
@@ -374,22 +391,22 @@ class RetryMiddleware(Middleware):
 
         return attempt
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         attempt = self._gone_means_done("delete", (name,), lambda: self.inner.delete(name), ObjectNotFound)
         return self._run("delete", (name,), attempt)
 
-    def rmdir(self, name):
+    def rmdir(self, name: str) -> None:
         attempt = self._gone_means_done("rmdir", (name,), lambda: self.inner.rmdir(name), ObjectNotFound)
         return self._run("rmdir", (name,), attempt)
 
-    def destroy(self):
+    def destroy(self) -> None:
         attempt = self._gone_means_done("destroy", (), lambda: self.inner.destroy(), BackendDoesNotExist)
         return self._run("destroy", (), attempt)
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         names = (curr_name, new_name)
 
-        def attempt(lost):
+        def attempt(lost: bool) -> None:
             if lost:
                 source = self.inner.info(curr_name)
                 if not source.exists:
@@ -404,8 +421,8 @@ class RetryMiddleware(Middleware):
         return self._run("move", names, attempt)
 
     @optional_operation
-    def store_new(self, name, value):
-        def attempt(lost):
+    def store_new(self, name: str, value: bytes) -> None:
+        def attempt(lost: bool) -> None:
             if lost:
                 found = self.inner.info(name)
                 if found.exists:
@@ -418,23 +435,25 @@ class RetryMiddleware(Middleware):
         return self._run("store_new", (name,), attempt)
 
     # --- listings: restarted, never repeating or skipping an item ---
-    def list(self, name):
+    def list(self, name: str) -> Iterator[ItemInfo]:
         return self._listing("list", self.inner.list, name, sorted_names=True)
 
     @optional_operation
-    def list_tree(self, name):
+    def list_tree(self, name: str) -> Iterator[ItemInfo]:
         return self._listing("list_tree", self.inner.list_tree, name, sorted_names=True)
 
     @optional_operation
-    def list_temp(self, name):
+    def list_temp(self, name: str) -> Iterator[ItemInfo]:
         return self._listing("list_temp", self.inner.list_temp, name, sorted_names=False)
 
-    def _listing(self, op, list_method, name, *, sorted_names):
+    def _listing(
+        self, op: str, list_method: Callable[[str], Iterator[ItemInfo]], name: str, *, sorted_names: bool
+    ) -> Iterator[ItemInfo]:
         call = _Call(op, (name,), self._clock())
-        last = None  # sorted: the last name yielded
-        yielded = set()  # unsorted: every name yielded
+        last: Optional[str] = None  # sorted: the last name yielded
+        yielded: set[str] = set()  # unsorted: every name yielded
         resumed = progressed = False
-        items = None
+        items: Optional[Iterator[ItemInfo]] = None
         trial = self._admit(call)
         try:
             while True:
@@ -452,7 +471,8 @@ class RetryMiddleware(Middleware):
                     if not exc.temporary:
                         self._breaker.answered(trial)
                         raise
-                    items = _closed(items)
+                    _closed(items)
+                    items = None
                     if progressed:  # a new streak of failures: a fresh count and budget
                         call.tries, call.start, progressed = 1, self._clock(), False
                     trial = self._after_failure(call, exc, trial)
@@ -478,13 +498,13 @@ class RetryMiddleware(Middleware):
             _closed(items)
 
 
-def _closed(items):
+def _closed(items: Optional[Iterator[ItemInfo]]) -> None:
     """Close a listing's iterator (quietly: it failed or is abandoned); return None."""
     with contextlib.suppress(Exception):
         getattr(items, "close", lambda: None)()
 
 
 @hookimpl
-def borgstore_middleware():
+def borgstore_middleware() -> list[MiddlewareSpec]:
     description = "retries temporary errors: backoff, a time budget, a circuit breaker"
     return [MiddlewareSpec("retry", RetryMiddleware, description)]

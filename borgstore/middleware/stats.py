@@ -13,14 +13,16 @@ Each thread counts into counters of its own, so counting takes no lock; a snapsh
 
 import threading
 from time import perf_counter_ns
+from typing import Any, Callable, Iterator, Optional
 
 from .._plugins import MiddlewareSpec, hookimpl
 from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, COUNTED_OPS as COUNTED, VOLUME_OPS as WITH_VOLUME
-from ._base import Middleware
+from ..backends._base import ItemInfo, Ranges
+from ._base import Link, Middleware
 from ._optional import optional_operation
 
 
-def _new_counters() -> dict:
+def _new_counters() -> dict[str, list[int]]:
     """One thread's counters, ``op -> [calls, nanoseconds, volume]``; only that thread writes them."""
     return {op: [0, 0, 0] for op in COUNTED}
 
@@ -28,24 +30,24 @@ def _new_counters() -> dict:
 class StatsMiddleware(Middleware):
     name = "stats"
 
-    def __init__(self, inner):
+    def __init__(self, inner: Link):
         super().__init__(inner)
         self._lock = threading.Lock()  # guards the list of counters, not the counting
         self._reset()
 
-    def _reset(self):
+    def _reset(self) -> None:
         with self._lock:
             self._local = threading.local()
-            self._all_counters = []
+            self._all_counters: list[dict[str, list[int]]] = []
 
-    def _thread_counters(self) -> dict:
+    def _thread_counters(self) -> dict[str, list[int]]:
         counters = _new_counters()
         with self._lock:
             self._all_counters.append(counters)
         self._local.counters = counters
         return counters
 
-    def _add(self, op, started, volume=0):
+    def _add(self, op: str, started: int, volume: int = 0) -> None:
         # on every call: one lookup and three additions, positional arguments only
         elapsed = perf_counter_ns() - started
         try:
@@ -56,14 +58,14 @@ class StatsMiddleware(Middleware):
         counter[1] += elapsed
         counter[2] += volume
 
-    def info(self, name):
+    def info(self, name: str) -> ItemInfo:
         t = perf_counter_ns()
         try:
             return self.inner.info(name)
         finally:
             self._add("info", t)
 
-    def load(self, name, *, size=None, offset=0):
+    def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         t = perf_counter_ns()
         data = b""
         try:
@@ -72,7 +74,7 @@ class StatsMiddleware(Middleware):
         finally:
             self._add("load", t, len(data))
 
-    def store(self, name, value):
+    def store(self, name: str, value: bytes) -> None:
         t = perf_counter_ns()
         ok = False
         try:
@@ -82,7 +84,7 @@ class StatsMiddleware(Middleware):
             self._add("store", t, len(value) if ok else 0)
 
     @optional_operation
-    def store_new(self, name, value):
+    def store_new(self, name: str, value: bytes) -> None:
         t = perf_counter_ns()
         ok = False
         try:
@@ -91,28 +93,28 @@ class StatsMiddleware(Middleware):
         finally:
             self._add("store", t, len(value) if ok else 0)
 
-    def delete(self, name):
+    def delete(self, name: str) -> None:
         t = perf_counter_ns()
         try:
             return self.inner.delete(name)
         finally:
             self._add("delete", t)
 
-    def move(self, curr_name, new_name):
+    def move(self, curr_name: str, new_name: str) -> None:
         t = perf_counter_ns()
         try:
             return self.inner.move(curr_name, new_name)
         finally:
             self._add("move", t)
 
-    def hash(self, name, algorithm="sha256"):
+    def hash(self, name: str, algorithm: str = "sha256") -> str:
         t = perf_counter_ns()
         try:
             return self.inner.hash(name, algorithm)
         finally:
             self._add("hash", t)
 
-    def gather(self, sources):
+    def gather(self, sources: Ranges) -> bytes:
         t = perf_counter_ns()
         data = b""
         try:
@@ -121,18 +123,18 @@ class StatsMiddleware(Middleware):
         finally:
             self._add("gather", t, len(data))
 
-    def list(self, name):
+    def list(self, name: str) -> Iterator[ItemInfo]:
         return self._listing(self.inner.list, name)
 
     @optional_operation
-    def list_tree(self, name):
+    def list_tree(self, name: str) -> Iterator[ItemInfo]:
         return self._listing(self.inner.list_tree, name)
 
     @optional_operation
-    def list_temp(self, name):
+    def list_temp(self, name: str) -> Iterator[ItemInfo]:
         return self._listing(self.inner.list_temp, name)
 
-    def _listing(self, list_method, name):
+    def _listing(self, list_method: Callable[[str], Iterator[ItemInfo]], name: str) -> Iterator[ItemInfo]:
         # the time of a listing is the time to start it plus the time to pull each item
         t = perf_counter_ns()
         try:
@@ -141,7 +143,7 @@ class StatsMiddleware(Middleware):
             self._add("list", t)
         return self._timed(items)
 
-    def _timed(self, items):
+    def _timed(self, items: Iterator[ItemInfo]) -> Iterator[ItemInfo]:
         spent = 0
         try:
             while True:
@@ -160,7 +162,7 @@ class StatsMiddleware(Middleware):
                 counter = self._thread_counters()["list"]
             counter[1] += spent
 
-    def contribute_stats(self, stats: dict) -> None:
+    def contribute_stats(self, stats: dict[str, Any]) -> None:
         counted = self.snapshot()
         stats.update(counted)
         for op in BACKEND_CALL_OPS:
@@ -168,7 +170,7 @@ class StatsMiddleware(Middleware):
         for op in BACKEND_VOLUME_OPS:
             stats[f"backend_{op}_volume"] = counted[f"{op}_volume"]
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Return the counters as ``Store.stats`` shows them: times in seconds, volumes in bytes,
         throughputs in bytes per second."""
         with self._lock:
@@ -176,7 +178,7 @@ class StatsMiddleware(Middleware):
         calls = {op: sum(c[op][0] for c in all_counters) for op in COUNTED}
         ns = {op: sum(c[op][1] for c in all_counters) for op in COUNTED}
         volume = {op: sum(c[op][2] for c in all_counters) for op in WITH_VOLUME}
-        result = {}
+        result: dict[str, Any] = {}
         for op in COUNTED:
             result[f"{op}_calls"] = calls[op]
             result[f"{op}_time"] = ns[op] / 1e9
@@ -185,11 +187,11 @@ class StatsMiddleware(Middleware):
             result[f"{op}_throughput"] = int(volume[op] / (ns[op] / 1e9)) if ns[op] else 0
         return result
 
-    def reset(self):
+    def reset(self) -> None:
         """Start counting from zero (calls under way in other threads may be lost)."""
         self._reset()
 
 
 @hookimpl
-def borgstore_middleware():
+def borgstore_middleware() -> list[MiddlewareSpec]:
     return [MiddlewareSpec("stats", StatsMiddleware, "calls, time and volume per operation")]

@@ -20,6 +20,8 @@ which runs the state machines through ``retry`` around it.
 The test classes need pytest; everything else needs only Hypothesis (``pip install borgstore[testing]``).
 """
 
+from typing import Any
+
 from ._middleware import TRANSPARENT_MIDDLEWARE, store_chain_with
 from ._rules import ConformanceFailure, NotApplicable
 from ._settings import PROFILES, kit_settings
@@ -42,7 +44,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # imported on first use so that `python -m borgstore check` works without pytest
     if name in ("BackendTests", "StoreTests"):
         from . import _pytest_classes

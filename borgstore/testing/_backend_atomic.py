@@ -102,7 +102,7 @@ def check_store_new_races(backend, profile):
         require(caps.write and caps.read, "needs write=True and read=True")
         for round_number in range(rounds):
             name = f"data/race/{round_number:03d}"
-            errors = []
+            errors: list[BaseException] = []
             winners = _race(backend, name, errors)
             raise_thread_errors(rule, errors)
             shown = f"round {round_number}: {len(winners)} of {RACERS} racing store_new({name!r}) calls succeeded"

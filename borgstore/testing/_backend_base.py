@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from ..backends._base import new_hash
 from ..backends.errors import ObjectNotFound
 from ._model import INTERNAL_ROOT_ITEMS, join
-from ._rules import ConformanceFailure, capabilities_of, no_error
+from ._rules import ConformanceFailure, KitCheck, capabilities_of, no_error
 
 #: rule id -> check(backend, profile); filled by @check in definition order
-BACKEND_CHECKS = {}
+BACKEND_CHECKS: dict[str, KitCheck] = {}
 
 
 def check(rule_id):

@@ -5,13 +5,17 @@ move is reported as ``move-replaces-target`` and not as some later load that hap
 Rule ids used here are listed in :data:`MACHINE_RULES`.
 """
 
+from typing import Any, List, Optional, Union
+
+import hypothesis
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
-from ..backends._base import new_hash
+from ..backends._base import BackendBase, ItemInfo, new_hash
 from ..backends.errors import BackendError, ObjectNotFound, ReadRangeError
 from ..constants import DEL_SUFFIX, TMP_SUFFIX
+from ..middleware._base import Link
 from ._backend_base import gather_or_diagnose, opened_capabilities, show_bytes as _show, show_names
 from ._machine_rules import MACHINE_RULES  # noqa: F401  (imported from here by callers)
 from ._model import INTERNAL_ROOT_ITEMS, TreeModel, ancestors, join
@@ -23,9 +27,9 @@ from ._strategies import HEX, ascii_components, backend_leaves, directory_paths,
 class BackendMachine(RuleBasedStateMachine):
     """Drives one backend object; each example creates the store anew and destroys it at the end."""
 
-    def __init__(self, backend, big: int):
+    def __init__(self, backend: Union[BackendBase, Link], big: int):
         super().__init__()
-        self.backend = backend
+        self.backend: Any = backend  # a backend or a chain: the operations of the contract
         self.big = big
         self.is_open = False
         with no_error("create", "create() of a fresh location"):
@@ -37,7 +41,7 @@ class BackendMachine(RuleBasedStateMachine):
         self.caps = capabilities_of(backend)
         self.model = TreeModel(implied_dirs=not self.caps.needs_mkdir)
 
-    def teardown(self):
+    def teardown(self) -> None:
         if self.is_open:
             self.backend.close()
             self.is_open = False
@@ -45,7 +49,7 @@ class BackendMachine(RuleBasedStateMachine):
             self.backend.destroy()
 
     @initialize(data=st.data())
-    def populate(self, data):
+    def populate(self, data: st.DataObject) -> None:
         """Start most examples with a few items, so that short runs already read, move and list."""
         if not self.caps.write:
             return
@@ -60,7 +64,9 @@ class BackendMachine(RuleBasedStateMachine):
             self._move(*data.draw(st.sampled_from(pairs[:20]), label="replacing move"))
 
     # --- what to draw ---
-    def _names(self, data, label, existing=True, missing=True, directories=False):
+    def _names(
+        self, data: st.DataObject, label: str, existing: bool = True, missing: bool = True, directories: bool = False
+    ) -> str:
         # strategies are drawn piece by piece from cached ones: building a new one_of per draw
         # costs more than the whole backend call on a fast backend
         kinds = []
@@ -88,14 +94,14 @@ class BackendMachine(RuleBasedStateMachine):
             parent = data.draw(directory_paths, label=f"{label}'s new directory")
         return join(parent, data.draw(backend_leaves, label=f"{label}'s leaf"))
 
-    def _value(self, data):
+    def _value(self, data: st.DataObject) -> tuple[bytes, Union[bytes, bytearray, memoryview]]:
         value = data.draw(values(self.big), label="value")
         kind = data.draw(st.sampled_from(["bytes", "bytes", "bytearray", "memoryview"]), label="type")
         buffer = {"bytes": value, "bytearray": bytearray(value), "memoryview": memoryview(value)}[kind]
         return value, buffer
 
     # --- checks shared by the rules ---
-    def _check_item(self, name, load_rule, what):
+    def _check_item(self, name: str, load_rule: str, what: str) -> None:
         value = self.model.items[name]
         if self.caps.read:
             with no_error(load_rule, f"load({name!r}) after {what}"):
@@ -110,7 +116,7 @@ class BackendMachine(RuleBasedStateMachine):
                 f"after {what}, info({name!r}).size = {info.size}, expected {len(value)}",
             )
 
-    def _check_missing(self, name, rule, what, item=True):
+    def _check_missing(self, name: str, rule: str, what: str, item: bool = True) -> None:
         """*name* is gone: info() says so, and for an item load() too (a cache may still have it)."""
         if self.caps.read:
             with no_error(rule, f"info({name!r}) after {what}"):
@@ -124,15 +130,15 @@ class BackendMachine(RuleBasedStateMachine):
     # --- rules ---
     @precondition(lambda self: self.caps.write)
     @rule(data=st.data())
-    def store(self, data):
+    def store(self, data: st.DataObject) -> None:
         self._store(data, self._names(data, "name"))
 
     @precondition(lambda self: self.caps.write and self.model.items)
     @rule(data=st.data())
-    def overwrite(self, data):
+    def overwrite(self, data: st.DataObject) -> None:
         self._store(data, self._names(data, "name", missing=False))
 
-    def _store(self, data, name):
+    def _store(self, data: st.DataObject, name: str) -> None:
         if self.model.blocked(name):
             return
         value, buffer = self._value(data)
@@ -147,7 +153,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.write)
     @rule(data=st.data())
-    def store_tmp_item(self, data):
+    def store_tmp_item(self, data: st.DataObject) -> None:
         parent = data.draw(st.sampled_from(sorted(self.model.all_dirs())), label="directory")
         name = join(
             parent,
@@ -165,16 +171,16 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.read and self.model.items)
     @rule(data=st.data())
-    def load_from_end(self, data):
+    def load_from_end(self, data: st.DataObject) -> None:
         self._load(data, self._names(data, "name", missing=False), "negative-offset")
 
     @precondition(lambda self: self.caps.read)
     @rule(data=st.data())
-    def load(self, data):
+    def load(self, data: st.DataObject) -> None:
         name = self._names(data, "name", missing=not self.model.items or data.draw(st.booleans(), label="missing"))
         self._load(data, name)
 
-    def _load(self, data, name, mode=None):
+    def _load(self, data: st.DataObject, name: str, mode: Optional[str] = None) -> None:
         if name not in self.model.items:
             if not self.model.blocked(name):
                 with expect_raises("load-missing", ObjectNotFound, f"load({name!r}) of a missing item"):
@@ -207,7 +213,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.read)
     @rule(data=st.data())
-    def info(self, data):
+    def info(self, data: st.DataObject) -> None:
         name = self._names(data, "name", directories=True)
         with no_error("info-missing", f"info({name!r})"):
             info = self.backend.info(name)
@@ -223,7 +229,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.write)
     @rule(data=st.data())
-    def delete(self, data):
+    def delete(self, data: st.DataObject) -> None:
         name = self._names(data, "name")
         if name in self.model.items:
             with no_error("delete", f"delete({name!r})"):
@@ -238,7 +244,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.write)
     @rule(data=st.data())
-    def move(self, data):
+    def move(self, data: st.DataObject) -> None:
         # each kind of move equally often: drawing source and target independently rarely makes
         # one existing item replace another
         items = sorted(self.model.items)
@@ -260,7 +266,7 @@ class BackendMachine(RuleBasedStateMachine):
             source, target = self._names(data, "source", existing=False), self._names(data, "target")
         self._move(source, target)
 
-    def _move(self, source, target):
+    def _move(self, source: str, target: str) -> None:
         if target == source or self.model.blocked(target) or target.startswith(source + "/"):
             return
         if source not in self.model.items:
@@ -284,7 +290,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.write and self.caps.needs_mkdir)
     @rule(data=st.data())
-    def mkdir(self, data):
+    def mkdir(self, data: st.DataObject) -> None:
         parent = data.draw(st.sampled_from(sorted(self.model.all_dirs())), label="under")
         name = join(parent, data.draw(directory_paths, label="path"))
         if name in self.model.items or self.model.blocked(name) and not self.model.is_dir(name):
@@ -302,7 +308,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.write and self.caps.needs_mkdir)
     @rule(data=st.data())
-    def rmdir(self, data):
+    def rmdir(self, data: st.DataObject) -> None:
         candidates = sorted(self.model.all_dirs() - {""})
         if candidates and data.draw(st.sampled_from([True, True, False]), label="an existing directory"):
             name = data.draw(st.sampled_from(candidates), label="directory")
@@ -338,7 +344,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.list)
     @rule(data=st.data())
-    def list(self, data):
+    def list(self, data: st.DataObject) -> None:
         existing = sorted(self.model.all_dirs())
         name = data.draw(
             st.one_of(st.sampled_from(existing), st.builds(join, st.sampled_from(existing), directory_paths)),
@@ -360,7 +366,7 @@ class BackendMachine(RuleBasedStateMachine):
             return
         self._check_listing(name)
 
-    def _check_listing(self, name, rule_id="list-entries"):
+    def _check_listing(self, name: str, rule_id: str = "list-entries") -> List[ItemInfo]:
         with no_error(rule_id, f"list({name!r})"):
             listed = [*self.backend.list(name)]
         names = [info.name for info in listed]
@@ -371,6 +377,7 @@ class BackendMachine(RuleBasedStateMachine):
         for info in listed:
             entry = expected.get(info.name)
             expect(rule_id, entry is not None, f"list({name!r}) yielded {info.name!r}, which is not there")
+            assert entry is not None  # expect() raised otherwise
             expect(
                 rule_id,
                 bool(info.directory) == entry.directory,
@@ -389,7 +396,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.list)
     @rule()
-    def walk_whole_tree(self):
+    def walk_whole_tree(self) -> None:
         found = {}
         pending = [""]
         while pending:
@@ -412,11 +419,11 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.list_tree)
     @rule(data=st.data())
-    def list_tree(self, data):
+    def list_tree(self, data: st.DataObject) -> None:
         directories = sorted(self.model.all_dirs())
         self._check_tree(data.draw(st.sampled_from(directories), label="directory"))
 
-    def _check_tree(self, top):
+    def _check_tree(self, top: str) -> None:
         """list_tree(*top*) yields the model's items below *top*, by relative path, sorted, with sizes."""
         what = f"list_tree({top!r})"
         with no_error("list-tree-agrees", what):
@@ -436,7 +443,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.read and self.model.items)
     @rule(data=st.data())
-    def hash(self, data):
+    def hash(self, data: st.DataObject) -> None:
         name = self._names(data, "name", missing=False)
         algorithm = data.draw(
             st.sampled_from(sorted(set(self.caps.hash_algorithms) | {"sha256", "md5"})), label="algorithm"
@@ -453,7 +460,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.read)
     @rule(data=st.data())
-    def hash_missing(self, data):
+    def hash_missing(self, data: st.DataObject) -> None:
         name = self._names(data, "name", existing=False)
         if name in self.model.items or self.model.blocked(name):
             return
@@ -462,7 +469,7 @@ class BackendMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.caps.read and self.model.items)
     @rule(data=st.data())
-    def gather(self, data):
+    def gather(self, data: st.DataObject) -> None:
         count = data.draw(st.integers(1, 3), label="count")
         sources = []
         for _ in range(count):
@@ -481,7 +488,7 @@ class BackendMachine(RuleBasedStateMachine):
             self.backend.gather(sources)
 
     @rule()
-    def quota(self):
+    def quota(self) -> None:
         with no_error("quota", "quota()"):
             quota = self.backend.quota()
         expect(
@@ -491,7 +498,7 @@ class BackendMachine(RuleBasedStateMachine):
         )
 
     @rule()
-    def reopen(self):
+    def reopen(self) -> None:
         with no_error("reopen", "flush(), close() and open()"):
             self.backend.flush()
             self.backend.close()
@@ -503,7 +510,12 @@ class BackendMachine(RuleBasedStateMachine):
             self._check_item(name, "reopen", "close() and open()")
 
 
-def run_backend_machine(backend, settings=None, big: int = 3 * 1024 * 1024, seed=None) -> None:
+def run_backend_machine(
+    backend: Union[BackendBase, Link],
+    settings: Optional[hypothesis.settings] = None,
+    big: int = 3 * 1024 * 1024,
+    seed: Optional[int] = None,
+) -> None:
     """Run the state machine on *backend*: a fresh backend object whose location does not exist yet
     (or is empty).  Raises ConformanceFailure (with the rule's id) for the shrunk failing sequence.
 
@@ -511,9 +523,10 @@ def run_backend_machine(backend, settings=None, big: int = 3 * 1024 * 1024, seed
     caps = opened_capabilities(backend)
     require(caps.write, "the state machine writes: the backend declares write=False")
 
-    def machine():
+    def machine() -> BackendMachine:
         return BackendMachine(backend, big)
 
     if seed is not None:
         machine = hypothesis_seed(seed)(machine)
-    run_state_machine_as_test(machine, settings=settings or kit_settings())
+    # any factory of machines works (as hypothesis documents), though its hint names a class
+    run_state_machine_as_test(machine, settings=settings or kit_settings())  # type: ignore[arg-type]

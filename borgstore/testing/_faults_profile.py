@@ -17,21 +17,28 @@ The fault sequence is reproducible: Hypothesis starts from the profile's seed
 """
 
 import sys
+from typing import Any, Callable, Iterable, Optional, Union
 
+import hypothesis
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, run_state_machine_as_test
 
+from ..backends._base import BackendBase
 from ..backends.errors import BackendError, ObjectNotFound
 from ..constants import TMP_SUFFIX
+from ..middleware._base import Link
 from ._backend_base import opened_capabilities, show_names
 from ._backend_machine import BackendMachine
 from ._model import join
 from ._rules import capabilities_of, expect, no_error, require
 from ._settings import FAULTS, kit_settings
-from ._store_checks import store_factory
+from ._store_checks import StoreLocation, store_factory
 from ._store_machine import STORE_SETUP, StoreMachine, opened_store_capabilities
 from .faults import FaultInjector
+
+# FAULTS' values are ints that the type checker takes for floats until _settings.py is typed
+# (pending): the "type: ignore" comments on them go with the pending override in pyproject.toml
 
 #: rule id -> promise, for the rules only the faults profile checks
 FAULTS_RULES = {
@@ -41,19 +48,24 @@ FAULTS_RULES = {
 
 _SEEDS = st.integers(0, 2**32 - 1)
 
+#: a stand-in for the retry layer, called like RetryMiddleware (the kit's teeth pass broken ones)
+RetryFactory = Callable[..., Link]
 
-def _no_wait(seconds):
+
+def _no_wait(seconds: float) -> None:
     """The retry layer's sleep in the profile: backoff says nothing about correctness."""
 
 
-def retry_chain(injector, seed, retry=None):
+def retry_chain(injector: Link, seed: int, retry: Optional[RetryFactory] = None) -> Link:
     """The retry link of the profile around *injector*.  *retry* (default: the ``retry``
     middleware's class) is called like RetryMiddleware; the kit's teeth pass broken ones."""
     if retry is None:
-        from ..middleware.retry import RetryMiddleware as retry
+        from ..middleware.retry import RetryMiddleware
+
+        retry = RetryMiddleware
     return retry(
         injector,
-        attempts=FAULTS["attempts"],
+        attempts=FAULTS["attempts"],  # type: ignore[arg-type]
         # a slow remote must not run out of time: every attempt of a call counts, no backoff does
         budget=3600.0,
         breaker_failures=0,
@@ -62,7 +74,9 @@ def retry_chain(injector, seed, retry=None):
     )
 
 
-def faulty_chain(link, seed, retry=None, rate=None):
+def faulty_chain(
+    link: Link, seed: int, retry: Optional[RetryFactory] = None, rate: Optional[float] = None
+) -> tuple[Link, FaultInjector]:
     """``(retry link, injector)``: *link* inside a FaultInjector inside the retry layer."""
     injector = FaultInjector(link, seed=seed, rate=FAULTS["rate"] if rate is None else rate)
     return retry_chain(injector, seed, retry), injector
@@ -71,7 +85,7 @@ def faulty_chain(link, seed, retry=None, rate=None):
 # --- no temp item left ---
 
 
-def expect_no_temp_left(link, expected=(), rule="faults-no-temp-left") -> None:
+def expect_no_temp_left(link: Link, expected: Iterable[str] = (), rule: str = "faults-no-temp-left") -> None:
     """Open *link* (the backend below the faults, closed), look for ``.tmp`` items other than
     *expected*, close it again."""
     with no_error(rule, "open() after a clean close, to look for temp items"):
@@ -84,7 +98,7 @@ def expect_no_temp_left(link, expected=(), rule="faults-no-temp-left") -> None:
     expect(rule, not left, f"after a clean close, temporary items are left: {show_names(left)}")
 
 
-def _temp_items(link, expected):
+def _temp_items(link: Link, expected: set[str]) -> set[str]:
     if hasattr(link, "list_temp"):
         return {info.name for info in link.list_temp("")} - expected
     caps = capabilities_of(link)
@@ -98,10 +112,11 @@ def _temp_items(link, expected):
     return _directories_holding_hidden_items(link)
 
 
-def _directories_holding_hidden_items(link):
+def _directories_holding_hidden_items(link: Link) -> set[str]:
     """Delete every listed item, then remove the directories deepest first: one that stays
     "not empty" holds an item no listing shows, a temp item."""
-    directories, pending = [], [""]
+    directories: list[str] = []
+    pending = [""]
     while pending:
         directory = pending.pop()
         for info in list(link.list(directory)):
@@ -111,7 +126,7 @@ def _directories_holding_hidden_items(link):
                 pending.append(path)
             else:
                 link.delete(path)
-    left = set()
+    left: set[str] = set()
     for directory in sorted(directories, key=lambda name: name.count("/"), reverse=True):
         try:
             link.rmdir(directory)
@@ -122,7 +137,7 @@ def _directories_holding_hidden_items(link):
     return left
 
 
-def _failing():
+def _failing() -> bool:
     # a failing example keeps its own failure: the temp check runs only after a clean example
     return sys.exc_info()[0] is not None
 
@@ -133,17 +148,17 @@ def _failing():
 class FaultsBackendMachine(BackendMachine):
     """The backend state machine on ``retry -> faults -> backend``."""
 
-    def __init__(self, raw, big, retry=None, rate=None):
+    def __init__(self, raw: Link, big: int, retry: Optional[RetryFactory] = None, rate: Optional[float] = None):
         self.raw = raw
-        chain, self.injector = faulty_chain(raw, FAULTS["seed"], retry, rate)
+        chain, self.injector = faulty_chain(raw, FAULTS["seed"], retry, rate)  # type: ignore[arg-type]
         super().__init__(chain, big)
 
     @initialize(data=st.data())
-    def populate(self, data):
+    def populate(self, data: st.DataObject) -> None:
         self.injector.reseed(data.draw(_SEEDS, label="fault seed"))
         super().populate(data)
 
-    def _store(self, data, name):
+    def _store(self, data: st.DataObject, name: str) -> None:
         # under faults, half the stored items also move away and back: a lost move is where a
         # retry layer must look instead of guessing, and the plain machine's move rule is rare
         super()._store(data, name)
@@ -153,7 +168,7 @@ class FaultsBackendMachine(BackendMachine):
             if target in self.model.items:
                 self._move(target, name)
 
-    def teardown(self):
+    def teardown(self) -> None:
         try:
             if not _failing():
                 if self.is_open:
@@ -165,7 +180,14 @@ class FaultsBackendMachine(BackendMachine):
             super().teardown()
 
 
-def run_backend_machine_under_faults(backend, settings=None, big=3 * 1024 * 1024, seed=None, retry=None, rate=None):
+def run_backend_machine_under_faults(
+    backend: Union[BackendBase, Link],
+    settings: Optional[hypothesis.settings] = None,
+    big: int = 3 * 1024 * 1024,
+    seed: Optional[int] = None,
+    retry: Optional[RetryFactory] = None,
+    rate: Optional[float] = None,
+) -> None:
     """Run the backend state machine with *backend* (fresh, location not created yet) below
     ``retry`` and a FaultInjector.  *retry* replaces the retry layer (called like
     RetryMiddleware); *rate* the profile's share of failing calls; *seed* its Hypothesis seed."""
@@ -175,11 +197,12 @@ def run_backend_machine_under_faults(backend, settings=None, big=3 * 1024 * 1024
     require(caps.write, "the state machine writes: the backend declares write=False")
     raw = build_chain(backend)
 
-    def machine():
+    def machine() -> FaultsBackendMachine:
         return FaultsBackendMachine(raw, big, retry, rate)
 
     machine = hypothesis_seed(FAULTS["seed"] if seed is None else seed)(machine)
-    run_state_machine_as_test(machine, settings=settings or kit_settings("faults"))
+    # any factory of machines works (as hypothesis documents), though its hint names a class
+    run_state_machine_as_test(machine, settings=settings or kit_settings("faults"))  # type: ignore[arg-type]
 
 
 # --- the Store state machine ---
@@ -188,13 +211,21 @@ def run_backend_machine_under_faults(backend, settings=None, big=3 * 1024 * 1024
 class FaultsStoreMachine(StoreMachine):
     """The Store state machine; each Store's backend is ``retry -> faults -> backend``."""
 
-    def __init__(self, location, store_options, retry=None, rate=None, two_stores=True):
+    def __init__(
+        self,
+        location: StoreLocation,
+        store_options: dict[str, Any],
+        retry: Optional[RetryFactory] = None,
+        rate: Optional[float] = None,
+        two_stores: bool = True,
+    ):
         self.location, self.retry, self.rate = location, retry, rate
-        self.fault_seed = FAULTS["seed"]
-        self.raw_links, self.injectors = [], []
+        self.fault_seed: int = FAULTS["seed"]  # type: ignore[assignment]
+        self.raw_links: list[Link] = []
+        self.injectors: list[FaultInjector] = []
         super().__init__(store_factory(self._faulty_backend, **store_options), two_stores)
 
-    def _faulty_backend(self):
+    def _faulty_backend(self) -> Link:
         from .._plugins import backend_for_url
         from ..store import build_chain
 
@@ -205,7 +236,7 @@ class FaultsStoreMachine(StoreMachine):
         self.injectors.append(injector)
         return chain
 
-    def _store_item(self, data, ns, key, value):
+    def _store_item(self, data: st.DataObject, ns: str, key: str, value: bytes) -> None:
         # under faults, half the stored items are also soft-deleted and undeleted, and half
         # the namespaces stored into are listed: lost moves and torn listings are where a retry
         # layer must look or resume instead of guessing, and the plain rules for them are rarer
@@ -217,11 +248,11 @@ class FaultsStoreMachine(StoreMachine):
             self._check_listing(ns, False)
 
     @initialize(fault_seed=_SEEDS, **STORE_SETUP)
-    def create_store(self, fault_seed, **setup):
+    def create_store(self, fault_seed: int, **setup: Any) -> None:
         self.fault_seed = fault_seed
         super().create_store(**setup)
 
-    def teardown(self):
+    def teardown(self) -> None:
         try:
             if self.store is not None and not _failing():
                 for index, store in enumerate(self.stores):
@@ -235,8 +266,14 @@ class FaultsStoreMachine(StoreMachine):
 
 
 def run_store_machine_under_faults(
-    location, settings=None, seed=None, retry=None, rate=None, two_stores=True, **store_options
-):
+    location: StoreLocation,
+    settings: Optional[hypothesis.settings] = None,
+    seed: Optional[int] = None,
+    retry: Optional[RetryFactory] = None,
+    rate: Optional[float] = None,
+    two_stores: bool = True,
+    **store_options: Any,
+) -> None:
     """Run the Store state machine with each Store's backend below ``retry`` and a FaultInjector.
 
     *location*: a URL at a scratch location that does not exist yet, or a callable returning a
@@ -248,8 +285,9 @@ def run_store_machine_under_faults(
         caps.read and caps.write, "the Store state machine reads and writes: the backend declares read or write False"
     )
 
-    def machine():
+    def machine() -> FaultsStoreMachine:
         return FaultsStoreMachine(location, store_options, retry, rate, two_stores)
 
     machine = hypothesis_seed(FAULTS["seed"] if seed is None else seed)(machine)
-    run_state_machine_as_test(machine, settings=settings or kit_settings("faults"))
+    # any factory of machines works (as hypothesis documents), though its hint names a class
+    run_state_machine_as_test(machine, settings=settings or kit_settings("faults"))  # type: ignore[arg-type]

@@ -1,7 +1,11 @@
 """Every shipped middleware set up so that it must be invisible to the contract, for running the
 kit on a backend with each middleware around it."""
 
-TRANSPARENT_MIDDLEWARE = {
+from typing import Any, Iterable
+
+from .._chain import MiddlewareEntry
+
+TRANSPARENT_MIDDLEWARE: dict[str, dict[str, Any]] = {
     "stats": {},
     "emulate": {"latency": 0, "bandwidth": 0},
     "permissions": {"permissions": {"": "lrwWD"}},
@@ -13,12 +17,12 @@ TRANSPARENT_MIDDLEWARE = {
 }
 
 
-def store_chain_holding(middleware) -> list:
+def store_chain_holding(middleware: Iterable[tuple[str, dict[str, Any]]]) -> list[MiddlewareEntry]:
     """A Store's middleware list holding *middleware* (``[(name, options)]``, outermost first)
     inside ``stats`` (outermost), where the default chain puts its optional links."""
     return ["stats"] + [entry for entry in middleware if entry[0] != "stats"]
 
 
-def store_chain_with(name: str, options: dict) -> list:
+def store_chain_with(name: str, options: dict[str, Any]) -> list[MiddlewareEntry]:
     """A Store's middleware list with *name* inside ``stats`` (outermost)."""
     return store_chain_holding([(name, options)])

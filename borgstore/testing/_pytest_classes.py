@@ -1,27 +1,35 @@
 """The test classes a backend's own test suite subclasses: one fixture, and every check comes with it."""
 
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
 import pytest
 
+from ..backends._base import BackendBase
 from ._backend_checks import BACKEND_CHECKS
 from ._backend_machine import run_backend_machine
-from ._rules import NotApplicable
+from ._rules import KitCheck, NotApplicable
 from ._settings import example_profile, kit_settings, profile_name
-from ._store_checks import STORE_CHECKS, store_factory
+from ._store_checks import STORE_CHECKS, StoreLocation, store_factory
 from ._store_machine import run_store_machine
 
+if TYPE_CHECKING:
+    import hypothesis
 
-def _settings_for(test_class):
+    from ..store import Store
+
+
+def _settings_for(test_class: Union["BackendTests", "StoreTests"]) -> "hypothesis.settings":
     # quick_overrides trims a secondary run (the same middleware again on a slower backend);
     # a deep run keeps its full budget, a faults run is quick-sized
     profile = profile_name(test_class.conformance_profile)
     return kit_settings(profile, **(test_class.quick_overrides if profile != "deep" else {}))
 
 
-def _under_faults(test_class) -> bool:
+def _under_faults(test_class: Union["BackendTests", "StoreTests"]) -> bool:
     return profile_name(test_class.conformance_profile) == "faults"
 
 
-def run_check(check, *args, **kwargs):
+def run_check(check: Callable[..., object], *args: Any, **kwargs: Any) -> None:
     """Run one kit check; a check that does not apply to the backend becomes a visible skip."""
     try:
         check(*args, **kwargs)
@@ -33,7 +41,7 @@ def run_check(check, *args, **kwargs):
 _WAIVED_WITH = {"store-two-writers": "store-two-instances"}
 
 
-def _skip_if_waived(test_class, rule):
+def _skip_if_waived(test_class: Union["BackendTests", "StoreTests"], rule: str) -> None:
     reason = test_class.waived_rules.get(rule) or test_class.waived_rules.get(_WAIVED_WITH.get(rule))
     if reason:
         pytest.skip(f"waived by {type(test_class).__name__}.waived_rules: {reason}")
@@ -59,15 +67,15 @@ class BackendTests:
     :class:`~borgstore.testing.FaultInjector`; the example checks run as in the quick profile.
     """
 
-    conformance_profile = None
+    conformance_profile: Optional[str] = None
     quick_overrides: dict = {}
     waived_rules: dict = {}
 
     @pytest.fixture
-    def backend(self):
+    def backend(self) -> BackendBase:
         pytest.fail(f"{type(self).__name__} must define a `backend` fixture returning a fresh, unopened backend")
 
-    def test_state_machine(self, backend):
+    def test_state_machine(self, backend: BackendBase) -> None:
         """Random sequences of store, load, info, delete, move, mkdir, rmdir, list, hash, gather match a model."""
         _skip_if_waived(self, "state-machine")
         if _under_faults(self):
@@ -78,8 +86,8 @@ class BackendTests:
             run_check(run_backend_machine, backend, _settings_for(self))
 
 
-def _backend_test(check):
-    def test(self, backend):
+def _backend_test(check: KitCheck) -> Callable[[BackendTests, BackendBase], None]:
+    def test(self: BackendTests, backend: BackendBase) -> None:
         _skip_if_waived(self, check.rule)
         run_check(check, backend, example_profile(self.conformance_profile))
 
@@ -104,26 +112,26 @@ class StoreTests:
     Store's backend sits below ``retry`` and a :class:`~borgstore.testing.FaultInjector`.
     """
 
-    conformance_profile = None
+    conformance_profile: Optional[str] = None
     quick_overrides: dict = {}
     waived_rules: dict = {}
     store_options: dict = {}
-    store_class = None
+    store_class: Optional[type["Store"]] = None
 
     @pytest.fixture
-    def store_location(self):
+    def store_location(self) -> StoreLocation:
         pytest.fail(f"{type(self).__name__} must define a `store_location` fixture: a URL or a backend factory")
 
     @pytest.fixture
-    def store_kwargs(self):
+    def store_kwargs(self) -> dict[str, Any]:
         return dict(self.store_options)
 
-    def make_store_factory(self, store_location, store_kwargs):
+    def make_store_factory(self, store_location: StoreLocation, store_kwargs: dict[str, Any]) -> Callable[..., "Store"]:
         """A callable that builds a fresh, unopened Store at *store_location* with *store_kwargs*;
         override it to build the Store another way."""
         return store_factory(store_location, self.store_class, **store_kwargs)
 
-    def test_store_state_machine(self, store_location, store_kwargs):
+    def test_store_state_machine(self, store_location: StoreLocation, store_kwargs: dict[str, Any]) -> None:
         """Random sequences of Store calls over several namespaces and levels match a plain model."""
         _skip_if_waived(self, "store-state-machine")
         two_stores = "store-two-instances" not in self.waived_rules
@@ -138,8 +146,8 @@ class StoreTests:
             run_check(run_store_machine, factory, settings, two_stores=two_stores)
 
 
-def _store_test(check):
-    def test(self, store_location, store_kwargs):
+def _store_test(check: KitCheck) -> Callable[[StoreTests, StoreLocation, dict[str, Any]], None]:
+    def test(self: StoreTests, store_location: StoreLocation, store_kwargs: dict[str, Any]) -> None:
         _skip_if_waived(self, check.rule)
         make_store = self.make_store_factory(store_location, store_kwargs)
         run_check(check, make_store, example_profile(self.conformance_profile))

@@ -14,6 +14,10 @@ plugin's own tests must cover them.
 """
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
+
+if TYPE_CHECKING:
+    from ..backends._base import Capabilities
 
 
 #: rule id -> the promise, for the rules no generic check can provoke
@@ -32,22 +36,30 @@ class ConformanceFailure(AssertionError):
         self.rule = rule
         self.message = message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type["ConformanceFailure"], tuple[str, str]]:
         return type(self), (self.rule, self.message)
+
+
+class KitCheck(Protocol):
+    """An example check of the kit: a function registered for the id of the rule it checks."""
+
+    rule: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
 
 
 class NotApplicable(Exception):
     """The check does not apply: the backend declares that it lacks what the check needs."""
 
 
-def expect(rule: str, condition, message: str) -> None:
+def expect(rule: str, condition: object, message: str) -> None:
     """Raise ConformanceFailure(rule, message) unless *condition* holds."""
     if not condition:
         raise ConformanceFailure(rule, message)
 
 
 @contextmanager
-def expect_raises(rule: str, error_class, what: str):
+def expect_raises(rule: str, error_class: type[BaseException], what: str) -> Iterator[None]:
     """The block must raise *error_class* (or a subclass); anything else breaks *rule*."""
     try:
         yield
@@ -63,7 +75,7 @@ def expect_raises(rule: str, error_class, what: str):
 
 
 @contextmanager
-def no_error(rule: str, what: str):
+def no_error(rule: str, what: str) -> Iterator[None]:
     """An exception inside the block breaks *rule* (instead of surfacing as a bare traceback)."""
     try:
         yield
@@ -73,13 +85,13 @@ def no_error(rule: str, what: str):
         raise ConformanceFailure(rule, f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
-def require(condition, reason: str) -> None:
+def require(condition: object, reason: str) -> None:
     """Raise NotApplicable(reason) unless *condition* holds."""
     if not condition:
         raise NotApplicable(reason)
 
 
-def capabilities_of(backend):
+def capabilities_of(backend: object) -> "Capabilities":
     """The declared capabilities of a backend or chain link (defaults if it declares none).
 
     Call it on an open backend: before open() a backend may not know them yet."""

@@ -4,16 +4,23 @@ Each check gets ``make_store(config=None)``, which returns a new, unopened Store
 location (every call: a new Store object on the *same* location), and leaves the location destroyed.
 """
 
+from typing import Callable, Union
+
+from ..backends._base import BackendBase
 from ..backends.errors import BackendAlreadyExists, BackendDoesNotExist, BackendMustBeOpen, ObjectNotFound
 from ..middleware._base import OPERATIONS, Middleware
 from ._backend_base import pattern, raise_thread_errors, run_threads, show_bytes, show_names
 from ._backend_capabilities import expect_no_temporary_items
-from ._rules import expect, expect_raises, no_error, require
+from ._rules import KitCheck, expect, expect_raises, no_error, require
 
 CONFIG = {"": {"levels": [0]}, "config/": {"levels": [0]}, "data/": {"levels": [1]}}
 
+#: where a Store of the kit lives: a URL, or a callable returning a new backend object for one
+#: location on every call
+StoreLocation = Union[str, Callable[[], BackendBase]]
+
 #: rule id -> check(make_store, profile)
-STORE_CHECKS = {}
+STORE_CHECKS: dict[str, KitCheck] = {}
 
 
 def check(rule_id):

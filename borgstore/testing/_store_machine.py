@@ -4,7 +4,9 @@ model of :mod:`._store_model`.  Rule ids are in :data:`STORE_MACHINE_RULES`.
 """
 
 import hashlib
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
+import hypothesis
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
@@ -17,8 +19,12 @@ from ._settings import kit_settings
 from ._store_model import HEX_NAMESPACES, StoreModel, config_key, full_name, invalid_names
 from ._strategies import HEX, values
 
+if TYPE_CHECKING:
+    from ..backends._base import Capabilities
+    from ..store import Store
+
 #: what create_store() draws (a subclass adding a draw of its own repeats these)
-STORE_SETUP = dict(
+STORE_SETUP: dict[str, Any] = dict(
     data_level=st.sampled_from([0, 1]),
     index_levels=st.sampled_from([[0], [1], [0, 1], [1, 0]]),
     nesting=st.sampled_from(["hex", "hex", "hash"]),
@@ -37,17 +43,27 @@ STORE_SETUP = dict(
 
 
 class StoreMachine(StoreModel, RuleBasedStateMachine):
-    def __init__(self, make_store, allow_two_stores=True):
+    def __init__(self, make_store: Callable[..., "Store"], allow_two_stores: bool = True):
         super().__init__()
         self.make_store = make_store
         self.allow_two_stores = allow_two_stores
         self.store = None
 
     @initialize(**STORE_SETUP)
-    def create_store(self, data_level, index_levels, nesting, precreate, two_stores, items):
+    def create_store(
+        self,
+        data_level: int,
+        index_levels: list[int],
+        nesting: str,
+        precreate: bool,
+        two_stores: bool,
+        items: list[tuple[str, int, int, bool]],
+    ) -> None:
         self.nesting = nesting
         self.levels = {"": [0], "config": [0], "data": [data_level], "index": list(index_levels)}
-        config = {config_key(ns): {"levels": list(levels)} for ns, levels in self.levels.items()}
+        config: dict[str, dict[str, Any]] = {
+            config_key(ns): {"levels": list(levels)} for ns, levels in self.levels.items()
+        }
         config["data/"]["nesting"] = nesting
         # with two_stores, a second Store object on the same location takes turns with the first
         # (rule switch_store): each must see every change the other made
@@ -73,7 +89,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             self._open()
         self._store_first_items(items)
 
-    def _store_first_items(self, items):
+    def _store_first_items(self, items: list[tuple[str, int, int, bool]]) -> None:
         """A few items to start with, so that short runs read, move and delete something real."""
         for ns, seed, size, soft_deleted in items:
             key = hashlib.sha256(str(seed).encode()).hexdigest()[: 8 + seed % 50]
@@ -96,12 +112,12 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
                 if self._value(ns, key) is None:
                     self._expect_gone("store-soft-delete", name, False, f"move({name!r}, delete=True)")
 
-    def _open(self):
+    def _open(self) -> None:
         with no_error("store-reopen", "Store.open()"):
             self.store.open()
         self.opened[self.current] = True
 
-    def teardown(self):
+    def teardown(self) -> None:
         if self.store is None:
             return
         for store, opened in zip(self.stores, self.opened, strict=True):
@@ -112,18 +128,18 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
 
     @precondition(lambda self: self.store is not None and len(self.stores) > 1)
     @rule()
-    def switch_store(self):
+    def switch_store(self) -> None:
         self.current = 1 - self.current
         self.store = self.stores[self.current]
 
     # --- rules ---
     @rule(data=st.data())
-    def store_item(self, data):
+    def store_item(self, data: st.DataObject) -> None:
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key")
         self._store_item(data, ns, key, data.draw(values(), label="value"))
 
-    def _store_item(self, data, ns, key, value):
+    def _store_item(self, data: st.DataObject, ns: str, key: str, value: bytes) -> None:
         with no_error("store-load", f"store({full_name(ns, key)!r}, {len(value)} bytes)"):
             self.store.store(full_name(ns, key), value)
         self.touched.add(ns)
@@ -132,7 +148,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         self.expected_volume["store"] += len(value)
 
     @rule(data=st.data(), deleted=st.booleans())
-    def load_item(self, data, deleted):
+    def load_item(self, data: st.DataObject, deleted: bool) -> None:
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key", deleted)
         name = full_name(ns, key)
@@ -157,7 +173,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         )
 
     @rule(data=st.data(), deleted=st.booleans())
-    def info_item(self, data, deleted):
+    def info_item(self, data: st.DataObject, deleted: bool) -> None:
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key", deleted)
         value = self._value(ns, key, deleted)
@@ -173,7 +189,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             )
 
     @rule(data=st.data(), deleted=st.booleans())
-    def delete_item(self, data, deleted):
+    def delete_item(self, data: st.DataObject, deleted: bool) -> None:
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key", deleted)
         name = full_name(ns, key)
@@ -196,11 +212,11 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             self._expect_gone("store-delete", name, deleted, f"delete({name!r}, deleted={deleted})")
 
     @rule(data=st.data())
-    def soft_delete(self, data):
+    def soft_delete(self, data: st.DataObject) -> None:
         ns = self._draw_ns(data)
         self._soft_delete(ns, self._draw_key(data, ns, "key"))
 
-    def _soft_delete(self, ns, key):
+    def _soft_delete(self, ns: str, key: str) -> None:
         name = full_name(ns, key)
         self.expected_calls["move"] += 1
         if self._value(ns, key) is None:
@@ -220,11 +236,11 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             self._expect_gone("store-soft-delete", name, False, f"move({name!r}, delete=True)")
 
     @rule(data=st.data())
-    def undelete(self, data):
+    def undelete(self, data: st.DataObject) -> None:
         ns = self._draw_ns(data)
         self._undelete(ns, self._draw_key(data, ns, "key", deleted=True))
 
-    def _undelete(self, ns, key):
+    def _undelete(self, ns: str, key: str) -> None:
         name = full_name(ns, key)
         self.expected_calls["move"] += 1
         if self._value(ns, key, True) is None:
@@ -244,7 +260,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             self._expect_gone("store-undelete", name, True, f"move({name!r}, undelete=True)")
 
     @rule(data=st.data(), deleted=st.booleans())
-    def rename(self, data, deleted):
+    def rename(self, data: st.DataObject, deleted: bool) -> None:
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "source", deleted)
         new_ns = ns if data.draw(st.booleans(), label="same namespace") else self._draw_ns(data, "target namespace")
@@ -253,7 +269,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
 
     @precondition(lambda self: self.store is not None and any(len(keys) >= 2 for keys in self.live.values()))
     @rule(data=st.data())
-    def rename_onto_existing(self, data):
+    def rename_onto_existing(self, data: st.DataObject) -> None:
         ns = data.draw(
             st.sampled_from(sorted(ns for ns, keys in self.live.items() if len(keys) >= 2)), label="namespace"
         )
@@ -261,7 +277,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         new_key = data.draw(st.sampled_from(sorted(set(self.live[ns]) - {key})), label="target")
         self._rename(ns, key, ns, new_key, False)
 
-    def _rename(self, ns, key, new_ns, new_key, deleted):
+    def _rename(self, ns: str, key: str, new_ns: str, new_key: str, deleted: bool) -> None:
         if (ns, key) == (new_ns, new_key):
             return
         name, new_name = full_name(ns, key), full_name(new_ns, new_key)
@@ -286,7 +302,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             self._expect_gone("store-rename", name, deleted, f"move({name!r}, {new_name!r}, deleted={deleted})")
 
     @rule(data=st.data(), deleted=st.booleans())
-    def change_level(self, data, deleted):
+    def change_level(self, data: st.DataObject, deleted: bool) -> None:
         ns = data.draw(st.sampled_from(HEX_NAMESPACES), label="namespace")
         key = self._draw_key(data, ns, "key", deleted, existing_only=True)
         if key is None:
@@ -306,7 +322,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         expect("store-change-level", got == expected, f"after move({name!r}, change_level=True) the value differs")
 
     @rule(data=st.data())
-    def set_levels(self, data):
+    def set_levels(self, data: st.DataObject) -> None:
         ns = data.draw(st.sampled_from(HEX_NAMESPACES), label="namespace")
         occupied = {level for table in (self.live, self.deleted) for held in table[ns].values() for level in held}
         choices = [
@@ -325,17 +341,17 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         if create:
             self.touched.update(self.levels)
 
-    def _levels_arg(self):
+    def _levels_arg(self) -> dict[str, list[int]]:
         return {config_key(ns): list(levels) for ns, levels in self.levels.items()}
 
     @precondition(lambda self: self.store is not None and capabilities_of(self.store.chain).list)
     @rule(data=st.data(), deleted=st.booleans())
-    def list_namespace(self, data, deleted):
+    def list_namespace(self, data: st.DataObject, deleted: bool) -> None:
         self._check_listing(self._draw_ns(data), deleted)
 
     @precondition(lambda self: self.store is not None and capabilities_of(self.store.chain).list)
     @rule()
-    def list_everything(self):
+    def list_everything(self) -> None:
         # through every Store object: a second one must see what the first one changed
         current = self.current
         for index in range(len(self.stores)):
@@ -345,7 +361,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
                     self._check_listing(ns, deleted)
         self.current, self.store = current, self.stores[current]
 
-    def _check_listing(self, ns, deleted):
+    def _check_listing(self, ns: str, deleted: bool) -> None:
         rule_id = "store-list-deleted" if deleted else "store-list"
         with no_error(rule_id, f"list({ns!r}, deleted={deleted})"):
             try:
@@ -369,7 +385,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
 
     @precondition(lambda self: self.store is not None and any(self.live.values()))
     @rule(data=st.data())
-    def layout(self, data):
+    def layout(self, data: st.DataObject) -> None:
         ns = data.draw(st.sampled_from(sorted(ns for ns in self.levels if self.live[ns])), label="namespace")
         key = self._draw_key(data, ns, "key", existing_only=True)
         name = full_name(ns, key)
@@ -389,7 +405,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         )
 
     @rule(data=st.data())
-    def hash_item(self, data):
+    def hash_item(self, data: st.DataObject) -> None:
         ns = self._draw_ns(data)
         key = self._draw_key(data, ns, "key")
         name = full_name(ns, key)
@@ -403,7 +419,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         expect("store-hash", got == hashlib.sha256(value).hexdigest(), f"hash({name!r}) = {got!r}")
 
     @rule(data=st.data(), short=st.booleans())
-    def gather(self, data, short):
+    def gather(self, data: st.DataObject, short: bool) -> None:
         ns = self._draw_ns(data)
         sources, expected = self._draw_sources(data, ns)
         if sources is None:
@@ -419,7 +435,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         expect("store-gather", got == expected, f"gather({sources!r}, namespace={ns!r}) gave other data")
 
     @rule(data=st.data(), by_digest=st.booleans())
-    def defrag(self, data, by_digest):
+    def defrag(self, data: st.DataObject, by_digest: bool) -> None:
         ns = data.draw(st.sampled_from(HEX_NAMESPACES), label="namespace")
         sources, expected = self._draw_sources(data, ns)
         if sources is None:
@@ -439,7 +455,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         expect("store-defrag", got == expected, f"the item defrag() stored as {key!r} holds other data")
 
     @rule(name=invalid_names, op=st.sampled_from(["store", "load", "info", "delete", "move", "hash"]))
-    def invalid_name(self, name, op):
+    def invalid_name(self, name: str, op: str) -> None:
         calls = {
             "store": lambda: self.store.store(name, b"x"),
             "load": lambda: self.store.load(name),
@@ -452,7 +468,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             calls[op]()
 
     @rule()
-    def check_stats(self):
+    def check_stats(self) -> None:
         if "stats" not in self.store.middleware:
             return
         stats = self.store.stats
@@ -464,7 +480,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
             expect("store-stats", got == volume, f"stats {op}_volume = {got}, expected {volume}")
 
     @rule()
-    def quota(self):
+    def quota(self) -> None:
         with no_error("store-quota", "Store.quota()"):
             quota = self.store.quota()
         expect(
@@ -474,7 +490,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         )
 
     @rule()
-    def reopen(self):
+    def reopen(self) -> None:
         with no_error("store-reopen", "Store.flush() and Store.close()"):
             self.store.flush()
             self.store.close()
@@ -482,7 +498,7 @@ class StoreMachine(StoreModel, RuleBasedStateMachine):
         self._open()
 
 
-def opened_store_capabilities(make_store):
+def opened_store_capabilities(make_store: Callable[..., "Store"]) -> "Capabilities":
     """The capabilities of the chain of a Store from *make_store*, read once it is open."""
     probe = make_store({"": {"levels": [0]}})
     with no_error("store-lifecycle", "Store.create() and open() of a fresh location"):
@@ -495,7 +511,12 @@ def opened_store_capabilities(make_store):
         probe.destroy()
 
 
-def run_store_machine(make_store, settings=None, seed=None, two_stores=True) -> None:
+def run_store_machine(
+    make_store: Callable[..., "Store"],
+    settings: Optional[hypothesis.settings] = None,
+    seed: Optional[int] = None,
+    two_stores: bool = True,
+) -> None:
     """Run the Store state machine.  *make_store(config)* returns a new, not yet created Store with
     that namespace config at a location that does not exist yet (or is empty).
 
@@ -506,9 +527,10 @@ def run_store_machine(make_store, settings=None, seed=None, two_stores=True) -> 
         caps.read and caps.write, "the Store state machine reads and writes: the backend declares read or write False"
     )
 
-    def machine():
+    def machine() -> StoreMachine:
         return StoreMachine(make_store, two_stores)
 
     if seed is not None:
         machine = hypothesis_seed(seed)(machine)
-    run_state_machine_as_test(machine, settings=settings or kit_settings())
+    # any factory of machines works (as hypothesis documents), though its hint names a class
+    run_state_machine_as_test(machine, settings=settings or kit_settings())  # type: ignore[arg-type]

@@ -3,6 +3,8 @@ items *per nesting level*, because that is what a store being converted between 
 holds: reads look at the configured levels in order, writes go to the last one, and
 ``change_level`` moves an item there."""
 
+from typing import Any
+
 from hypothesis import strategies as st
 
 from .._names import check_name
@@ -81,6 +83,16 @@ def config_key(ns):
 class StoreModel:
     """What the Store machine expects, and how it draws names: mixed into the machine, which sets
     ``levels``, ``live``, ``deleted``, ``expected``, ``current`` and ``store``."""
+
+    #: namespace -> its configured levels, the last one written
+    levels: dict[str, list[int]]
+    #: namespace -> key -> {level: value}, of the live and of the soft-deleted items
+    live: dict[str, dict[str, dict[int, bytes]]]
+    deleted: dict[str, dict[str, dict[int, bytes]]]
+    #: per Store object: the calls and the volume its stats must show
+    expected: list[tuple[dict[str, int], dict[str, int]]]
+    current: int
+    store: Any  # the Store the rules use now
 
     @property
     def expected_calls(self):

@@ -38,9 +38,11 @@ import collections
 import random
 import threading
 import time
+from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, Union
 
+from ..backends._base import ItemInfo
 from ..backends.errors import BackendConnectionError, BackendError
-from ..middleware._base import OPERATIONS, OPTIONAL_OPERATIONS, Middleware
+from ..middleware._base import OPERATIONS, OPTIONAL_OPERATIONS, Link, Middleware
 
 FAULT_KINDS = ("error", "lost_reply", "slow", "torn")
 
@@ -76,14 +78,14 @@ class FaultInjector(Middleware):
 
     def __init__(
         self,
-        inner,
+        inner: Link,
         *,
-        seed,
-        rate=0.2,
-        faults=FAULT_KINDS,
-        slow_seconds=0.002,
-        sleep=time.sleep,
-        operations=None,
+        seed: int,
+        rate: float = 0.2,
+        faults: Union[str, Iterable[str]] = FAULT_KINDS,
+        slow_seconds: float = 0.002,
+        sleep: Callable[[float], object] = time.sleep,
+        operations: Optional[Iterable[str]] = None,
     ):
         super().__init__(inner)
         self.rate = _checked_rate(rate)
@@ -101,7 +103,7 @@ class FaultInjector(Middleware):
             forward = getattr(inner, op)
             setattr(self, op, self._listing_call(op, forward) if op in LISTINGS else self._plain_call(op, forward))
 
-    def reseed(self, seed) -> None:
+    def reseed(self, seed: int) -> None:
         """Start the fault sequence of *seed* anew and zero the counters."""
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed={seed!r}: an int, so that the faults are reproducible")
@@ -112,14 +114,14 @@ class FaultInjector(Middleware):
             #: calls that could have got a fault
             self.calls = 0
             #: (operation, kind) of the most recent faults, oldest first
-            self.history = collections.deque(maxlen=_HISTORY_LENGTH)
+            self.history: collections.deque[tuple[str, str]] = collections.deque(maxlen=_HISTORY_LENGTH)
 
-    def contribute_stats(self, stats: dict) -> None:
+    def contribute_stats(self, stats: dict[str, Any]) -> None:
         for kind, count in self.injected.items():
             stats[f"faults_{kind}"] = count
 
     # --- deciding ---
-    def _decide(self, op, args):
+    def _decide(self, op: str, args: tuple[Any, ...]) -> tuple[Optional[str], int]:
         """The fault for this call (None: none) and, for a torn listing, how many items it yields
         first.  Decided from the seed, the number of the call and the names it is called with:
         the same calls give the same faults, and runs sharing a seed but not their calls get
@@ -136,8 +138,8 @@ class FaultInjector(Middleware):
             return kind, chance.randint(1, _MOST_ITEMS_BEFORE_TEAR)
 
     # --- injecting ---
-    def _plain_call(self, op, forward):
-        def call(*args, **kwargs):
+    def _plain_call(self, op: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
             kind, _ = self._decide(op, args)
             if kind is None:
                 return forward(*args, **kwargs)
@@ -157,8 +159,10 @@ class FaultInjector(Middleware):
         call.__name__ = op
         return call
 
-    def _listing_call(self, op, forward):
-        def call(name):
+    def _listing_call(
+        self, op: str, forward: Callable[[str], Iterator[ItemInfo]]
+    ) -> Callable[[str], Iterator[ItemInfo]]:
+        def call(name: str) -> Iterator[ItemInfo]:
             kind, keep = self._decide(op, (name,))
             if kind is None:
                 return forward(name)
@@ -175,7 +179,9 @@ class FaultInjector(Middleware):
         return call
 
 
-def _read_then_fail(op, kind, forward, args, kwargs):
+def _read_then_fail(
+    op: str, kind: str, forward: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> NoReturn:
     """Carry out a read, then lose what it answered."""
     what = "the reply was lost" if kind == "lost_reply" else "the connection broke during the transfer"
     try:
@@ -185,7 +191,7 @@ def _read_then_fail(op, kind, forward, args, kwargs):
     raise BackendConnectionError(f"injected fault: {_call_text(op, args)}: {what}")
 
 
-def _torn(op, name, stream, keep):
+def _torn(op: str, name: str, stream: Iterable[ItemInfo], keep: int) -> Iterator[ItemInfo]:
     """Yield the first *keep* items of *stream* (all, if it has fewer), then break."""
     stream = iter(stream)
     yielded = 0
@@ -202,22 +208,22 @@ def _torn(op, name, stream, keep):
     raise BackendConnectionError(f"injected fault: {op}({name!r}) broke after {yielded} items")
 
 
-def _before(op, args):
+def _before(op: str, args: tuple[Any, ...]) -> BackendConnectionError:
     return BackendConnectionError(f"injected fault: the connection failed before {_call_text(op, args)} was sent")
 
 
-def _call_text(op, args):
+def _call_text(op: str, args: tuple[Any, ...]) -> str:
     shown = ", ".join(repr(arg) for arg in args if isinstance(arg, str))
     return f"{op}({shown})"
 
 
-def _checked_rate(rate):
+def _checked_rate(rate: object) -> float:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ValueError(f"rate={rate!r}: the share of calls that fail, a number from 0 to 1")
     return float(rate)
 
 
-def _checked_kinds(faults):
+def _checked_kinds(faults: Union[str, Iterable[str]]) -> tuple[str, ...]:
     if isinstance(faults, str):
         faults = (faults,)
     faults = tuple(faults)
@@ -227,7 +233,7 @@ def _checked_kinds(faults):
     return faults
 
 
-def _checked_operations(operations):
+def _checked_operations(operations: Iterable[str]) -> frozenset[str]:
     if isinstance(operations, str):
         raise TypeError(f"operations={operations!r}: give a collection of operation names")
     operations = frozenset(operations)

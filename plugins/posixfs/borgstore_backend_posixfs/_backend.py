@@ -89,7 +89,7 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
         self._root_fd = -1
         self._open_beneath = None
         self._dirs = None  # the DirectoryCache while open
-        self._kept = {}  # its held descriptors, by directory name
+        self._kept: dict[str, int] = {}  # its held descriptors, by directory name
         # set by every change, cleared by the sync that makes the changes durable
         self._dirty = False
 

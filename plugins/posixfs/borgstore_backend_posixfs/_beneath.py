@@ -25,7 +25,7 @@ import os
 import platform
 import stat
 import sys
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 _O_PATH = getattr(os, "O_PATH", 0)
 # opening a FIFO planted in the store must not block; O_NONBLOCK changes nothing for regular files
@@ -82,7 +82,7 @@ def _how(flags: int):
     return how
 
 
-def _raise(number: int, path: str):
+def _raise(number: int, path: str) -> NoReturn:
     # OSError(errno, ...) is instantiated as its subclass (FileNotFoundError, PermissionError, ...)
     raise OSError(number, os.strerror(number), path)
 

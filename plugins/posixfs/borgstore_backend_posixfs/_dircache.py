@@ -50,7 +50,7 @@ class DirectoryCache:
     OSError); ``open_child(parent_fd, component, name) -> fd`` opens one component inside a held
     directory, never following a link."""
 
-    def __init__(self, open_directory: Callable[[str], int], open_child: Callable[[int, str], int]):
+    def __init__(self, open_directory: Callable[[str], int], open_child: Callable[[int, str, str], int]):
         self._open_directory = open_directory
         self._open_child = open_child
         #: directory name -> descriptor; read it without the lock (a dict lookup is atomic)

@@ -45,7 +45,8 @@ def _read_value(spec: str, pos: int) -> tuple:
         while end < len(spec) and spec[end] not in ",:":
             end += 1
         return spec[pos:end], end, ""
-    text, i = [], pos + 1
+    text: list[str] = []
+    i = pos + 1
     while i < len(spec):
         if spec[i] == quote:
             if spec[i + 1 : i + 2] != quote:
@@ -111,7 +112,7 @@ def redact(url: str) -> str:
 def scrubber(spec: str):
     """A function that hides the secrets of connection string *spec* in any text (rclone's error
     messages may quote the connection string or a value from it)."""
-    secrets = []
+    secrets: list[str] = []
     shown = _redact_spec(spec, secrets)
     values = sorted({value for value in secrets if value}, key=len, reverse=True)
     if shown == spec and not values:

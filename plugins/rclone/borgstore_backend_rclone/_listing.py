@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Iterator
+from typing import List  # the class's own list() hides the builtin in its annotations
 
 from borgstore.backends._base import ItemInfo, is_hidden_from_list
 from borgstore.backends.errors import BackendError, ObjectNotFound
@@ -40,7 +41,7 @@ class Listings:
         entries.sort(key=lambda entry: entry["Name"])
         return (item_info(e["Name"], e) for e in entries if not is_hidden_from_list(e["Name"]))
 
-    def _relative(self, name: str, entries) -> list:
+    def _relative(self, name: str, entries) -> List[tuple]:
         """(path relative to directory *name*, entry) pairs sorted by path; a plain sort of the
         paths puts a directory where its name + "/" belongs ("a-b" < "a/x")."""
         skip = len(name) + 1 if name else 0  # rclone's Path is relative to the store's root

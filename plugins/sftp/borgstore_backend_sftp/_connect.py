@@ -142,7 +142,7 @@ def _load_known_hosts(target: Target) -> paramiko.HostKeys:
 
 def _host_key_algorithms(known_types) -> list:
     """The host key algorithms that verify the known key types, in paramiko's order."""
-    wanted = set()
+    wanted: set[str] = set()
     for key_type in known_types:
         wanted.update(_ALGORITHMS_FOR_KEY_TYPE.get(key_type, (key_type,)))
     return [a for a in paramiko.Transport._preferred_keys if a in wanted] + sorted(

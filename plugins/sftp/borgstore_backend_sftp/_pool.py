@@ -32,7 +32,7 @@ class Watchdog:
         #: True once the watchdog ended the connection: the failures that follow are timeouts
         self.expired = False
         self._expire = expire
-        self._started = {}  # a waiting session (or other key) -> when its wait began
+        self._started: dict[object, float] = {}  # a waiting session (or other key) -> when its wait began
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="borgstore-sftp-watchdog", daemon=True)
         self._thread.start()
@@ -65,7 +65,7 @@ class Connection:
     def __init__(self, transport: paramiko.Transport, timeout: float):
         self.transport = transport
         self.timeout = timeout
-        self.idle = []
+        self.idle: list[p.Session] = []
         self.count = 0  # sessions open or being opened
         self.limit = MAX_SESSIONS
         self.ready = threading.Condition(threading.Lock())

@@ -138,8 +138,8 @@ class Session:
         #: ends the connection when a send blocks longer than the timeout (see _pool.Watchdog)
         self.watchdog = watchdog
         self.next_id = 1
-        self.replies = {}  # replies that arrived while waiting for another one
-        self.discard = set()  # requests whose replies nobody will wait for
+        self.replies: dict[int, tuple[int, memoryview]] = {}  # replies that arrived while waiting for another one
+        self.discard: set[int] = set()  # requests whose replies nobody will wait for
         self.buffer = bytearray()
         self.broken = False
         #: times this session waited for the server after sending (docs/sftp.md counts them)

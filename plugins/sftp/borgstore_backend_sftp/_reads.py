@@ -79,7 +79,7 @@ def _read_range(session: p.Session, root: Root, h: bytes, start: int, end: int, 
 
 def _fetch(session: p.Session, h: bytes, start: int, end: int, first):
     """Return ([(offset, data)] of every reply, in any order, and where the file ended)."""
-    pieces = []  # joined once at the end (one copy)
+    pieces: list[tuple[int, bytes]] = []  # joined once at the end (one copy)
     pending = [first] if first is not None else []  # (offset, length, request id) in send order
     next_offset = start + (first[1] if first else 0)
     eof_at = end
@@ -128,7 +128,7 @@ class _ReadFailed(Exception):
 def gather(session: p.Session, root: Root, sources) -> bytes:
     """The ranges (name, offset >= 0, size > 0) of *sources* concatenated, in 2 round trips for
     any number of them: all items opened in one batch, then every read in flight at once."""
-    handles = {}
+    handles: dict[str, bytes] = {}
     try:
         _open_all(session, root, list(dict.fromkeys(name for name, _, _ in sources)), handles)
         ranges = [(handles[name], offset, size, name) for name, offset, size in sources]
@@ -171,7 +171,7 @@ def _read_ranges(session: p.Session, ranges) -> bytes:
             length = min(session.max_read, size - start)
             chunks.append((h, offset + start, length, position + start, (name, offset, size)))
         position += size
-    pending = []
+    pending: list[tuple[tuple, int]] = []
     next_chunk = 0
     try:
         while next_chunk < len(chunks) or pending:

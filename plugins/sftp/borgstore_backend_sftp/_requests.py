@@ -114,7 +114,7 @@ def listdir(session: p.Session, path: str) -> list:
     h = p.string(handle)
     entries = []
     # two READDIRs in flight: a small directory's entries and its end arrive in one round trip
-    pending = []
+    pending: list[int] = []
     try:
         while True:
             if not pending:
@@ -196,7 +196,7 @@ def listdirs(session: p.Session, paths) -> dict:
     directory of *paths*: MAX_BATCH at a time, all OPENDIRs of a batch in flight, then two
     READDIRs per directory (a small one's entries and its end in one round trip)."""
     paths = list(paths)
-    result = {}
+    result: dict[str, list | None] = {}
     for batch in range(0, len(paths), MAX_BATCH):
         opens = [(path, session.send(p.OPENDIR, p.string(path))) for path in paths[batch : batch + MAX_BATCH]]
         handles = {}
@@ -223,7 +223,7 @@ def listdirs(session: p.Session, paths) -> dict:
 
 def _read_directories(session: p.Session, handles: dict, result: dict):
     """Read every open directory of *handles* ({path: handle}) to its end into *result*."""
-    pending = deque()  # (path, request id) in send order
+    pending: deque[tuple[str, int]] = deque()  # (path, request id) in send order
     in_flight = {}
     for path, handle in handles.items():
         result[path] = []

@@ -40,7 +40,7 @@ class Runner:
 
     def __init__(self, pool: Pool):
         self.pool = pool
-        self._orphans = set()  # temp paths a broken connection left behind
+        self._orphans: set[str] = set()  # temp paths a broken connection left behind
         self._lock = threading.Lock()
 
     def run(self, operation, *, what: str):

@@ -126,7 +126,7 @@ class Durability:
         if level not in DURABILITY_LEVELS:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {level!r}")
         self.level = level
-        self.unflushed = set()
+        self.unflushed: set[str] = set()
         self._lock = threading.Lock()
 
     @property
