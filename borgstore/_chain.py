@@ -82,7 +82,9 @@ def _wrap_with_limits(
 
 
 def default_middleware(
-    permissions: Optional[dict[str, str]] = None, quota: Optional[int] = None, backend: Optional[BackendBase] = None
+    permissions: Optional[dict[str, str]] = None,
+    quota: Optional[int] = None,
+    backend: Union[BackendBase, Link, None] = None,
 ) -> list[MiddlewareEntry]:
     """The chain that reproduces the PyPI borgstore's behaviour (docs/compatibility.md), outermost first.
 
@@ -101,3 +103,35 @@ def default_middleware(
     if emulation_requested():
         chain.append("emulate")
     return chain
+
+
+def store_chain(
+    backend: Union[BackendBase, Link],
+    url: Optional[str],
+    middleware: Optional[Iterable[MiddlewareEntry]],
+    permissions: Optional[dict],
+    quota: Optional[int],
+    cached: dict,
+    cache_backend: Any,
+) -> Link:
+    """The chain a Store builds from its arguments: *middleware* (default: default_middleware),
+    the limits *permissions* and *quota* outermost unless *middleware* places them itself, and a
+    ``cache`` link for the namespaces in *cached* just outside any emulation."""
+    entries: list[MiddlewareEntry]
+    if middleware is None:
+        entries = default_middleware(permissions, quota, backend=backend)
+    else:
+        entries = list(middleware)
+        names = [_middleware_entry(entry)[0] for entry in entries]
+        if quota is not None and "quota" not in names:
+            entries.insert(0, ("quota", {"limit": quota}))
+        if permissions is not None and "permissions" not in names:
+            entries.insert(0, ("permissions", {"permissions": permissions}))
+    if cached:
+        # the cache sits just outside any emulation, so that cache hits are not slowed down
+        names = [_middleware_entry(entry)[0] for entry in entries]
+        if "cache" in names:
+            raise ValueError("the config asks for a cache: do not name 'cache' in middleware= too")
+        position = names.index("emulate") if "emulate" in names else len(entries)
+        entries.insert(position, ("cache", {"cache": cache_backend, "policies": cached}))
+    return build_chain(backend, entries, name=url.split(":", 1)[0] if url else None)

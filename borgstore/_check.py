@@ -27,10 +27,45 @@ import logging
 import sys
 import time
 import traceback
-from typing import Optional
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Optional,
+    Protocol,
+    Sequence,
+    TextIO,
+    Union,
+)
+
+if TYPE_CHECKING:
+    import hypothesis
+
+    from .backends._base import BackendBase, Capabilities
+    from .middleware._base import Link
+    from .store import Store
+    from .testing._rules import KitCheck
+
+#: a middleware of the chain under check: (name, options)
+MiddlewareOptions = tuple[str, dict[str, Any]]
+#: one check: (section, rule id, what it promises, run(scratch_url, profile))
+Check = tuple[str, str, str, Callable[[str, str], None]]
 
 
-def _checks(middleware=()):
+class Progress(Protocol):
+    """What :func:`run` tells about the checks as they run (borgstore._cli._check.Progress)."""
+
+    def start(self, section: str, rule_id: str, examples: Optional[int]) -> None: ...
+
+    def example(self, failed: bool) -> None: ...
+
+    def end(self) -> None: ...
+
+
+def _checks(middleware: Sequence[MiddlewareOptions] = ()) -> list[Check]:
     """(section, rule id, what it promises, run(scratch_url, profile)) for every check of the kit.
 
     With *middleware* (``[(name, options)]``, outermost first), the backend checks run on the
@@ -44,17 +79,23 @@ def _checks(middleware=()):
     from .testing._store_checks import STORE_CHECKS, store_factory
     from .testing._store_machine import STORE_MACHINE_RULES, run_store_machine
 
-    def quiet(profile):
+    def quiet(profile: str) -> "hypothesis.settings":
         # no example database in the user's directory; the failure is reported below, not printed
         return kit_settings(profile, database=None)
 
-    def backend(url):
+    def backend(url: str) -> Union["BackendBase", "Link"]:
         return build_chain(backend_for_url(url), middleware) if middleware else backend_for_url(url)
 
-    def stores(url):
+    def stores(url: str) -> Callable[..., "Store"]:
         return store_factory(url, **({"middleware": store_chain_holding(middleware)} if middleware else {}))
 
-    checks: list = [
+    def on_backend(check: "KitCheck") -> Callable[[str, str], None]:
+        return lambda url, profile: check(backend(url), profile)
+
+    def on_stores(check: "KitCheck") -> Callable[[str, str], None]:
+        return lambda url, profile: check(stores(url), profile)
+
+    checks: list[Check] = [
         (
             "backend",
             "state-machine",
@@ -63,9 +104,7 @@ def _checks(middleware=()):
         )
     ]
     for rule_id, check in BACKEND_CHECKS.items():
-        checks.append(
-            ("backend", rule_id, _summary(check), lambda url, profile, check=check: check(backend(url), profile))
-        )
+        checks.append(("backend", rule_id, _summary(check), on_backend(check)))
     checks.append(
         (
             "store",
@@ -75,13 +114,11 @@ def _checks(middleware=()):
         )
     )
     for rule_id, check in STORE_CHECKS.items():
-        checks.append(
-            ("store", rule_id, _summary(check), lambda url, profile, check=check: check(stores(url), profile))
-        )
+        checks.append(("store", rule_id, _summary(check), on_stores(check)))
     return checks
 
 
-def _faults_checks(middleware=()):
+def _faults_checks(middleware: Sequence[MiddlewareOptions] = ()) -> list[Check]:
     """The checks of the faults profile: the two state machines, each backend below ``retry``
     and a FaultInjector (and below *middleware*, which stays outermost)."""
     from ._plugins import backend_for_url
@@ -92,13 +129,13 @@ def _faults_checks(middleware=()):
     from .testing._settings import kit_settings
     from .testing._store_machine import STORE_MACHINE_RULES
 
-    def quiet(profile):
+    def quiet(profile: str) -> "hypothesis.settings":
         return kit_settings(profile, database=None)
 
-    def backend(url):
+    def backend(url: str) -> Union["BackendBase", "Link"]:
         return build_chain(backend_for_url(url), middleware) if middleware else backend_for_url(url)
 
-    def store_options():
+    def store_options() -> dict[str, Any]:
         return {"middleware": store_chain_holding(middleware)} if middleware else {}
 
     under = "under injected faults, through retry"
@@ -119,7 +156,7 @@ def _faults_checks(middleware=()):
 
 
 @contextlib.contextmanager
-def _retries_held_back(profile):
+def _retries_held_back(profile: str) -> Iterator[None]:
     """In the faults profile every run retries hundreds of calls on purpose: keep the retry
     layer's warnings out of the report (a give-up, logged as an error, still shows)."""
     if profile != "faults":
@@ -134,7 +171,7 @@ def _retries_held_back(profile):
         logger.setLevel(level)
 
 
-def middleware_entry(text: str):
+def middleware_entry(text: str) -> MiddlewareOptions:
     """``NAME`` or ``NAME:{json options}`` -> (name, options).  Without options, a shipped
     middleware gets the options that make it transparent (TRANSPARENT_MIDDLEWARE)."""
     import json
@@ -155,7 +192,9 @@ def middleware_entry(text: str):
     return name, parsed
 
 
-def probe_capabilities(url, middleware=()):
+def probe_capabilities(
+    url: str, middleware: Sequence[MiddlewareOptions] = ()
+) -> Union[tuple["Capabilities", None], tuple[None, str]]:
     """Create and open a scratch location below *url*, read its capabilities, remove it.
 
     Returns (capabilities, None), or (None, why) if the location could not be set up."""
@@ -177,11 +216,11 @@ def probe_capabilities(url, middleware=()):
             pass
 
 
-def _summary(check) -> str:
+def _summary(check: Callable[..., Any]) -> str:
     return (check.__doc__ or "").strip().splitlines()[0]
 
 
-def _failure_text(exc) -> list:
+def _failure_text(exc: Exception) -> list[str]:
     from .testing._rules import ConformanceFailure
 
     if isinstance(exc, ConformanceFailure):
@@ -199,7 +238,7 @@ def _failure_text(exc) -> list:
     return lines
 
 
-def selected_checks(checks, only, profile) -> list:
+def selected_checks(checks: Sequence[Check], only: Optional[Collection[str]], profile: str) -> list[Check]:
     """The entries of *checks* whose rule id is in *only* (all without *only*).  A name that is
     no check of *profile* raises ValueError naming the valid ones, before anything runs."""
     if not only:
@@ -212,7 +251,7 @@ def selected_checks(checks, only, profile) -> list:
     return [entry for entry in checks if entry[1] in only]
 
 
-def _unknown_check(name, names, profile) -> str:
+def _unknown_check(name: str, names: list[str], profile: str) -> str:
     import difflib
 
     from .testing._backend_machine import MACHINE_RULES
@@ -231,7 +270,14 @@ def _unknown_check(name, names, profile) -> str:
     return text
 
 
-def run(url: str, profile: Optional[str] = None, only=None, out=None, middleware=(), progress=None) -> int:
+def run(
+    url: str,
+    profile: Optional[str] = None,
+    only: Optional[Collection[str]] = None,
+    out: Optional[TextIO] = None,
+    middleware: Iterable[MiddlewareOptions] = (),
+    progress: Optional[Progress] = None,
+) -> int:
     """Run the checks against scratch locations below *url*, print the report to *out*; return
     the number of failed checks.  *middleware* (``[(name, options)]``) is put into the chain.
 
@@ -246,13 +292,13 @@ def run(url: str, profile: Optional[str] = None, only=None, out=None, middleware
 
     out = out or sys.stdout
     profile = profile_name(profile)
-    middleware = list(middleware)
-    checks = selected_checks(_faults_checks(middleware) if profile == "faults" else _checks(middleware), only, profile)
+    chain = list(middleware)
+    checks = selected_checks(_faults_checks(chain) if profile == "faults" else _checks(chain), only, profile)
     backend = backend_for_url(url)  # a bad URL fails here, before anything is created
     existed = location_exists(url)
     try:
         with hypothesis_files_in_cache():
-            _print_header(url, type(backend).__name__, profile, middleware, out)
+            _print_header(url, type(backend).__name__, profile, chain, out)
             return _run_checks(url, profile, checks, out, progress)
     finally:
         if existed is False:
@@ -261,7 +307,7 @@ def run(url: str, profile: Optional[str] = None, only=None, out=None, middleware
                 print(f"the location {redact_url(url)} was made by this check but stays: {problem}", file=out)
 
 
-def _run_checks(url, profile, checks, out, progress) -> int:
+def _run_checks(url: str, profile: str, checks: list[Check], out: TextIO, progress: Optional[Progress]) -> int:
     from .testing._settings import kit_settings
 
     counts = {"passed": 0, "failed": 0, "not applicable": 0}
@@ -290,7 +336,9 @@ def _run_checks(url, profile, checks, out, progress) -> int:
     return counts["failed"]
 
 
-def _run_one(url, profile, check, progress):
+def _run_one(
+    url: str, profile: str, check: Callable[[str, str], None], progress: Optional[Progress]
+) -> tuple[str, list[str]]:
     """Run *check* at a new scratch location below *url* and remove it (also when interrupted);
     returns (outcome, detail lines)."""
     from hypothesis.reporting import with_reporter
@@ -300,7 +348,7 @@ def _run_one(url, profile, check, progress):
     from .testing._rules import NotApplicable
 
     scratch = scratch_url(url)
-    details = []
+    details: list[str] = []
     counted = examples_counted(progress.example) if progress else contextlib.nullcontext()
     try:
         # Hypothesis reports nothing a user of check needs outside the failure notes read below,
@@ -320,11 +368,13 @@ def _run_one(url, profile, check, progress):
     return outcome, details
 
 
-def _counts_text(counts) -> str:
+def _counts_text(counts: dict[str, int]) -> str:
     return f"{counts['passed']} passed, {counts['failed']} failed, {counts['not applicable']} not applicable"
 
 
-def _print_header(url, backend_class, profile, middleware, out):
+def _print_header(
+    url: str, backend_class: str, profile: str, middleware: Sequence[MiddlewareOptions], out: TextIO
+) -> None:
     from ._plugins import redact_url
     from .testing._settings import FAULTS
 
@@ -349,11 +399,11 @@ def _print_header(url, backend_class, profile, middleware, out):
     )
 
 
-def _flag(name, value) -> str:
+def _flag(name: str, value: Any) -> str:
     return name if value is True else f"{name}={','.join(value)}"
 
 
-def main(url, argv=()) -> int:
+def main(url: Optional[str], argv: Iterable[str] = ()) -> int:
     """``borgstore check URL [options]`` for callers that hold the URL apart from the options
     (*url* None: none given, as with ``--rules``); returns the exit status: 0 all passed,
     1 something failed, 2 the kit cannot run (Hypothesis missing), 130 interrupted.  The options
@@ -364,7 +414,7 @@ def main(url, argv=()) -> int:
     return run_check(parser.parse_args([*([url] if url else []), *argv]), parser)
 
 
-def print_rules(out) -> None:
+def print_rules(out: TextIO) -> None:
     """Every rule id with its promise: the checks, the rules the state machines check inside, and
     the promises the kit cannot check."""
     from .testing._backend_capabilities import CAPABILITY_RULES

@@ -1,6 +1,7 @@
 """Parsing and checking a store's namespace config."""
 
 from dataclasses import dataclass
+from typing import Iterator
 
 from . import _plugins
 from ._names import check_namespace
@@ -103,3 +104,28 @@ def parse_config(config):
         if policy is not None:
             cached[name] = policy
     return namespaces, cached
+
+
+def replace_levels(namespaces: dict, levels: dict) -> dict:
+    """The namespaces of ``Store.set_levels(levels)``: *levels* parsed, each namespace known in
+    *namespaces* keeping its nesting strategy."""
+    if not levels or not isinstance(levels, dict):
+        raise ValueError(f"no or invalid levels configuration given: {levels!r}")
+    config = parse_levels(levels)
+    for key, entry in config.items():
+        known = namespaces.get(key[:-1] if key.endswith("/") else key)
+        if known is not None:
+            entry["nesting"] = known.strategy.name
+    return parse_config(config)[0]
+
+
+def level_directories(namespaces: dict) -> Iterator[str]:
+    """Every directory ``Store.create_levels()`` makes: each namespace's own, then all nesting
+    directories of its write level."""
+    for namespace in namespaces.values():
+        if namespace.name:
+            yield namespace.name
+        prefix = f"{namespace.name}/" if namespace.name else ""
+        if namespace.write_level > 0:
+            for directory in namespace.strategy.all_directories(namespace.write_level):
+                yield prefix + directory

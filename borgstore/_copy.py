@@ -2,21 +2,21 @@
 
 The copy works on backend names (``data/01/23/0123abcd.del``), below any namespace config, so a
 store is reproduced exactly without knowing its config.  The rules (resuming, directories,
-``quota.hid``, hashes, interruption) are in docs/cli.md, section "copy".
+``quota.hid``, hashes, interruption) are in docs/cli.md, section "copy".  This module is the
+transfer engine; the two ends (a chain per thread, the walk of the tree) are borgstore._copy_sides.
 """
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from . import _plugins
-from ._chain import build_chain
+from ._copy_sides import Side, Stopped, empty_leaves, walk
 from ._progress import CopySummary, Reporter
-from .backends._base import new_hash
+from .backends._base import Capabilities, new_hash
 from .backends.errors import BackendDoesNotExist, ObjectNotFound
-from .constants import QUOTA_STORE_NAME, TMP_SUFFIX
+from .constants import QUOTA_STORE_NAME
 
 #: hash algorithms in the order copy prefers them when both backends compute them server side
 HASH_PREFERENCE = ("sha256", "sha512", "blake2b", "sha1", "md5")
@@ -24,154 +24,19 @@ HASH_PREFERENCE = ("sha256", "sha512", "blake2b", "sha1", "md5")
 TICK = 0.2
 
 
-def choose_hash(source_capabilities, destination_capabilities) -> str:
+def choose_hash(source_capabilities: Capabilities, destination_capabilities: Capabilities) -> str:
     """The algorithm a copy compares items with: the first of :data:`HASH_PREFERENCE` that both
     backends compute where the data is, else sha256 (hashed after reading the item)."""
     common = set(source_capabilities.hash_algorithms) & set(destination_capabilities.hash_algorithms)
     return next((name for name in HASH_PREFERENCE if name in common), "sha256")
 
 
-class _Stopped(Exception):
-    """A stop was asked for while listing."""
-
-
-class _Side:
-    """One end of a copy: its URL, the chain the copying thread uses, and where the backend is
-    not thread-safe, one more backend object per worker thread (each opened on first use)."""
-
-    def __init__(self, url: str, role: str):
-        self.url = url
-        self.role = role
-        self.shown = _plugins.redact_url(url)
-        self._main = self._build()
-        # read before open(): the adapter decides at construction whether to serialize
-        self.thread_safe = bool(getattr(self._main.capabilities, "thread_safe", False))
-        self._owner = threading.get_ident()
-        self._local = threading.local()
-        self._opened: list = []
-        self._lock = threading.Lock()
-
-    def _build(self):
-        backend = _plugins.backend_for_url(self.url)
-        # a network backend's chain retries temporary failures, as a Store's default chain does
-        transient = getattr(getattr(backend, "capabilities", None), "transient_errors", False)
-        return build_chain(backend, ["retry"] if transient else [], name=_plugins.url_scheme(self.url))
-
-    @property
-    def capabilities(self):
-        return self._main.capabilities
-
-    @property
-    def opened(self) -> bool:
-        return bool(self._opened)
-
-    def open(self, create: bool) -> bool:
-        """Open the store; if it does not exist, create it with *create* (True returned), else
-        raise BackendDoesNotExist."""
-        created = False
-        try:
-            self._main.open()
-        except BackendDoesNotExist as exc:
-            if not create:
-                raise type(exc)(f"the {self.role} {self.shown} does not exist: {exc}") from None
-            self._main.create()
-            self._main.open()
-            created = True
-        self._opened.append(self._main)
-        return created
-
-    def link(self):
-        """The chain for the calling thread."""
-        if self.thread_safe or threading.get_ident() == self._owner:
-            return self._main
-        link = getattr(self._local, "link", None)
-        if link is None:
-            link = self._build()
-            link.open()
-            with self._lock:
-                self._opened.append(link)
-            self._local.link = link
-        return link
-
-    def close(self) -> None:
-        """Close every chain opened; the first error is raised after all were tried."""
-        error = None
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for link in opened:
-            try:
-                link.close()
-            except Exception as exc:  # the others still get closed
-                error = error or exc
-        if error is not None:
-            raise error
-
-
-def _walk(side: _Side, with_dirs: bool, stop: threading.Event, threads: int):
-    """``({name: size}, {directory})`` of every item (never a temp item) below the root."""
-    link = side.link()
-    if not with_dirs and link.capabilities.list_tree:
-        items = {}
-        for info in link.list_tree(""):
-            if stop.is_set():
-                raise _Stopped
-            if not info.name.endswith(TMP_SUFFIX):
-                items[info.name] = info.size
-        return items, set()
-    return _walk_directories(side, stop, threads)
-
-
-def _walk_directories(side: _Side, stop: threading.Event, threads: int):
-    """The walk with one ``list`` per directory, level by level, the directories of a level
-    listed concurrently where the backend is thread-safe (a remote store has thousands)."""
-    items, dirs, level = {}, set(), [""]
-
-    def entries(directory):
-        if stop.is_set():
-            return []
-        try:
-            return list(side.link().list(directory))
-        except ObjectNotFound:  # removed meanwhile by a writer of a live store
-            return []
-
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="borgstore-copy-list") if side.thread_safe else None
-    try:
-        while level:
-            listed = pool.map(entries, level) if pool is not None else map(entries, level)
-            following = []
-            for directory, infos in zip(level, listed, strict=True):
-                for info in infos:
-                    path = f"{directory}/{info.name}" if directory else info.name
-                    if info.directory:
-                        dirs.add(path)
-                        following.append(path)
-                    elif not path.endswith(TMP_SUFFIX):
-                        items[path] = info.size
-            if stop.is_set():
-                raise _Stopped
-            level = following
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-    return items, dirs
-
-
-def _empty_leaves(dirs: set, items) -> set:
-    """The directories in *dirs* with nothing below them (mkdir makes the parents)."""
-    parents = set()
-    for path in list(items) + list(dirs):
-        parts = path.split("/")[:-1]
-        for end in range(1, len(parts) + 1):
-            parents.add("/".join(parts[:end]))
-    return dirs - parents
-
-
 @dataclass
 class _Plan:
-    names: list  # the source's items to copy, quota.hid aside
-    source_sizes: dict
-    destination_sizes: dict
-    directories: list  # empty source directories to make at the destination
+    names: list[str]  # the source's items to copy, quota.hid aside
+    source_sizes: dict[str, int]
+    destination_sizes: dict[str, int]
+    directories: list[str]  # empty source directories to make at the destination
     quota: Optional[int]  # the source's quota.hid size if it travels, else None
     destination_quota: bool  # the destination has a quota.hid
 
@@ -204,8 +69,8 @@ class Copy:
         stop: Optional[threading.Event] = None,
     ):
         _check_arguments(source, destination, transfers)
-        self.source = _Side(source, "source")
-        self.destination = _Side(destination, "destination")
+        self.source = Side(source, "source")
+        self.destination = Side(destination, "destination")
         self.summary = CopySummary(
             source=self.source.shown,
             destination=self.destination.shown,
@@ -234,7 +99,7 @@ class Copy:
             self.summary.destination_created = self._open()
             try:
                 self._plan = self._make_plan()
-            except _Stopped:
+            except Stopped:
                 self.summary.interrupted = True
             else:
                 self._transfer()
@@ -269,11 +134,12 @@ class Copy:
         with_dirs = bool(src_caps.needs_mkdir and dst_caps.needs_mkdir)
         threads = self.summary.transfers
         self._report("listing", "source")
-        source_sizes, source_dirs = _walk(self.source, with_dirs, self._stop, threads)
-        destination_sizes, destination_dirs = {}, set()
+        source_sizes, source_dirs = walk(self.source, with_dirs, self._stop, threads)
+        destination_sizes: dict[str, int] = {}
+        destination_dirs: set[str] = set()
         if self.destination.opened:
             self._report("listing", "destination")
-            destination_sizes, destination_dirs = _walk(self.destination, with_dirs, self._stop, threads)
+            destination_sizes, destination_dirs = walk(self.destination, with_dirs, self._stop, threads)
         quota = source_sizes.pop(QUOTA_STORE_NAME, None)
         destination_quota = QUOTA_STORE_NAME in destination_sizes
         extra = sum(1 for name in destination_sizes if name not in source_sizes and name != QUOTA_STORE_NAME)
@@ -288,7 +154,7 @@ class Copy:
             source_sizes=source_sizes,
             destination_sizes=destination_sizes,
             # made only where both sides have real directories (a walk without them found none)
-            directories=sorted(_empty_leaves(source_dirs, source_sizes) - destination_dirs) if with_dirs else [],
+            directories=sorted(empty_leaves(source_dirs, source_sizes) - destination_dirs) if with_dirs else [],
             quota=quota,
             destination_quota=destination_quota,
         )
@@ -347,7 +213,7 @@ class Copy:
                 f"the destination's {QUOTA_STORE_NAME} would be removed (a quota would count anew)"
             )
 
-    def _make_directories(self, directories) -> None:
+    def _make_directories(self, directories: Iterable[str]) -> None:
         link = self.destination.link()
         for directory in directories:
             try:
@@ -373,7 +239,7 @@ class Copy:
                     self.summary.failures.append([f"({side.role})", f"close: {type(exc).__name__}: {exc}"])
 
     # --- one item ---
-    def _work(self, tasks) -> None:
+    def _work(self, tasks: Iterator[str]) -> None:
         while not self._stop.is_set():
             with self._lock:
                 name = next(tasks, None)
@@ -405,7 +271,7 @@ class Copy:
                 summary.skipped += 1
             self._reporter.item(action, name, size, summary)
 
-    def _copy_item(self, name: str, size: int):
+    def _copy_item(self, name: str, size: int) -> tuple[str, int]:
         src = self.source.link()
         found = self._plan.destination_sizes.get(name)
         if found is not None:
@@ -476,7 +342,7 @@ class Copy:
                 self._reporter.stopping(self._in_flight, self.summary)
             self._reporter.tick(self.summary)
 
-    def _report(self, event: str, *args) -> None:
+    def _report(self, event: str, *args: object) -> None:
         with self._lock:
             self.summary.seconds = time.monotonic() - self._started
             getattr(self._reporter, event)(*args, self.summary)
@@ -492,7 +358,7 @@ class Copy:
             reporter.finish(summary)
 
 
-def _check_arguments(source, destination, transfers) -> None:
+def _check_arguments(source: str, destination: str, transfers: int) -> None:
     for role, url in (("source", source), ("destination", destination)):
         if not isinstance(url, str) or ":" not in url:
             raise ValueError(f"the {role} must be a store URL such as file:///path, not {url!r}")
@@ -507,6 +373,6 @@ def _check_arguments(source, destination, transfers) -> None:
         )
 
 
-def copy_store(source: str, destination: str, **options) -> CopySummary:
+def copy_store(source: str, destination: str, **options: Any) -> CopySummary:
     """Copy the store at *source* to *destination* (both URLs); options as :class:`Copy`."""
     return Copy(source, destination, **options).run()

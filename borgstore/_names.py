@@ -1,6 +1,7 @@
 """Validation of item names and namespaces (COMPAT.md, "Names")."""
 
 import re
+from typing import TYPE_CHECKING, Iterable
 
 from .constants import DEL_SUFFIX, HID_SUFFIX, MAX_NAME_LENGTH, TMP_SUFFIX
 
@@ -10,8 +11,11 @@ _NAME_RE = re.compile(rf"(?:{_PART}/)?{_PART}")
 _NAMESPACE_RE = re.compile(_PART)
 RESERVED_SUFFIXES = (TMP_SUFFIX, DEL_SUFFIX, HID_SUFFIX)
 
+if TYPE_CHECKING:
+    from ._config import Namespace
 
-def check_name(name) -> None:
+
+def check_name(name: object) -> None:
     """Raise ValueError naming *name* unless it is a valid item name."""
     if type(name) is str and len(name) <= MAX_NAME_LENGTH:
         # fast path for the common names (hex keys, plain words): lowercase letters and digits
@@ -34,7 +38,7 @@ def check_name(name) -> None:
     raise ValueError(f"invalid name {name!r}: {_name_problem(name)}")
 
 
-def _name_problem(name) -> str:
+def _name_problem(name: object) -> str:
     if not isinstance(name, str):
         return f"names are str, not {type(name).__name__}"
     if not name:
@@ -62,7 +66,7 @@ def _name_problem(name) -> str:
     return "'.' is not a valid namespace or key"
 
 
-def check_namespace(namespace) -> str:
+def check_namespace(namespace: object) -> str:
     """Return *namespace* without a trailing '/', raising ValueError if it is not valid."""
     if type(namespace) is not str:
         raise ValueError(f"invalid namespace {namespace!r}: namespaces are str")
@@ -86,13 +90,13 @@ def is_valid_key(key: str) -> bool:
 # did; nothing of this runs on a call that succeeds.
 
 
-def reword(exc: Exception, items) -> None:
+def reword(exc: Exception, items: Iterable[tuple["Namespace", str, bool]]) -> None:
     """Let *exc*'s message name items as the application did: every backend name of *items*
     (``(namespace, name, deleted)`` triples) that the message shows becomes *name*, and a note
     says where it is stored: ``data/0123abcd (stored as data/01/23/0123abcd)``."""
     if len(exc.args) != 1 or not isinstance(exc.args[0], str):
         return
-    stored = {}  # backend name -> (name, deleted)
+    stored: dict[str, tuple[str, bool]] = {}  # backend name -> (name, deleted)
     for namespace, name, deleted in items:
         suffix = DEL_SUFFIX if deleted else ""
         for level in namespace.levels:
@@ -107,9 +111,9 @@ def reword(exc: Exception, items) -> None:
     # a whole name only: not data/01/23/x inside data/01/23/x.del or inside an absolute path
     alternatives = "|".join(re.escape(backend_name) for backend_name in sorted(stored, key=len, reverse=True))
     pattern = re.compile(rf"(?<![\w/.-])(?:{alternatives})(?![\w/-]|\.[\w-])")
-    shown = []
+    shown: list[str] = []
 
-    def replace(match):
+    def replace(match: "re.Match[str]") -> str:
         if match.group() not in shown:
             shown.append(match.group())
         return stored[match.group()][0]
@@ -125,7 +129,7 @@ def reword(exc: Exception, items) -> None:
     exc.args = (f"{text} ({'; '.join(notes)})",)
 
 
-def missing_at_every_level(namespace, name: str, deleted: bool) -> str:
+def missing_at_every_level(namespace: "Namespace", name: str, deleted: bool) -> str:
     """The message for an item of a namespace with several levels that is at none of them."""
     suffix = DEL_SUFFIX if deleted else ""
     where = ", ".join(namespace.nest(name, level) + suffix for level in namespace.levels)

@@ -7,13 +7,18 @@ import shlex
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union
 
 import pluggy
 
 from . import hookspecs
 from .backends._base import Capabilities
 from .backends.errors import BackendNotInstalled, BackendURLInvalid, PluginError
+
+if TYPE_CHECKING:
+    from .backends._base import BackendBase
+    from .middleware._base import Link
+    from .nesting import NestingStrategy
 
 ENTRY_POINT_GROUP = "borgstore"
 
@@ -42,15 +47,16 @@ KNOWN_SCHEMES = {
 }
 
 
-Factory = Union[Callable, str]
+#: a callable, or its import path ``"module:attribute"``
+Factory = Union[Callable[..., Any], str]
 
 
-def resolve(factory: Factory) -> Callable:
+def resolve(factory: Factory) -> Callable[..., Any]:
     """The callable a spec names: itself, or ``"module:attribute"`` imported now (on first use)."""
     if not isinstance(factory, str):
         return factory
     module, _, attribute = factory.partition(":")
-    target = importlib.import_module(module)
+    target: Any = importlib.import_module(module)
     for part in attribute.split("."):
         target = getattr(target, part)
     return target
@@ -72,11 +78,11 @@ class BackendSpec:
         import path; None: the core's generic redaction (passwords in ``user:password@``).
     """
 
-    schemes: tuple
+    schemes: tuple[str, ...]
     factory: Factory
     capabilities: Optional[Capabilities] = None
     description: str = ""
-    options: Optional[tuple] = None
+    options: Optional[tuple[str, ...]] = None
     redact: Optional[Factory] = None
 
 
@@ -102,18 +108,24 @@ class MiddlewareSpec:
     description: str = ""
 
 
-SPEC_TYPES = {
+#: what a plugin may provide
+AnySpec = Union[BackendSpec, NestingSpec, MiddlewareSpec]
+
+SPEC_TYPES: dict[str, type[AnySpec]] = {
     "borgstore_backends": BackendSpec,
     "borgstore_nesting_strategies": NestingSpec,
     "borgstore_middleware": MiddlewareSpec,
 }
 
 
+_Spec = TypeVar("_Spec", bound=AnySpec)
+
+
 @dataclass(frozen=True)
-class Provided:
+class Provided(Generic[_Spec]):
     """One thing a plugin provides, with where it came from."""
 
-    spec: object
+    spec: _Spec
     plugin: str
     distribution: str
     version: str
@@ -128,19 +140,23 @@ class LoadFailure:
     distribution: str
     error: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"plugin {self.plugin!r} ({self.target}, from {self.distribution}) failed to load: {self.error}"
 
 
+#: backends by scheme, nesting strategies by name, middleware by name
+_Tables = tuple[dict[str, Provided[BackendSpec]], dict[str, Provided[NestingSpec]], dict[str, Provided[MiddlewareSpec]]]
+
+
 class _Registry:
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.pm = None
-        self.failures = []  # entry points that failed to load
-        self.table_failures = []  # plugins whose declarations are broken
-        self.origins = {}  # plugin name -> (distribution, version)
-        self._tables = None
-        self._registered_snapshot = None
+        self.pm: Optional[pluggy.PluginManager] = None
+        self.failures: list[LoadFailure] = []  # entry points that failed to load
+        self.table_failures: list[LoadFailure] = []  # plugins whose declarations are broken
+        self.origins: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+        self._tables: Optional[_Tables] = None
+        self._registered_snapshot: Optional[tuple[int, ...]] = None
 
     def plugin_manager(self) -> pluggy.PluginManager:
         with self.lock:
@@ -152,7 +168,7 @@ class _Registry:
                 self.pm = pm
             return self.pm
 
-    def _load_entry_points(self, pm):
+    def _load_entry_points(self, pm: pluggy.PluginManager) -> None:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist else "unknown distribution"
             version = ep.dist.version if ep.dist else ""
@@ -166,7 +182,7 @@ class _Registry:
                 continue
             self.origins[ep.name] = (dist, version)
 
-    def _load_builtins(self, pm):
+    def _load_builtins(self, pm: pluggy.PluginManager) -> None:
         from . import __version__
 
         for name, module in BUILTIN_PLUGINS.items():
@@ -174,19 +190,19 @@ class _Registry:
                 pm.register(importlib.import_module(module), name=name)
                 self.origins[name] = ("borgstore", __version__)
 
-    def _check_hook_names(self, pm, failures):
+    def _check_hook_names(self, pm: pluggy.PluginManager, failures: list[LoadFailure]) -> None:
         # a misspelled hook name would otherwise be ignored without a word
         for hook_name in dir(pm.hook):
             if not hook_name.startswith("borgstore") or hasattr(hookspecs, hook_name):
                 continue
             for impl in getattr(pm.hook, hook_name).get_hookimpls():
-                name = pm.get_name(impl.plugin)
+                name = pm.get_name(impl.plugin) or repr(impl.plugin)
                 dist = self.origins.get(name, ("unknown distribution", ""))[0]
                 failures.append(
                     LoadFailure(name, hook_name, dist, f"implements {hook_name!r}, which is not a borgstore hook")
                 )
 
-    def tables(self):
+    def tables(self) -> _Tables:
         """Return (backends by scheme, nesting by name, middleware by name), rebuilt when the set of
         registered plugins changed."""
         pm = self.plugin_manager()
@@ -197,11 +213,13 @@ class _Registry:
                 self._registered_snapshot = snapshot
             return self._tables
 
-    def _build_tables(self, pm):
+    def _build_tables(self, pm: pluggy.PluginManager) -> _Tables:
         """Ask every plugin what it provides; problems go to self.table_failures."""
-        failures = []
+        failures: list[LoadFailure] = []
         self._check_hook_names(pm, failures)
-        backends, nestings, middlewares = {}, {}, {}
+        backends: dict[str, Provided[BackendSpec]] = {}
+        nestings: dict[str, Provided[NestingSpec]] = {}
+        middlewares: dict[str, Provided[MiddlewareSpec]] = {}
         plugins = pm.get_plugins()
         for hook_name, table, key in (
             ("borgstore_backends", backends, "schemes"),
@@ -232,7 +250,8 @@ class _Registry:
                                 )
                             )
                             continue
-                        provided = Provided(spec, plugin_name, dist, version)
+                        # the type that goes with the table: checked by isinstance() above
+                        provided: Provided[Any] = Provided(spec, plugin_name, dist, version)
                         keys = getattr(spec, key)
                         for k in (keys,) if isinstance(keys, str) else keys:
                             table[k] = provided
@@ -248,25 +267,25 @@ def plugin_manager() -> pluggy.PluginManager:
     return _registry.plugin_manager()
 
 
-def load_failures() -> list:
+def load_failures() -> list[LoadFailure]:
     """The plugins that failed to load or declared something broken, as :class:`LoadFailure` items."""
     _registry.tables()
     return _registry.failures + _registry.table_failures
 
 
-def backends() -> dict:
+def backends() -> dict[str, Provided[BackendSpec]]:
     return _registry.tables()[0]
 
 
-def nesting_strategies() -> dict:
+def nesting_strategies() -> dict[str, Provided[NestingSpec]]:
     return _registry.tables()[1]
 
 
-def middlewares() -> dict:
+def middlewares() -> dict[str, Provided[MiddlewareSpec]]:
     return _registry.tables()[2]
 
 
-def url_scheme(url) -> str:
+def url_scheme(url: object) -> str:
     if not isinstance(url, str) or ":" not in url:
         raise BackendURLInvalid(f"invalid store URL {redact_url(url)!r}: expected SCHEME:..., e.g. file:///path")
     scheme = url.split(":", 1)[0].lower()
@@ -291,7 +310,7 @@ def generic_redact(url: str) -> str:
     return url
 
 
-def redact_url(url) -> str:
+def redact_url(url: object) -> str:
     """*url* with every secret it carries replaced by ``***``: safe for messages, logs, repr.
 
     The backend serving the scheme knows where its secrets are (its spec's ``redact``); for
@@ -307,7 +326,7 @@ def redact_url(url) -> str:
         return f"{scheme}:{REDACTED}"
 
 
-def backend_for_url(url: str, options: Optional[dict] = None):
+def backend_for_url(url: str, options: Optional[dict[str, Any]] = None) -> "BackendBase":
     """Build an unopened backend for *url*, raising a precise BackendURLInvalid if that fails."""
     scheme = url_scheme(url)
     provided = backends().get(scheme)
@@ -342,21 +361,31 @@ def backend_for_url(url: str, options: Optional[dict] = None):
     return backend
 
 
-def install_command(distribution: str) -> str:
-    """The pip command that installs *distribution*, one of this project's plugins, where the user
-    is: the plugin's folder when this core was imported from a source tree that holds it (no
-    package index has the plugins of a clone), else the distribution's name."""
-    folder = Path(__file__).resolve().parent.parent / "plugins" / distribution.removeprefix("borgstore-backend-")
+#: the core's distribution, for :func:`install_command`
+CORE_DISTRIBUTION = "borgstore"
+
+
+def install_command(distribution: str, extra: Optional[str] = None) -> str:
+    """The pip command that installs *distribution* (this core, or one of this project's plugins)
+    with its *extra*, if given, where the user is: the distribution's folder when this core was
+    imported from a source tree that holds it (no package index has the plugins of a clone, and
+    the index's ``borgstore`` is an older, unrelated one), else the distribution's name."""
+    core = Path(__file__).resolve().parent.parent
+    folder = core
+    if distribution != CORE_DISTRIBUTION:
+        folder = core / "plugins" / distribution.removeprefix("borgstore-backend-")
     try:
         declared = (folder / "pyproject.toml").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         declared = ""
+    target = distribution
     if re.search(rf"^name\s*=\s*[\"']{re.escape(distribution)}[\"']", declared, re.MULTILINE):
-        return f"pip install {shlex.quote(str(folder))}"
-    return f"pip install {distribution}"
+        target = str(folder)
+    # quoted: a folder with a blank, and the brackets of an extra, paste as one argument
+    return f"pip install {shlex.quote(target + (f'[{extra}]' if extra else ''))}"
 
 
-def nesting_strategy(name: str):
+def nesting_strategy(name: str) -> "NestingStrategy":
     provided = nesting_strategies().get(name)
     if provided is None:
         known = ", ".join(sorted(nesting_strategies()))
@@ -364,7 +393,7 @@ def nesting_strategy(name: str):
     return resolve(provided.spec.factory)()
 
 
-def middleware_factory(name: str):
+def middleware_factory(name: str) -> Callable[..., "Link"]:
     provided = middlewares().get(name)
     if provided is None:
         known = ", ".join(sorted(middlewares()))
@@ -372,7 +401,7 @@ def middleware_factory(name: str):
     return resolve(provided.spec.factory)
 
 
-def reset_for_tests():
+def reset_for_tests() -> None:
     """Forget the plugin manager so that the next use loads the entry points again."""
     global _registry
     _registry = _Registry()

@@ -13,7 +13,8 @@ and three displays implement it (:func:`make_reporter` picks one):
 import json
 import time
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from types import ModuleType
+from typing import Any, Optional, TextIO
 
 #: seconds between plain progress lines on a terminal without tqdm
 LINE_INTERVAL = 5.0
@@ -48,11 +49,11 @@ class CopySummary:
     destination_created: bool = False
     interrupted: bool = False
     seconds: float = 0.0
-    failures: list = field(default_factory=list)  #: [name, message] per failure
-    mismatches: list = field(default_factory=list)  #: names --verify found different
-    notes: list = field(default_factory=list)
+    failures: list[list[str]] = field(default_factory=list)  #: [name, message] per failure
+    mismatches: list[str] = field(default_factory=list)  #: names --verify found different
+    notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values["seconds"] = round(self.seconds, 3)
         return values
@@ -91,7 +92,7 @@ class Reporter:
         """The copy is over (finished or interrupted); *summary* is final."""
 
 
-def make_reporter(*, json_lines: bool, interval: Optional[float], out, err) -> Reporter:
+def make_reporter(*, json_lines: bool, interval: Optional[float], out: TextIO, err: TextIO) -> Reporter:
     """The display for where the output goes: JSON lines on *out* with *json_lines*, a bar (or
     plain lines) on *err* if it is a terminal, else only problems and the summary on *err*."""
     if json_lines:
@@ -115,7 +116,7 @@ def size_text(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def progress_fields(summary: CopySummary) -> dict:
+def progress_fields(summary: CopySummary) -> dict[str, Any]:
     """The figures of one progress report: done and total, rate (bytes/s), ETA (s, or None)."""
     seconds = max(summary.seconds, 1e-9)
     rate = summary.bytes_done / seconds
@@ -135,7 +136,7 @@ def progress_fields(summary: CopySummary) -> dict:
     }
 
 
-def summary_lines(summary: CopySummary) -> list:
+def summary_lines(summary: CopySummary) -> list[str]:
     """The final summary for people: one line of counts, then what needs their attention."""
     s = summary
     verb, skip = ("would copy", "would skip") if s.dry_run else ("copied", "skipped")
@@ -171,20 +172,20 @@ def summary_lines(summary: CopySummary) -> list:
 class Quiet(Reporter):
     """No progress: problems as they happen, then the summary, on *err*."""
 
-    def __init__(self, err):
+    def __init__(self, err: TextIO):
         self.err = err
 
     def say(self, text: str) -> None:
         print(text, file=self.err, flush=True)
 
-    def problem(self, kind, name, message, summary):
+    def problem(self, kind: str, name: str, message: str, summary: CopySummary) -> None:
         self.say(f"{'verify mismatch' if kind == 'mismatch' else 'failed'}: {name}: {message}")
 
-    def stopping(self, in_flight, summary):
+    def stopping(self, in_flight: int, summary: CopySummary) -> None:
         waiting = f", waiting for the {in_flight} in flight (interrupt again to abandon them)" if in_flight else ""
         self.say(f"interrupted: no new transfer starts{waiting}")
 
-    def finish(self, summary):
+    def finish(self, summary: CopySummary) -> None:
         for line in summary_lines(summary):
             self.say(line)
 
@@ -192,22 +193,22 @@ class Quiet(Reporter):
 class PlainLines(Quiet):
     """A terminal without tqdm: a progress line at most every *interval* seconds."""
 
-    def __init__(self, err, interval: float):
+    def __init__(self, err: TextIO, interval: float):
         super().__init__(err)
         self.interval = interval
         self._last = time.monotonic()
         self._shown = (0, 0)
 
-    def listing(self, side, summary):
+    def listing(self, side: str, summary: CopySummary) -> None:
         self.say(f"listing the {side} ...")
 
-    def start(self, summary):
+    def start(self, summary: CopySummary) -> None:
         self.say(f"copying {summary.items} items ({size_text(summary.bytes)}) with {summary.transfers} transfers")
 
-    def item(self, action, name, size, summary):
+    def item(self, action: str, name: str, size: int, summary: CopySummary) -> None:
         self.tick(summary)
 
-    def tick(self, summary):
+    def tick(self, summary: CopySummary) -> None:
         now = time.monotonic()
         done = (summary.items_done, summary.bytes_done)
         if done == self._shown or now - self._last < self.interval:
@@ -226,21 +227,21 @@ class Bar(Quiet):
 
     FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B{postfix} [{elapsed}<{remaining}, {rate_fmt}]"
 
-    def __init__(self, err, tqdm_module):
+    def __init__(self, err: TextIO, tqdm_module: ModuleType):
         super().__init__(err)
         self.tqdm = tqdm_module.tqdm
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar from start() to finish()
 
-    def say(self, text):
+    def say(self, text: str) -> None:
         if self.bar is None:
             super().say(text)
         else:
             self.bar.write(text, file=self.err)
 
-    def listing(self, side, summary):
+    def listing(self, side: str, summary: CopySummary) -> None:
         self.say(f"listing the {side} ...")
 
-    def start(self, summary):
+    def start(self, summary: CopySummary) -> None:
         desc = "dry run" if summary.dry_run else "copy"
         self.bar = self.tqdm(
             total=summary.bytes,
@@ -255,14 +256,14 @@ class Bar(Quiet):
         )
         self._items(summary)
 
-    def _items(self, summary):
+    def _items(self, summary: CopySummary) -> None:
         self.bar.set_postfix_str(f"{summary.items_done}/{summary.items} items", refresh=False)
 
-    def item(self, action, name, size, summary):
+    def item(self, action: str, name: str, size: int, summary: CopySummary) -> None:
         self._items(summary)
         self.bar.update(size)
 
-    def finish(self, summary):
+    def finish(self, summary: CopySummary) -> None:
         if self.bar is not None:
             self._items(summary)
             self.bar.refresh()
@@ -274,20 +275,20 @@ class Bar(Quiet):
 class JsonLines(Reporter):
     """``--json``: one JSON object per line on *out*, each with an ``event`` key."""
 
-    def __init__(self, out, interval: float):
+    def __init__(self, out: TextIO, interval: float):
         self.out = out
         self.interval = interval
         self._last = 0.0
-        self._shown = None
+        self._shown: Optional[tuple[int, int]] = None
 
-    def emit(self, event: str, **values) -> None:
+    def emit(self, event: str, **values: Any) -> None:
         self.out.write(json.dumps({"event": event, **values}) + "\n")
         self.out.flush()
 
-    def listing(self, side, summary):
+    def listing(self, side: str, summary: CopySummary) -> None:
         self.emit("listing", side=side)
 
-    def start(self, summary):
+    def start(self, summary: CopySummary) -> None:
         keys = (
             "source",
             "destination",
@@ -304,10 +305,10 @@ class JsonLines(Reporter):
         self.emit("start", **{key: getattr(summary, key) for key in keys})
         self._last = time.monotonic()
 
-    def item(self, action, name, size, summary):
+    def item(self, action: str, name: str, size: int, summary: CopySummary) -> None:
         self.tick(summary)
 
-    def tick(self, summary):
+    def tick(self, summary: CopySummary) -> None:
         now = time.monotonic()
         figures = progress_fields(summary)
         done = (figures["items_done"], figures["bytes_done"])
@@ -316,11 +317,11 @@ class JsonLines(Reporter):
         self._last, self._shown = now, done
         self.emit("progress", **figures)
 
-    def problem(self, kind, name, message, summary):
+    def problem(self, kind: str, name: str, message: str, summary: CopySummary) -> None:
         self.emit(kind, name=name, message=message)
 
-    def stopping(self, in_flight, summary):
+    def stopping(self, in_flight: int, summary: CopySummary) -> None:
         self.emit("interrupted", in_flight=in_flight)
 
-    def finish(self, summary):
+    def finish(self, summary: CopySummary) -> None:
         self.emit("summary", **summary.as_dict(), exit_status=summary.exit_status)

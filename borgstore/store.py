@@ -1,16 +1,16 @@
-"""The Store: the API applications use (COMPAT.md), on top of a middleware chain and a backend.
+"""The Store: the API applications use (docs/compatibility.md), on top of a middleware chain and a backend.
 
 A call travels: Store (validates the name, finds the namespace's nesting) -> the middleware chain,
 outermost first -> the backend adapter -> the backend.  See docs/architecture.md.
 """
 
 import threading
-from typing import Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from . import _plugins
-from ._config import parse_config, parse_levels
-from ._names import check_name, check_namespace, is_valid_key, missing_at_every_level, reword
-from .backends._base import ItemInfo, new_hash, read_range_error
+from ._config import Namespace, level_directories, parse_config, parse_levels, replace_levels
+from ._names import check_name, check_namespace, missing_at_every_level, reword
+from .backends._base import BackendBase, ItemInfo, new_hash, read_range_error
 from .backends.errors import (
     BackendError,
     BackendMustBeOpen,
@@ -20,11 +20,12 @@ from .backends.errors import (
     ObjectNotFound,
     ReadRangeError,
 )
+from ._listing import check_sources, sorted_lazily, walk, walk_tree
 from ._maintenance import check_age, remove_stale_temps
 from ._stats import empty_stats
 from .constants import DEL_SUFFIX, MAX_NAME_LENGTH
 from .middleware._base import BackendAdapter, Link
-from ._chain import _middleware_entry, build_chain, default_middleware, get_backend  # noqa: F401 (public here too)
+from ._chain import MiddlewareEntry, build_chain, default_middleware, get_backend, store_chain  # noqa: F401 (public here too)
 
 
 __all__ = [
@@ -44,7 +45,7 @@ class Store:
     :param url: where the store is, e.g. ``file:///srv/store``; or give *backend*.
     :param backend: an unopened backend (or chain) instead of a URL.
     :param config: ``{"namespace/": {"levels": [..], "nesting": "hex"}}`` per namespace.
-    :param permissions: ``{name prefix: letters}`` (COMPAT.md "Permissions"); adds ``permissions``.
+    :param permissions: ``{name prefix: letters}`` (docs/compatibility.md, "Permissions"); adds ``permissions``.
     :param cache_url: a second store used as a cache for namespaces whose config asks for one.
     :param cache_backend: the same, as a backend object.
     :param levels: the older form of config: ``{"namespace/": [levels]}``.
@@ -57,17 +58,17 @@ class Store:
     def __init__(
         self,
         url: Optional[str] = None,
-        backend=None,
+        backend: Union[BackendBase, Link, None] = None,
         config: Optional[dict] = None,
         permissions: Optional[dict] = None,
         *,
         cache_url: Optional[str] = None,
-        cache_backend=None,
+        cache_backend: Union[BackendBase, Link, None] = None,
         levels: Optional[dict] = None,
         quota: Optional[int] = None,
-        middleware=None,
+        middleware: Optional[Iterable[MiddlewareEntry]] = None,
         backend_options: Optional[dict] = None,
-    ):
+    ) -> None:
         if levels is not None:
             if config is not None:
                 raise ValueError("give either config or levels, not both")
@@ -85,30 +86,13 @@ class Store:
             cache_backend = _plugins.backend_for_url(cache_url)
         if cached and cache_backend is None:
             raise ValueError(f"namespaces {', '.join(sorted(cached))} ask for a cache: give cache_url or cache_backend")
-        if middleware is None:
-            middleware = default_middleware(permissions, quota, backend=backend)
-        else:
-            middleware = list(middleware)
-            names = [_middleware_entry(entry)[0] for entry in middleware]
-            # permissions= and quota= are the outermost limits unless the chain places them itself
-            if quota is not None and "quota" not in names:
-                middleware.insert(0, ("quota", {"limit": quota}))
-            if permissions is not None and "permissions" not in names:
-                middleware.insert(0, ("permissions", {"permissions": permissions}))
-        if cached:
-            # the cache sits just outside any emulation, so that cache hits are not slowed down
-            names = [_middleware_entry(entry)[0] for entry in middleware]
-            if "cache" in names:
-                raise ValueError("the config asks for a cache: do not name 'cache' in middleware= too")
-            position = names.index("emulate") if "emulate" in names else len(middleware)
-            middleware.insert(position, ("cache", {"cache": cache_backend, "policies": cached}))
-        self._chain = build_chain(backend, middleware, name=url.split(":", 1)[0] if url else None)
+        self._chain = store_chain(backend, url, middleware, permissions, quota, cached, cache_backend)
         self._url = url
         self._opened = False
         self._stale_temps_removed = 0
         self._maintenance_lock = threading.Lock()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         where = _plugins.redact_url(self._url) if self._url else type(self._chain.backend).__name__
         return f"<Store({where!r}, middleware={list(self.middleware)})>"
 
@@ -125,7 +109,7 @@ class Store:
         return tuple(link.name for link in self._chain.layers() if not isinstance(link, BackendAdapter))
 
     @property
-    def backend(self):
+    def backend(self) -> Union[BackendBase, Link]:
         """Backend operations on backend names, with the limits given in force: the chain from its
         outermost link that enforces limits (``enforces_limits``: permissions, readonly, quota)
         inwards, so ``store.backend.delete(...)`` is checked as ``store.delete`` is.  Without such
@@ -148,6 +132,8 @@ class Store:
 
     # --- lifecycle ---
     def create(self) -> None:
+        """Make a new, empty store (an existing empty location is fine, a non-empty one raises
+        BackendAlreadyExists); the store must be closed."""
         if self._opened:
             raise BackendMustNotBeOpen("close the store before create()")
         self._chain.create()
@@ -155,17 +141,20 @@ class Store:
             self.create_levels()
 
     def destroy(self) -> None:
+        """Remove the store and everything in it (missing: BackendDoesNotExist); the store must be closed."""
         if self._opened:
             raise BackendMustNotBeOpen("close the store before destroy()")
         self._chain.destroy()
 
     def open(self) -> None:
+        """Open the existing store (missing: BackendDoesNotExist); also ``with store:``."""
         if self._opened:
             raise BackendMustNotBeOpen("the store is already open")
         self._chain.open()
         self._opened = True
 
     def close(self) -> None:
+        """Close the store and release its connections; not open: BackendMustBeOpen."""
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
         self._opened = False
@@ -176,15 +165,14 @@ class Store:
         self._check_open()
         self._chain.flush()
 
-    def __enter__(self):
+    def __enter__(self) -> "Store":
         self.open()
         return self
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
+    def __exit__(self, exc_type: object, exc_val: object, exc_tb: object) -> None:
         self.close()
-        return False
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
 
@@ -193,15 +181,7 @@ class Store:
         """Replace the nesting levels: ``{"namespace/": [levels]}``; *create* pre-creates them.
 
         A namespace that was configured before keeps its nesting strategy."""
-        if not levels or not isinstance(levels, dict):
-            raise ValueError(f"no or invalid levels configuration given: {levels!r}")
-        config = parse_levels(levels)
-        for key, entry in config.items():
-            known = self._namespaces.get(key[:-1] if key.endswith("/") else key)
-            if known is not None:
-                entry["nesting"] = known.strategy.name
-        namespaces, _ = parse_config(config)
-        self._namespaces = namespaces
+        self._namespaces = replace_levels(self._namespaces, levels)
         if create:
             self.create_levels()
 
@@ -211,26 +191,20 @@ class Store:
         if not was_open:
             self.open()
         try:
-            for namespace in self._namespaces.values():
-                if namespace.name:
-                    self._chain.mkdir(namespace.name)
-                level = namespace.write_level
-                prefix = f"{namespace.name}/" if namespace.name else ""
-                if level > 0:
-                    for directory in namespace.strategy.all_directories(level):
-                        self._chain.mkdir(prefix + directory)
+            for directory in level_directories(self._namespaces):
+                self._chain.mkdir(directory)
         finally:
             if not was_open:
                 self.close()
 
     # --- names ---
-    def _namespace_of(self, name: str):
+    def _namespace_of(self, name: str) -> Namespace:
         if type(name) is str and len(name) <= MAX_NAME_LENGTH:
             # the common names (a configured namespace, a key of lowercase letters and digits)
             # take a few string methods; anything else the full check.  A configured namespace
             # was checked when the config was.
-            prefix, slash, key = name.partition("/")
-            if prefix and slash:  # "/key" is no name, even where the root namespace "" is configured
+            prefix, separator, key = name.partition("/")
+            if prefix and separator:  # "/key" is no name, even where the root namespace "" is configured
                 namespace = self._namespaces.get(prefix)
                 if namespace is not None and key.isascii():
                     flat = key.encode()  # bytes methods: several times faster than their str twins
@@ -259,7 +233,7 @@ class Store:
         found = self._find(namespace, name, deleted)
         return found[: -len(DEL_SUFFIX)] if deleted else found
 
-    def _find(self, namespace, name, deleted):
+    def _find(self, namespace: Namespace, name: str, deleted: bool) -> str:
         """The backend name of *name* (with the ``.del`` suffix if *deleted*)."""
         suffix = DEL_SUFFIX if deleted else ""
         if namespace.single:
@@ -274,6 +248,8 @@ class Store:
     # Soft deletion happens here, once: a soft-deleted item is the backend name plus ".del", and
     # soft deleting is a move to that name, so every link of the chain sees plain names and moves.
     def info(self, name: str, *, deleted: bool = False) -> ItemInfo:
+        """What is known of item *name* (its soft-deleted twin with *deleted*): ``exists``,
+        ``size``, ``mtime``; a missing item gives ``exists=False``, never an exception."""
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
@@ -294,6 +270,8 @@ class Store:
         return info if info.name == key else info._replace(name=key)
 
     def load(self, name: str, *, size: Optional[int] = None, offset: int = 0, deleted: bool = False) -> bytes:
+        """The value of *name*, or *size* bytes of it from *offset* (negative: from the end);
+        past the end gives fewer bytes.  Missing: ObjectNotFound."""
         if not self._opened:  # inlined on the hot paths: a method call costs as much as this check
             raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
@@ -316,19 +294,20 @@ class Store:
             raise
         raise ObjectNotFound(missing_at_every_level(namespace, name, deleted))
 
-    def store(self, name: str, value) -> None:
+    def store(self, name: str, value: Union[bytes, bytearray, memoryview]) -> None:
+        """Store *value* under *name*, replacing any value there; atomic: a reader sees the old
+        or the new value, never part of one."""
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
-        value_type = type(value)
-        if value_type is not bytes:
-            if value_type is memoryview:
+        if type(value) is not bytes:
+            if isinstance(value, memoryview):  # memoryview has no subclasses: as fast as "type() is"
                 if not value.c_contiguous:
                     raise ValueError("value must be a C-contiguous memoryview")
                 if value.ndim != 1 or value.format != "B":
                     value = value.cast("B")
-            elif value_type is not bytearray:
-                raise ValueError(f"value must be bytes, bytearray or memoryview, not {value_type.__name__}")
+            elif type(value) is not bytearray:
+                raise ValueError(f"value must be bytes, bytearray or memoryview, not {type(value).__name__}")
         try:
             self._chain.store(
                 namespace.nest_write(name) if namespace.single else self._find(namespace, name, False), value
@@ -338,6 +317,8 @@ class Store:
             raise
 
     def delete(self, name: str, *, deleted: bool = False) -> None:
+        """Remove *name* for good (its soft-deleted twin with *deleted*); missing: ObjectNotFound.
+        Soft deletion is ``move(name, delete=True)``."""
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
@@ -360,6 +341,9 @@ class Store:
         change_level: bool = False,
         deleted: bool = False,
     ) -> None:
+        """Exactly one of: rename *name* to *new_name*; soft-delete it (*delete*: it is kept as
+        ``<name>.del`` and listed only with ``deleted=True``); *undelete* a soft-deleted item; or
+        *change_level*: move it to its namespace's write level.  Missing: ObjectNotFound."""
         if not self._opened:
             raise BackendMustBeOpen("the store is not open")
         namespace = self._namespace_of(name)
@@ -391,13 +375,22 @@ class Store:
         try:
             self._move(namespace, name, new_namespace, new_name, delete, undelete, deleted)
         except BackendError as exc:
-            if new_name is None:
+            if new_namespace is None or new_name is None:
                 reword(exc, ((namespace, name, False), (namespace, name, True)))
             else:
                 reword(exc, ((namespace, name, deleted), (new_namespace, new_name, deleted)))
             raise
 
-    def _move(self, namespace, name, new_namespace, new_name, delete, undelete, deleted):
+    def _move(
+        self,
+        namespace: Namespace,
+        name: str,
+        new_namespace: Optional[Namespace],
+        new_name: Optional[str],
+        delete: bool,
+        undelete: bool,
+        deleted: bool,
+    ) -> None:
         """move() after its arguments were checked: one of its four kinds."""
         if delete:
             current = self._find(namespace, name, False)
@@ -405,7 +398,7 @@ class Store:
         elif undelete:
             current = self._find(namespace, name, True)
             self._chain.move(current, current[: -len(DEL_SUFFIX)])
-        elif new_name is None:  # change_level
+        elif new_name is None or new_namespace is None:  # change_level (new_namespace comes with new_name)
             current = self._find(namespace, name, deleted)
             target = namespace.nest_write(name) + (DEL_SUFFIX if deleted else "")
             if current != target:
@@ -426,41 +419,17 @@ class Store:
         # a flat namespace is one list call anyway, and a tree listing of the root would be the
         # whole store
         if namespace.deepest and self._chain.capabilities.list_tree:
-            items = self._walk_tree(ns_name, namespace, deleted)
+            items = walk_tree(self._chain, ns_name, namespace, deleted)
         else:
-            items = self._walk(ns_name, namespace, 0, deleted)
+            items = walk(self._chain, ns_name, namespace, 0, deleted)
         if namespace.single and namespace.strategy.order_preserving and not deleted:
             return items
         # stripping ".del" can change the order ("a-b.del" < "a.del", but "a" < "a-b")
-        return _sorted_lazily(items)
-
-    def _walk(self, directory, namespace, depth, deleted):
-        """The namespace's items, one ``list`` call per directory."""
-        deepest = namespace.deepest
-        for info in self._chain.list(directory):
-            if info.directory:
-                if depth < deepest:
-                    yield from self._walk(
-                        f"{directory}/{info.name}" if directory else info.name, namespace, depth + 1, deleted
-                    )
-            elif depth in namespace.level_set:
-                item = _listed(info, info.name, deleted)
-                if item is not None:
-                    yield item
-
-    def _walk_tree(self, directory, namespace, deleted):
-        """The namespace's items from one ``list_tree`` stream (an object store's prefix listing)."""
-        level_set = namespace.level_set
-        for info in self._chain.list_tree(directory):
-            path = info.name
-            depth = path.count("/")
-            if depth in level_set:
-                key = path[path.rfind("/") + 1 :]
-                item = _listed(info, key, deleted)
-                if item is not None:
-                    yield item
+        return sorted_lazily(items)
 
     def hash(self, name: str, algorithm: str = "sha256", *, deleted: bool = False) -> str:
+        """The hex digest of *name*'s value (any hashlib algorithm; ``blake3`` where installed),
+        computed where the data is if the backend can.  Unknown algorithm: ValueError."""
         self._check_open()
         namespace = self._namespace_of(name)
         new_hash(algorithm)  # an unknown algorithm fails before any storage access
@@ -470,29 +439,14 @@ class Store:
             reword(exc, ((namespace, name, deleted),))
             raise
 
-    def _sources(self, sources, namespace_name):
-        """*sources* checked, as ``(namespace, name, offset, size)``: all of them before any is looked up."""
-        checked = []
-        for source in sources:
-            try:
-                name, offset, size = source
-            except (TypeError, ValueError):
-                raise ValueError(f"a source is a (name, offset, size) tuple, not {source!r}") from None
-            if type(offset) is not int or type(size) is not int or size < 0:
-                raise ValueError(f"invalid range in source {source!r}: offset is an int, size an int >= 0")
-            if namespace_name is not None:
-                if not isinstance(name, str) or "/" in name:
-                    raise ValueError(f"source name {name!r} must be a key without '/' when a namespace is given")
-                name = f"{namespace_name}/{name}" if namespace_name else name
-            checked.append((self._namespace_of(name), name, offset, size))
-        return checked
-
-    def gather(self, sources, *, namespace: Optional[str] = None, deleted: bool = False) -> bytes:
+    def gather(self, sources: Iterable[tuple[str, int, int]], *, namespace: Optional[str] = None, deleted: bool = False) -> bytes:
         """Return the concatenated ranges ``(name, offset, size)`` of *sources*; names are keys in
         *namespace* if it is given.  A short range raises ReadRangeError."""
         self._check_open()
         ns_name = None if namespace is None else check_namespace(namespace)
-        checked = self._sources(sources, ns_name)
+        checked = [
+            (self._namespace_of(name), name, offset, size) for name, offset, size in check_sources(sources, ns_name)
+        ]
         if not checked:
             return b""
         try:
@@ -508,7 +462,7 @@ class Store:
 
     def defrag(
         self,
-        sources,
+        sources: Iterable[tuple[str, int, int]],
         *,
         target: Optional[str] = None,
         algorithm: Optional[str] = None,
@@ -526,7 +480,7 @@ class Store:
         if target is not None and ns_name is not None and "/" in target:
             raise ValueError(f"target {target!r} must be a key without '/' when a namespace is given")
         data = self.gather(sources, namespace=namespace, deleted=deleted)
-        key = target if target is not None else new_hash(algorithm, data).hexdigest()
+        key = target if target is not None else new_hash(algorithm or "", data).hexdigest()
         self.store(f"{ns_name}/{key}" if ns_name else key, data)
         return key
 
@@ -550,28 +504,6 @@ class Store:
         self._check_open()
         return remove_stale_temps(self._chain, older_than, on_removed=self._count_stale_temp)
 
-    def _count_stale_temp(self):
+    def _count_stale_temp(self) -> None:
         with self._maintenance_lock:
             self._stale_temps_removed += 1
-
-
-def _listed(info, key, deleted):
-    """The ItemInfo the Store lists for a backend item whose leaf name is *key*, or None: live
-    items without *deleted*, soft-deleted ones (their ``.del`` taken off) with it."""
-    if key.endswith(DEL_SUFFIX):
-        if not deleted:
-            return None
-        key = key[: -len(DEL_SUFFIX)]
-    elif deleted:
-        return None
-    if not is_valid_key(key):
-        return None
-    # ItemInfo._replace costs three times a bare tuple construction; listings are hot
-    return info if info.name == key else _tuple_new(ItemInfo, (key, *info[1:]))
-
-
-_tuple_new = tuple.__new__
-
-
-def _sorted_lazily(items):
-    yield from sorted(items, key=lambda info: info.name)

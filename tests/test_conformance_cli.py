@@ -3,9 +3,11 @@
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,8 @@ from borgstore.backends.memory import MemoryBackend
 from borgstore.testing._backend_checks import BACKEND_CHECKS
 from borgstore.testing._settings import PROFILE_VARIABLE, kit_settings
 from borgstore.testing._store_checks import STORE_CHECKS
+
+REPO = Path(__file__).resolve().parent.parent
 
 ALL_CHECKS = ["state-machine", *BACKEND_CHECKS, "store-state-machine", *STORE_CHECKS]
 
@@ -251,16 +255,37 @@ def test_pytest_plugin_loads_without_hypothesis():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-def test_check_without_hypothesis_says_what_to_install():
-    """Without Hypothesis, `check` exits with 2 and names the extra to install."""
-    code = (
-        "import sys; sys.modules['hypothesis'] = None\n"
-        "from borgstore import __main__\n"
-        "sys.exit(__main__.main(['check', 'memory:']))"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+WITHOUT_HYPOTHESIS = (
+    "import sys; sys.path.insert(0, {core!r}); sys.modules['hypothesis'] = None\n"
+    "from borgstore import __main__\n"
+    "sys.exit(__main__.main(['check', 'memory:']))"
+)
+
+
+def _check_without_hypothesis(core_parent: Path) -> subprocess.CompletedProcess:
+    """`borgstore check memory:` without Hypothesis, the core imported from *core_parent*."""
+    shutil.copytree(REPO / "borgstore", core_parent / "borgstore", ignore=shutil.ignore_patterns("__pycache__"))
+    code = WITHOUT_HYPOTHESIS.format(core=str(core_parent))
+    return subprocess.run([sys.executable, "-c", code], cwd=core_parent, capture_output=True, text=True, timeout=60)
+
+
+def test_check_without_hypothesis_from_a_clone_names_the_clone(tmp_path):
+    """Without Hypothesis, `check` from a clone exits 2 and says: pip install '<clone>[testing]'."""
+    clone = tmp_path / "my clone"
+    clone.mkdir()
+    shutil.copy(REPO / "pyproject.toml", clone)
+    result = _check_without_hypothesis(clone)
     assert result.returncode == 2
-    assert "borgstore[testing]" in result.stderr
+    assert result.stderr.strip().endswith(f"pip install '{clone}[testing]'"), result.stderr
+
+
+def test_check_without_hypothesis_from_an_index_names_the_extra(tmp_path):
+    """Without Hypothesis, `check` from an installed core exits 2 and says: pip install 'borgstore[testing]'."""
+    installed = tmp_path / "site-packages"
+    installed.mkdir()
+    result = _check_without_hypothesis(installed)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("pip install 'borgstore[testing]'"), result.stderr
 
 
 def test_check_lists_every_rule(capsys):

@@ -10,6 +10,7 @@ exit status.  Errors a user can cause (a bad URL, a missing store, a refused per
 import argparse
 import importlib
 import sys
+from typing import Optional, Sequence
 
 #: the modules that add subcommands, in the order of the help text
 COMMAND_MODULES = ("_basics", "_browse", "_copy", "_check")
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..backends.errors import BackendError
 
     argv = sys.argv[1:] if argv is None else argv

@@ -5,9 +5,13 @@ import os
 import shutil
 import sys
 import tempfile
+from typing import TYPE_CHECKING, Optional, TextIO
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(commands) -> None:
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add this module's subcommands to the ``borgstore`` parser."""
     plugins = commands.add_parser("plugins", help="list installed backends, nesting strategies and middleware")
     plugins.set_defaults(run=lambda args: _print_plugins(sys.stdout))
@@ -28,7 +32,7 @@ def register(commands) -> None:
     clean.set_defaults(run=lambda args: _clean_temps(args.url, args.older_than, sys.stdout))
 
 
-def _print_plugins(out) -> int:
+def _print_plugins(out: TextIO) -> int:
     from .. import _plugins
 
     print("backends:", file=out)
@@ -47,11 +51,11 @@ def _print_plugins(out) -> int:
         if spec.description:
             print(f"      {spec.description}", file=out)
     print("nesting strategies:", file=out)
-    for name, provided in sorted(_plugins.nesting_strategies().items()):
-        print(f"  {name}  ({provided.distribution})  {provided.spec.description}", file=out)
+    for name, strategy in sorted(_plugins.nesting_strategies().items()):
+        print(f"  {name}  ({strategy.distribution})  {strategy.spec.description}", file=out)
     print("middleware:", file=out)
-    for name, provided in sorted(_plugins.middlewares().items()):
-        print(f"  {name}  ({provided.distribution})  {provided.spec.description}", file=out)
+    for name, middleware in sorted(_plugins.middlewares().items()):
+        print(f"  {name}  ({middleware.distribution})  {middleware.spec.description}", file=out)
     failures = _plugins.load_failures()
     if failures:
         print("plugins that failed to load:", file=out)
@@ -60,7 +64,7 @@ def _print_plugins(out) -> int:
     return 0
 
 
-def _demo(url, out, interactive: bool) -> int:
+def _demo(url: Optional[str], out: TextIO, interactive: bool) -> int:
     from .. import Store
 
     scratch = None
@@ -120,7 +124,7 @@ def _demo(url, out, interactive: bool) -> int:
     return 0
 
 
-def _clean_temps(url: str, older_than: float, out) -> int:
+def _clean_temps(url: str, older_than: float, out: TextIO) -> int:
     from .. import Store, redact_url
 
     # the nesting config does not matter: temp items are found below the root, whatever the levels

@@ -12,18 +12,31 @@ import heapq
 import json
 import sys
 import time
+from typing import TYPE_CHECKING, Callable, Collection, Iterable, Iterator, Optional, Sequence
 
 from .._names import check_name, check_namespace
 from ..backends.errors import BackendError, ObjectAlreadyExists, ObjectNotFound, PermissionDenied
 from ..constants import DEL_SUFFIX
-from ._levels import USAGE_FIELDS, CommandFailed, Session, levels_option, nesting_option, usage
+from ._levels import USAGE_FIELDS, CommandFailed, Layout, Session, levels_option, nesting_option, usage
+
+if TYPE_CHECKING:
+    from ..backends._base import ItemInfo
+    from ..store import Store
+
+    #: the sub-parsers object of the ``borgstore`` parser
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+#: a subcommand: parsed arguments -> exit status
+Command = Callable[[argparse.Namespace], int]
+#: one line of ls: (application name, its ItemInfo or None for a namespace, soft-deleted)
+Entry = tuple[str, Optional["ItemInfo"], bool]
 
 #: exit status when the named item or namespace does not exist (scripts test for it); every
 #: other error is 2 (CommandFailed's default, and the status of ``borgstore._cli.main``)
 MISSING = 1
 
 
-def register(commands) -> None:
+def register(commands: "SubParsers") -> None:
     """Add the browsing subcommands to the ``borgstore`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("url", metavar="URL", help="the store, e.g. file:///srv/repo or sftp://host/repo")
@@ -48,7 +61,13 @@ def register(commands) -> None:
         add(commands, common)
 
 
-def _parser(commands, common, name, help_text, run):
+def _parser(
+    commands: "SubParsers",
+    common: argparse.ArgumentParser,
+    name: str,
+    help_text: str,
+    run: Command,
+) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name,
         parents=[common],
@@ -61,14 +80,14 @@ def _parser(commands, common, name, help_text, run):
     return parser
 
 
-def _add_output_options(parser):
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line, for scripts")
     parser.add_argument(
         "--human-readable", action="store_true", help="sizes in KiB, MiB, GiB (1024-based) instead of bytes"
     )
 
 
-def _add_ls(commands, common):
+def _add_ls(commands: "SubParsers", common: argparse.ArgumentParser) -> None:
     ls = _parser(commands, common, "ls", "list the items of a namespace, or the root and its namespaces", _ls)
     ls.add_argument("namespace", metavar="NAMESPACE", nargs="?", help="e.g. data/ (default: the root)")
     ls.add_argument("-R", "--recursive", action="store_true", help="every item of every namespace")
@@ -78,14 +97,14 @@ def _add_ls(commands, common):
     _add_output_options(ls)
 
 
-def _add_stat(commands, common):
+def _add_stat(commands: "SubParsers", common: argparse.ArgumentParser) -> None:
     stat = _parser(commands, common, "stat", "show an item's size, mtime, whether it is soft-deleted", _stat)
     stat.add_argument("name", metavar="NAME", help="e.g. data/0123abcd... (the live item, else the soft-deleted one)")
     stat.add_argument("--deleted", action="store_true", help="only the soft-deleted item of that name")
     _add_output_options(stat)
 
 
-def _add_cat(commands, common):
+def _add_cat(commands: "SubParsers", common: argparse.ArgumentParser) -> None:
     cat = _parser(commands, common, "cat", "write an item's bytes (or a range of them) to stdout", _cat)
     cat.add_argument("name", metavar="NAME")
     cat.add_argument("--offset", type=int, default=0, help="start here (negative: from the end; default 0)")
@@ -93,37 +112,37 @@ def _add_cat(commands, common):
     cat.add_argument("--deleted", action="store_true", help="read the soft-deleted item of that name")
 
 
-def _add_put(commands, common):
+def _add_put(commands: "SubParsers", common: argparse.ArgumentParser) -> None:
     put = _parser(commands, common, "put", "store a file (or stdin) as an item", _put)
     put.add_argument("name", metavar="NAME")
     put.add_argument("file", metavar="FILE", nargs="?", default="-", help="'-' or absent: standard input")
     put.add_argument("-f", "--force", action="store_true", help="replace an existing item")
 
 
-def _add_rm(commands, common):
+def _add_rm(commands: "SubParsers", common: argparse.ArgumentParser) -> None:
     rm = _parser(commands, common, "rm", "soft-delete items (--hard: for good)", _rm)
     rm.add_argument("names", metavar="NAME", nargs="+")
     rm.add_argument("--hard", action="store_true", help="delete for good instead of soft-deleting")
     rm.add_argument("--deleted", action="store_true", help="remove the soft-deleted item of that name, for good")
 
 
-def _add_mv(commands, common):
+def _add_mv(commands: "SubParsers", common: argparse.ArgumentParser) -> None:
     mv = _parser(commands, common, "mv", "rename an item, or undelete soft-deleted items", _mv)
     mv.add_argument("names", metavar="NAME", nargs="+", help="NAME NEW_NAME, or with --undelete NAME...")
     mv.add_argument("--undelete", action="store_true", help="bring soft-deleted items back")
     mv.add_argument("-f", "--force", action="store_true", help="replace an existing item at the target")
 
 
-def _add_du(commands, common):
+def _add_du(commands: "SubParsers", common: argparse.ArgumentParser) -> None:
     du = _parser(commands, common, "du", "count items and bytes per namespace, live and soft-deleted", _du)
     du.add_argument("namespaces", metavar="NAMESPACE", nargs="*", help="default: the root and every namespace")
     _add_output_options(du)
 
 
-def _guarded(command):
+def _guarded(command: Command) -> Command:
     """*command* with its failures printed as one ``error:`` line and turned into an exit status."""
 
-    def run(args) -> int:
+    def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
         except CommandFailed as exc:
@@ -136,11 +155,11 @@ def _guarded(command):
     return run
 
 
-def _session(args, *, read_only: bool) -> Session:
+def _session(args: argparse.Namespace, *, read_only: bool) -> Session:
     return Session(args.url, dict(args.levels), dict(args.nesting), read_only=read_only)
 
 
-def _configure(session, namespaces, names=()) -> None:
+def _configure(session: Session, namespaces: Iterable[str], names: Iterable[str] = ()) -> None:
     try:
         session.configure(namespaces, names)
     except PermissionDenied as exc:
@@ -153,7 +172,7 @@ def _namespace_of(name: str) -> str:
     return name.partition("/")[0] if "/" in name else ""
 
 
-def _checked_names(names):
+def _checked_names(names: Collection[str]) -> list[str]:
     """Every name checked before anything is opened: a typo in the third changes nothing."""
     for name in names:
         check_name(name)
@@ -164,7 +183,7 @@ def _shown_namespace(namespace: str) -> str:
     return repr(namespace + "/") if namespace else "the root namespace"
 
 
-def _existing_namespace(session, namespace: str) -> str:
+def _existing_namespace(session: Session, namespace: str) -> str:
     name = check_namespace(namespace)
     if name and name not in session.namespaces:
         present = ", ".join(f"{ns}/" for ns in session.namespaces) or "none"
@@ -173,7 +192,7 @@ def _existing_namespace(session, namespace: str) -> str:
 
 
 @contextlib.contextmanager
-def _on_item(session, name: str, deleted: bool = False):
+def _on_item(session: Session, name: str, deleted: bool = False) -> Iterator[None]:
     """Turn a missing item and a refused permission into messages naming *name*."""
     try:
         yield
@@ -183,7 +202,7 @@ def _on_item(session, name: str, deleted: bool = False):
         raise CommandFailed(f"permission denied for {name} in {session.shown_url}: {exc}") from None
 
 
-def _missing(session, name: str, deleted: bool) -> str:
+def _missing(session: Session, name: str, deleted: bool) -> str:
     """The message for a missing item, with a hint when the other kind of that name exists."""
     what = "soft-deleted item" if deleted else "item"
     message = f"no {what} {name} in {session.shown_url}"
@@ -207,14 +226,15 @@ def _size(size: int, human: bool) -> str:
         value /= 1024
         if value < 1024 or unit == "PiB":
             return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
-def _time(mtime) -> str:
+def _time(mtime: float) -> str:
     # local time, as ls -l and rclone lsl show it; 0 is an unknown time
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mtime)) if mtime else "-"
 
 
-def _print_item(name, info, deleted, args) -> None:
+def _print_item(name: str, info: "ItemInfo", deleted: bool, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({"name": name, "size": info.size, "deleted": deleted, "mtime": info.mtime or None}))
     else:
@@ -222,7 +242,7 @@ def _print_item(name, info, deleted, args) -> None:
         print(f"{_size(info.size, args.human_readable):>12}  {_time(info.mtime):19}  {name}{marker}")
 
 
-def _print_namespace(name, layout, args) -> None:
+def _print_namespace(name: str, layout: Layout, args: argparse.Namespace) -> None:
     levels = ",".join(str(level) for level in layout.levels)
     if args.json:
         print(
@@ -236,7 +256,7 @@ def _print_namespace(name, layout, args) -> None:
 
 
 # --- ls ---
-def _ls(args) -> int:
+def _ls(args: argparse.Namespace) -> int:
     with _session(args, read_only=True) as session:
         if args.namespace is not None:
             targets, show_namespaces = [_existing_namespace(session, args.namespace)], False
@@ -263,10 +283,10 @@ def _ls(args) -> int:
     return 0
 
 
-def _entries(store, namespace, layout, args):
+def _entries(store: "Store", namespace: str, layout: Layout, args: argparse.Namespace) -> Iterator[Entry]:
     """(application name, ItemInfo, deleted) of a namespace's items, sorted by name."""
     prefix = f"{namespace}/" if namespace else ""
-    listed = store.list(namespace)
+    listed: Iterable[ItemInfo] = store.list(namespace)
     if layout.nesting is None:
         # the Store walks it as hex-nested, in directory order: the order of the keys only then
         listed = sorted(listed, key=lambda info: info.name)
@@ -280,7 +300,7 @@ def _entries(store, namespace, layout, args):
 
 
 # --- stat, cat ---
-def _stat(args) -> int:
+def _stat(args: argparse.Namespace) -> int:
     name = _checked_names([args.name])[0]
     with _session(args, read_only=True) as session:
         _configure(session, [_namespace_of(name)], [name])
@@ -306,7 +326,7 @@ def _stat(args) -> int:
     return 0
 
 
-def _cat(args) -> int:
+def _cat(args: argparse.Namespace) -> int:
     name = _checked_names([args.name])[0]
     with _session(args, read_only=True) as session:
         _configure(session, [_namespace_of(name)], [name])
@@ -319,7 +339,7 @@ def _cat(args) -> int:
 
 
 # --- put, rm, mv ---
-def _put(args) -> int:
+def _put(args: argparse.Namespace) -> int:
     name = _checked_names([args.name])[0]
     # read everything first: a file that cannot be read leaves the store untouched
     if args.file == "-":
@@ -356,7 +376,7 @@ def _put(args) -> int:
     return 0
 
 
-def _rm(args) -> int:
+def _rm(args: argparse.Namespace) -> int:
     names = _checked_names(args.names)
     with _session(args, read_only=False) as session:
         _configure(session, {_namespace_of(name) for name in names}, names)
@@ -378,7 +398,7 @@ def _rm(args) -> int:
     return status
 
 
-def _mv(args) -> int:
+def _mv(args: argparse.Namespace) -> int:
     names = _checked_names(args.names)
     if not args.undelete and len(names) != 2:
         raise CommandFailed(f"mv needs NAME NEW_NAME (or --undelete NAME...), got {len(names)} name(s)")
@@ -399,7 +419,7 @@ def _mv(args) -> int:
     return status
 
 
-def _rename(session, name, new_name, force) -> None:
+def _rename(session: Session, name: str, new_name: str, force: bool) -> None:
     store = session.store
     with _on_item(session, name):
         if not store.info(name).exists:
@@ -411,7 +431,7 @@ def _rename(session, name, new_name, force) -> None:
         store.move(name, new_name)
 
 
-def _undelete(session, name, force) -> None:
+def _undelete(session: Session, name: str, force: bool) -> None:
     store = session.store
     with _on_item(session, name, deleted=True):
         if not force and store.info(name).exists:
@@ -422,7 +442,7 @@ def _undelete(session, name, force) -> None:
 
 
 # --- du ---
-def _du(args) -> int:
+def _du(args: argparse.Namespace) -> int:
     with _session(args, read_only=True) as session:
         if args.namespaces:
             targets = list(dict.fromkeys(_existing_namespace(session, ns) for ns in args.namespaces))
@@ -440,8 +460,8 @@ def _du(args) -> int:
     total = [sum(counts[i] for _, counts in rows) for i in range(4)]
     if args.json:
         # the root namespace is "" as in Store.list(""); the total's namespace is null
-        for namespace, counts in [*((_config_name(ns), counts) for ns, counts in rows), (None, total)]:
-            print(json.dumps({"namespace": namespace, **dict(zip(USAGE_FIELDS, counts))}))
+        for shown, counts in [*((_config_name(ns), counts) for ns, counts in rows), (None, total)]:
+            print(json.dumps({"namespace": shown, **dict(zip(USAGE_FIELDS, counts))}))
         return 0
     _print_table(
         [("namespace", "items", "bytes", "deleted items", "deleted bytes")]
@@ -460,7 +480,7 @@ def _config_name(namespace: str) -> str:
     return f"{namespace}/" if namespace else ""
 
 
-def _print_table(rows) -> None:
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
     """The first column left-aligned, the others right-aligned, two blanks between."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

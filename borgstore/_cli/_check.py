@@ -11,6 +11,7 @@ import argparse
 import shutil
 import sys
 import time
+from typing import Optional, TextIO
 
 DESCRIPTION = """\
 Run the conformance kit against the store at URL: every check at its own scratch location
@@ -30,7 +31,7 @@ examples:
 LINE_INTERVAL = 10.0
 
 
-def register(commands) -> None:
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``check`` to the ``borgstore`` parser."""
     check = commands.add_parser(
         "check",
@@ -55,7 +56,7 @@ def check_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``check``."""
     parser.add_argument("url", nargs="?", metavar="URL", help="where to check (not needed with --rules)")
     parser.add_argument(
@@ -85,14 +86,17 @@ def add_arguments(parser) -> None:
     )
 
 
-def run_check(args, parser) -> int:
+def run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``check`` with parsed *args*; returns the exit status."""
     from .. import _check
+    from .._plugins import CORE_DISTRIBUTION, install_command
 
     try:
         import hypothesis  # noqa: F401
     except ImportError:
-        print("error: the conformance kit needs Hypothesis: pip install 'borgstore[testing]'", file=sys.stderr)
+        # from a clone, the index's borgstore would be an older, unrelated one: name the clone
+        hint = install_command(CORE_DISTRIBUTION, extra="testing")
+        print(f"error: the conformance kit needs Hypothesis: {hint}", file=sys.stderr)
         return 2
     if args.rules:
         _check.print_rules(sys.stdout)
@@ -114,7 +118,7 @@ class Progress:
     machine run so far.  On a terminal the line is refreshed in place at most every 0.2 s and
     cleared when the check ends; elsewhere a new line comes at most every *interval* seconds."""
 
-    def __init__(self, stream, interval=None):
+    def __init__(self, stream: TextIO, interval: Optional[float] = None):
         self.stream = stream
         isatty = getattr(stream, "isatty", None)
         self.live = bool(isatty and isatty())
@@ -122,7 +126,7 @@ class Progress:
         self.showing = False
         self.start("", "", None)
 
-    def start(self, section, rule_id, examples) -> None:
+    def start(self, section: str, rule_id: str, examples: Optional[int]) -> None:
         """A check begins; *examples* is the budget of a state machine, None for other checks."""
         self.label = f"{section:7} {rule_id}"
         self.budget, self.done, self.failing = examples, 0, False
@@ -130,7 +134,7 @@ class Progress:
         if rule_id:
             self._show(f"RUN   {self.label}")
 
-    def example(self, failed) -> None:
+    def example(self, failed: bool) -> None:
         """One example of a state machine ended (*failed*: it raised an error)."""
         self.done += 1
         self.failing = self.failing or failed
@@ -147,7 +151,7 @@ class Progress:
             self.stream.flush()
             self.showing = False
 
-    def _examples(self, elapsed) -> str:
+    def _examples(self, elapsed: float) -> str:
         if self.failing:
             return f"a failure found, shrinking it: {self.done} examples, {elapsed:.0f} s"
         if self.budget is None or self.done > self.budget:
@@ -155,7 +159,7 @@ class Progress:
         left = elapsed / self.done * (self.budget - self.done)
         return f"{self.done}/{self.budget} examples, {elapsed:.0f} s, about {left:.0f} s left"
 
-    def _show(self, text) -> None:
+    def _show(self, text: str) -> None:
         if self.live:
             width = shutil.get_terminal_size().columns - 1
             self.stream.write(f"\r\033[K{text[:width]}")

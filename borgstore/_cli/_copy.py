@@ -5,6 +5,8 @@ import contextlib
 import signal
 import sys
 import threading
+from types import FrameType
+from typing import Iterator, Optional
 
 DESCRIPTION = """\
 Copy every item of the store at SRC to the store at DST (created if missing), by backend name:
@@ -45,7 +47,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def register(commands) -> None:
+def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``copy`` to the ``borgstore`` parser."""
     copy = commands.add_parser(
         "copy",
@@ -80,7 +82,7 @@ def register(commands) -> None:
     copy.set_defaults(run=_run)
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     from .._copy import Copy
     from .._progress import make_reporter
 
@@ -104,11 +106,11 @@ def _run(args) -> int:
 
 
 @contextlib.contextmanager
-def _interrupts_stop(stop: threading.Event):
+def _interrupts_stop(stop: threading.Event) -> Iterator[None]:
     """While copying, the first SIGINT asks the copy to stop (it reports that itself); the
     second raises KeyboardInterrupt, which abandons the transfers in flight."""
 
-    def on_sigint(signum, frame):
+    def on_sigint(signum: int, frame: Optional[FrameType]) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()

@@ -12,12 +12,21 @@ import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Optional
+from types import TracebackType
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Optional
 
 from .._config import MAX_LEVEL, _check_levels
 from .._names import check_namespace, is_valid_key
 from ..backends.errors import BackendError, ObjectNotFound
 from ..constants import DEL_SUFFIX, HID_SUFFIX
+
+if TYPE_CHECKING:
+    from ..backends._base import ItemInfo
+    from ..middleware._base import Link
+    from ..store import Store
+
+#: ``list(directory)`` of a chain: the entries of one directory
+ListDir = Callable[[str], Iterable["ItemInfo"]]
 
 #: the name of a nesting directory: two lowercase hex digits (both shipped strategies use them)
 NESTING_DIRECTORY = re.compile(r"[0-9a-f]{2}")
@@ -25,7 +34,7 @@ NESTING_DIRECTORY = re.compile(r"[0-9a-f]{2}")
 SAMPLE = 4
 
 
-def levels_option(text: str):
+def levels_option(text: str) -> tuple[str, tuple[int, ...]]:
     """argparse type of ``--levels``: ``data/=2`` or ``data=0,2`` -> ``("data", (0, 2))``."""
     namespace, equals, value = text.partition("=")
     try:
@@ -40,7 +49,7 @@ def levels_option(text: str):
     return name, levels
 
 
-def nesting_option(text: str):
+def nesting_option(text: str) -> tuple[str, str]:
     """argparse type of ``--nesting``: ``data/=hash`` -> ``("data", "hash")``."""
     from .. import _plugins
 
@@ -61,13 +70,13 @@ def nesting_option(text: str):
 class Layout:
     """How one namespace is nested: what the user said, or what :func:`discover` found."""
 
-    levels: tuple
+    levels: tuple[int, ...]
     #: None: not known (no item seen where it tells); the Store then uses "hex"
     nesting: Optional[str] = "hex"
     note: Optional[str] = None
 
 
-def discover(list_dir, namespace: str) -> Layout:
+def discover(list_dir: ListDir, namespace: str) -> Layout:
     """The layout of *namespace* read off its tree through ``list_dir(directory)``.
 
     A directory whose entries are all nesting directories (two hex digits) is nested one level
@@ -88,13 +97,13 @@ def discover(list_dir, namespace: str) -> Layout:
     return Layout((depth,), _nesting_of(namespace, depth, items), note)
 
 
-def _is_nesting_directory(info) -> bool:
+def _is_nesting_directory(info: "ItemInfo") -> bool:
     return info.directory and NESTING_DIRECTORY.fullmatch(info.name) is not None
 
 
-def _listed(list_dir, directories):
+def _listed(list_dir: ListDir, directories: Iterable[str]) -> list[tuple[str, "ItemInfo"]]:
     """(directory, entry) for every entry of *directories*; one that vanished meanwhile is empty."""
-    entries = []
+    entries: list[tuple[str, ItemInfo]] = []
     for directory in directories:
         try:
             entries.extend((directory, info) for info in list_dir(directory))
@@ -103,7 +112,7 @@ def _listed(list_dir, directories):
     return entries
 
 
-def _sample(paths):
+def _sample(paths: Iterable[str]) -> list[str]:
     """At most SAMPLE of *paths*, spread evenly from the first to the last."""
     paths = sorted(paths)
     if len(paths) <= SAMPLE:
@@ -112,7 +121,7 @@ def _sample(paths):
     return [paths[round(i * last / (SAMPLE - 1))] for i in range(SAMPLE)]
 
 
-def _nesting_of(namespace: str, depth: int, items) -> Optional[str]:
+def _nesting_of(namespace: str, depth: int, items: Iterable[tuple[str, "ItemInfo"]]) -> Optional[str]:
     """The nesting strategy that put the first listed item where it is (None if none tells)."""
     for parent, info in items:
         key = info.name.removesuffix(DEL_SUFFIX)
@@ -126,7 +135,7 @@ def _nesting_of(namespace: str, depth: int, items) -> Optional[str]:
     return "hex" if depth == 0 else None
 
 
-def _probe(chain, name: str, levels) -> Optional[str]:
+def _probe(chain: "Link", name: str, levels: Iterable[int]) -> Optional[str]:
     """The strategy under which *name* (live or soft-deleted) is found on the storage, or None."""
     from .. import _plugins
 
@@ -154,7 +163,17 @@ class Session:
     :param read_only: put the ``readonly`` middleware outermost (ls, stat, cat, du write nothing).
     """
 
-    def __init__(self, url: str, levels=None, nesting=None, *, read_only: bool):
+    #: the open Store (from the start of the with block)
+    store: "Store"
+
+    def __init__(
+        self,
+        url: str,
+        levels: Optional[dict[str, tuple[int, ...]]] = None,
+        nesting: Optional[dict[str, str]] = None,
+        *,
+        read_only: bool,
+    ):
         from .. import _plugins
 
         self.url = url
@@ -162,11 +181,10 @@ class Session:
         self.given_levels = dict(levels or {})
         self.given_nesting = dict(nesting or {})
         self.read_only = read_only
-        self.layouts = {}
-        self.namespaces = ()  # the namespace directories in the store's root, sorted
-        self.store = None
+        self.layouts: dict[str, Layout] = {}
+        self.namespaces: tuple[str, ...] = ()  # the namespace directories in the store's root, sorted
 
-    def __enter__(self):
+    def __enter__(self) -> "Session":
         from ..backends.errors import BackendDoesNotExist
 
         self.store = self._new_store({"": self.root_layout()})
@@ -185,7 +203,12 @@ class Session:
         self.layouts = {"": self.root_layout()}
         return self
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_val: Optional[BaseException],
+        exc_tb: Optional[TracebackType],
+    ) -> Literal[False]:
         self.store.close()
         return False
 
@@ -194,7 +217,7 @@ class Session:
         levels = self.given_levels.get("", (0,))
         return Layout(levels, self.given_nesting.get("", "hex" if levels == (0,) else None))
 
-    def configure(self, namespaces, names=()) -> None:
+    def configure(self, namespaces: Iterable[str], names: Iterable[str] = ()) -> None:
         """Find the layout of each of *namespaces* (given, or discovered from the tree; a namespace
         not in the tree is flat: a put creates it so) and make the Store use them.  Where the
         nesting strategy is not known, the first of *names* found on the storage decides it."""
@@ -227,11 +250,11 @@ class Session:
             return dataclasses.replace(layout, nesting=given) if given else layout
         return Layout((0,), given or "hex")
 
-    def notes(self):
+    def notes(self) -> list[str]:
         """What discovery found doubtful, one line each."""
         return [layout.note for layout in self.layouts.values() if layout.note]
 
-    def _new_store(self, layouts):
+    def _new_store(self, layouts: dict[str, Layout]) -> "Store":
         from .. import _plugins
         from .._chain import default_middleware
         from ..store import Store
@@ -269,7 +292,7 @@ def _is_namespace(name: str) -> bool:
 USAGE_FIELDS = ("items", "bytes", "deleted_items", "deleted_bytes")
 
 
-def usage(chain, namespace, layout):
+def usage(chain: "Link", namespace: str, layout: Layout) -> list[int]:
     """[live items, live bytes, soft-deleted items, soft-deleted bytes] of one namespace: one walk
     of the nesting directories (or one list_tree stream), nothing held in memory."""
     counts = [0, 0, 0, 0]
@@ -282,7 +305,7 @@ def usage(chain, namespace, layout):
     return counts
 
 
-def _walk(chain, directory, layout, depth=0):
+def _walk(chain: "Link", directory: str, layout: Layout, depth: int = 0) -> Iterator[tuple[str, int]]:
     """(leaf name, size) of every item at the namespace's levels below *directory*."""
     deepest, levels = max(layout.levels), set(layout.levels)
     if depth == 0 and deepest and chain.capabilities.list_tree:

@@ -13,12 +13,14 @@ import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Optional, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple, Optional, Protocol, TypeVar, Union
 
 from ..constants import TMP_SUFFIX
 from .errors import BackendMustBeOpen, BackendMustNotBeOpen, ObjectNotFound, ReadRangeError
 
 #: what gather() reads: ``(name, offset, size)`` byte ranges, in order
+#: what store() takes: a value as bytes, a bytearray or a 1-D memoryview of bytes
+Value = Union[bytes, bytearray, memoryview]
 Ranges = Iterable[tuple[str, int, int]]
 
 
@@ -181,7 +183,7 @@ class BackendBase(ABC):
         A range past the end gives fewer bytes (possibly none).  Missing: ObjectNotFound."""
 
     @abstractmethod
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         """Store *value* under *name* atomically, replacing an existing item."""
 
     @abstractmethod
@@ -207,7 +209,7 @@ class BackendBase(ABC):
 
     # A backend declaring ``Capabilities(store_new=True)`` also has:
     #
-    # def store_new(self, name: str, value: bytes) -> None:
+    # def store_new(self, name: str, value: Value) -> None:
     #     """Store *value* under *name* only if no item of that name exists, atomically against
     #     every other writer; an existing item: ObjectAlreadyExists, and nothing is written."""
     #

@@ -14,7 +14,7 @@ from typing import Any, Iterator, List, Optional, Union
 
 from .._plugins import BackendSpec, hookimpl
 from ..constants import TMP_SUFFIX
-from ._base import BackendBase, Capabilities, ItemInfo, is_hidden_from_list
+from ._base import BackendBase, Capabilities, ItemInfo, Value, is_hidden_from_list
 from .errors import (
     BackendAlreadyExists,
     BackendDoesNotExist,
@@ -198,7 +198,7 @@ class MemoryBackend(BackendBase):
         end = None if size is None else offset + size
         return data[offset:end]
 
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         self._check_open()
         check_backend_name(name)
         data = bytes(value)
@@ -208,7 +208,7 @@ class MemoryBackend(BackendBase):
                 raise BackendError(f"cannot store {name!r}: it is a directory")
             node[base] = _Item(data)
 
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         """Store *value* under *name* only if no item of that name exists (atomic: under the
         location's lock); else ObjectAlreadyExists, and nothing is written."""
         self._check_open()

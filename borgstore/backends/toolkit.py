@@ -30,6 +30,8 @@ from .errors import ObjectNotFound
 
 # bytes that must never reach a path: NUL ends a C string, the others are control characters
 _CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
+
+
 class _TempNames:
     """A random prefix of this process (48 bits from the OS, new in a forked child) and a
     counter: unique among all writers without a system call per name, and never derived from

@@ -4,7 +4,7 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Optional, TypeVar, cast
 
-from ..backends._base import BackendBase, Capabilities, ItemInfo, Ranges
+from ..backends._base import BackendBase, Capabilities, ItemInfo, Ranges, Value
 from ._optional import optional_operation
 
 # Every operation of the link contract: exactly the backend contract (names are backend names,
@@ -66,7 +66,7 @@ class Link:
         def rmdir(self, name: str) -> None: ...
         def info(self, name: str) -> ItemInfo: ...
         def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes: ...
-        def store(self, name: str, value: bytes) -> None: ...
+        def store(self, name: str, value: Value) -> None: ...
         def delete(self, name: str) -> None: ...
         def move(self, curr_name: str, new_name: str) -> None: ...
         def list(self, name: str) -> Iterator[ItemInfo]: ...
@@ -75,7 +75,7 @@ class Link:
         def hash(self, name: str, algorithm: str = "sha256") -> str: ...
         def gather(self, sources: Ranges) -> bytes: ...
         def quota(self) -> dict[str, int]: ...
-        def store_new(self, name: str, value: bytes) -> None: ...
+        def store_new(self, name: str, value: Value) -> None: ...
 
     def layers(self) -> Iterator["Link"]:
         """Yield the links from this one inwards to the backend adapter."""
@@ -179,7 +179,7 @@ class Middleware(Link):
     def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         return self.inner.load(name, size=size, offset=offset)
 
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         return self.inner.store(name, value)
 
     def delete(self, name: str) -> None:
@@ -209,19 +209,37 @@ class Middleware(Link):
         return self.inner.quota()
 
     @optional_operation
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         return self.inner.store_new(name, value)
 
 
 # A middleware operation keeps the backend contract exactly, so it carries the contract's text
 # (help(Middleware.load), the API reference) rather than fifteen restatements of "forwarded".
-for _op in ("create", "destroy", "open", "close", "flush", "mkdir", "rmdir", "info", "load", "store", "delete",
-            "move", "list", "hash", "gather", "quota"):
+for _op in (
+    "create",
+    "destroy",
+    "open",
+    "close",
+    "flush",
+    "mkdir",
+    "rmdir",
+    "info",
+    "load",
+    "store",
+    "delete",
+    "move",
+    "list",
+    "hash",
+    "gather",
+    "quota",
+):
     getattr(Middleware, _op).__doc__ = getattr(BackendBase, _op).__doc__
 del _op
 
 # what every backend has; the rest have generic stand-ins below, or exist only where declared
-_EVERY_BACKEND_HAS = tuple(op for op in OPERATIONS if op not in ("flush", "quota", "hash", "gather") + OPTIONAL_OPERATIONS)
+_EVERY_BACKEND_HAS = tuple(
+    op for op in OPERATIONS if op not in ("flush", "quota", "hash", "gather") + OPTIONAL_OPERATIONS
+)
 
 
 class BackendAdapter(Link):

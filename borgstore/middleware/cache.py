@@ -40,11 +40,11 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Union
 
-from ..backends._base import BackendBase, Ranges, gather_by_loads
-from ..backends.errors import ObjectNotFound
-from ..constants import HID_SUFFIX, TMP_SUFFIX
 from .._plugins import MiddlewareSpec, hookimpl
 from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, CACHE_COUNTERS
+from ..backends._base import BackendBase, Ranges, Value, gather_by_loads
+from ..backends.errors import ObjectNotFound
+from ..constants import HID_SUFFIX, TMP_SUFFIX
 from ._base import BackendAdapter, Link, Middleware
 from ._optional import optional_operation
 
@@ -62,7 +62,7 @@ PRIMARY_COUNTERS = tuple(f"backend_{op}_calls" for op in BACKEND_CALL_OPS) + tup
 )
 
 
-def _size_of(value: bytes) -> int:
+def _size_of(value: Value) -> int:
     return value.nbytes if isinstance(value, memoryview) else len(value)
 
 
@@ -191,7 +191,7 @@ class CacheMiddleware(Middleware):
             if index.discard(name):
                 self._evict([name])
 
-    def _fill(self, index: _Index, name: str, value: bytes) -> None:
+    def _fill(self, index: _Index, name: str, value: Value) -> None:
         """Put *value* into the cache as *name*, evicting what the limits ask for."""
         size = _size_of(value)
         with self._lock:
@@ -347,7 +347,7 @@ class CacheMiddleware(Middleware):
         return data
 
     # --- changes ---
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         index = self._index_of(name)
         if index is None:
             self._primary_store(name, value)
@@ -357,7 +357,7 @@ class CacheMiddleware(Middleware):
             self._fill(index, name, value)
 
     @optional_operation
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         index = self._index_of(name)
         if index is None:
             self._primary_store(name, value, self.inner.store_new)
@@ -367,7 +367,7 @@ class CacheMiddleware(Middleware):
             self._primary_store(name, value, self.inner.store_new)
             self._fill(index, name, value)
 
-    def _primary_store(self, name: str, value: bytes, store: Optional[Callable[[str, bytes], None]] = None) -> None:
+    def _primary_store(self, name: str, value: Value, store: Optional[Callable[[str, Value], None]] = None) -> None:
         (store or self.inner.store)(name, value)
         with self._lock:
             self._count("backend_store_calls")

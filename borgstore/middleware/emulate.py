@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from .._plugins import MiddlewareSpec, hookimpl
-from ..backends._base import ItemInfo, Ranges
+from ..backends._base import ItemInfo, Ranges, Value
 from ._base import Link, Middleware
 from ._optional import optional_operation
 
@@ -123,7 +123,7 @@ class EmulateMiddleware(Middleware):
         finally:
             self._pace(t, len(data))
 
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         t = time.perf_counter()
         try:
             return self.inner.store(name, value)
@@ -131,7 +131,7 @@ class EmulateMiddleware(Middleware):
             self._pace(t, len(value))
 
     @optional_operation
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         t = time.perf_counter()
         try:
             return self.inner.store_new(name, value)

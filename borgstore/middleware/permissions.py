@@ -23,9 +23,9 @@ writers racing on one new name may both succeed.
 
 from typing import Callable, Iterator, Optional
 
-from ..backends._base import ItemInfo, Ranges
-from ..backends.errors import ObjectAlreadyExists, PermissionDenied
 from .._plugins import MiddlewareSpec, hookimpl
+from ..backends._base import ItemInfo, Ranges, Value
+from ..backends.errors import ObjectAlreadyExists, PermissionDenied
 from ._base import Link, Middleware
 from ._optional import optional_operation
 
@@ -160,7 +160,7 @@ class PermissionsMiddleware(Middleware):
         return self.inner.gather(sources)
 
     # --- writing ---
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         if self._allows(name, "W"):
             return self.inner.store(name, value)
         self._require("store", name, "wW")
@@ -175,7 +175,7 @@ class PermissionsMiddleware(Middleware):
             raise _denied("store", name, "W") from None
 
     @optional_operation
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         self._require("store_new", name, "wW")
         return self.inner.store_new(name, value)
 

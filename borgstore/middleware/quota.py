@@ -35,9 +35,10 @@ import threading
 import time
 from typing import ContextManager, Optional, TypeVar, Union
 
+from .._plugins import MiddlewareSpec, hookimpl
+from ..backends._base import Value
 from ..backends.errors import BackendError, ObjectNotFound, QuotaExceeded
 from ..constants import QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME, TMP_SUFFIX
-from .._plugins import MiddlewareSpec, hookimpl
 from ._base import Link, Middleware
 from ._optional import optional_operation
 from ._storelock import StoreLock
@@ -63,7 +64,7 @@ def _check_number(option: str, value: _Number, kind: Union[type, tuple[type, ...
     return value
 
 
-def _size_of(value: bytes) -> int:
+def _size_of(value: Value) -> int:
     return value.nbytes if isinstance(value, memoryview) else len(value)
 
 
@@ -248,7 +249,7 @@ class QuotaMiddleware(Middleware):
             return {"limit": self.limit, "usage": self._usage}
 
     # --- changes ---
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         delta = _size_of(value) - self._size(name)
         reserved = self._reserve(name, delta)
         try:
@@ -259,7 +260,7 @@ class QuotaMiddleware(Middleware):
         self._count(delta, reserved)
 
     @optional_operation
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         # it succeeds only where no item was, so it adds the whole value: no look-up of a size
         delta = _size_of(value)
         reserved = self._reserve(name, delta)

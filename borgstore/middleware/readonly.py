@@ -14,7 +14,7 @@ promise, refusing a new read breaks read-only clients.
 import dataclasses
 
 from .._plugins import MiddlewareSpec, hookimpl
-from ..backends._base import Capabilities
+from ..backends._base import Capabilities, Value
 from ..backends.errors import PermissionDenied
 from ._base import Middleware
 
@@ -69,10 +69,10 @@ class ReadOnlyMiddleware(Middleware):
     def rmdir(self, name: str) -> None:
         raise _refuse("rmdir", name)
 
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         raise _refuse("store", name)
 
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         raise _refuse("store_new", name)
 
     def delete(self, name: str) -> None:

@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterable, Iterator, NoReturn, Optional, TypeVa
 
 from .._plugins import MiddlewareSpec, hookimpl
 from .._stats import RETRY_COUNTERS
-from ..backends._base import ItemInfo, Ranges
+from ..backends._base import ItemInfo, Ranges, Value
 from ..backends.errors import BackendDoesNotExist, BackendError, CircuitOpen, ObjectAlreadyExists, ObjectNotFound
 from ._base import Link, Middleware
 from ._optional import optional_operation
@@ -361,7 +361,7 @@ class RetryMiddleware(Middleware):
     def load(self, name: str, *, size: Optional[int] = None, offset: int = 0) -> bytes:
         return self._run("load", (name,), lambda lost: self.inner.load(name, size=size, offset=offset))
 
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         return self._run("store", (name,), lambda lost: self.inner.store(name, value))
 
     def hash(self, name: str, algorithm: str = "sha256") -> str:
@@ -421,7 +421,7 @@ class RetryMiddleware(Middleware):
         return self._run("move", names, attempt)
 
     @optional_operation
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         def attempt(lost: bool) -> None:
             if lost:
                 found = self.inner.info(name)

@@ -16,8 +16,10 @@ from time import perf_counter_ns
 from typing import Any, Callable, Iterator, Optional
 
 from .._plugins import MiddlewareSpec, hookimpl
-from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS, COUNTED_OPS as COUNTED, VOLUME_OPS as WITH_VOLUME
-from ..backends._base import ItemInfo, Ranges
+from .._stats import BACKEND_CALL_OPS, BACKEND_VOLUME_OPS
+from .._stats import COUNTED_OPS as COUNTED
+from .._stats import VOLUME_OPS as WITH_VOLUME
+from ..backends._base import ItemInfo, Ranges, Value
 from ._base import Link, Middleware
 from ._optional import optional_operation
 
@@ -74,7 +76,7 @@ class StatsMiddleware(Middleware):
         finally:
             self._add("load", t, len(data))
 
-    def store(self, name: str, value: bytes) -> None:
+    def store(self, name: str, value: Value) -> None:
         t = perf_counter_ns()
         ok = False
         try:
@@ -84,7 +86,7 @@ class StatsMiddleware(Middleware):
             self._add("store", t, len(value) if ok else 0)
 
     @optional_operation
-    def store_new(self, name: str, value: bytes) -> None:
+    def store_new(self, name: str, value: Value) -> None:
         t = perf_counter_ns()
         ok = False
         try:

@@ -351,7 +351,10 @@ class BackendMachine(RuleBasedStateMachine):
             label="directory",
         )
         if not self.model.is_dir(name):
-            if self.model.blocked(name) or any(a in self.model.items for a in ancestors(name)):
+            # an item there (or above) makes list() a conflict, not a missing directory: the
+            # conflict-list-of-item check covers that
+            in_the_way = name in self.model.items or any(a in self.model.items for a in ancestors(name))
+            if in_the_way or self.model.blocked(name):
                 return
             if self.model.implied_dirs:
                 with no_error("list-missing", f"list({name!r}) of a missing directory"):

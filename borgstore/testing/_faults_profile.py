@@ -37,9 +37,6 @@ from ._store_checks import StoreLocation, store_factory
 from ._store_machine import STORE_SETUP, StoreMachine, opened_store_capabilities
 from .faults import FaultInjector
 
-# FAULTS' values are ints that the type checker takes for floats until _settings.py is typed
-# (pending): the "type: ignore" comments on them go with the pending override in pyproject.toml
-
 #: rule id -> promise, for the rules only the faults profile checks
 FAULTS_RULES = {
     "faults-no-temp-left": "after a clean close, no .tmp item is left, however many calls failed or lost "
@@ -65,7 +62,7 @@ def retry_chain(injector: Link, seed: int, retry: Optional[RetryFactory] = None)
         retry = RetryMiddleware
     return retry(
         injector,
-        attempts=FAULTS["attempts"],  # type: ignore[arg-type]
+        attempts=FAULTS["attempts"],
         # a slow remote must not run out of time: every attempt of a call counts, no backoff does
         budget=3600.0,
         breaker_failures=0,
@@ -150,7 +147,7 @@ class FaultsBackendMachine(BackendMachine):
 
     def __init__(self, raw: Link, big: int, retry: Optional[RetryFactory] = None, rate: Optional[float] = None):
         self.raw = raw
-        chain, self.injector = faulty_chain(raw, FAULTS["seed"], retry, rate)  # type: ignore[arg-type]
+        chain, self.injector = faulty_chain(raw, FAULTS["seed"], retry, rate)
         super().__init__(chain, big)
 
     @initialize(data=st.data())
@@ -220,7 +217,7 @@ class FaultsStoreMachine(StoreMachine):
         two_stores: bool = True,
     ):
         self.location, self.retry, self.rate = location, retry, rate
-        self.fault_seed: int = FAULTS["seed"]  # type: ignore[assignment]
+        self.fault_seed: int = FAULTS["seed"]
         self.raw_links: list[Link] = []
         self.injectors: list[FaultInjector] = []
         super().__init__(store_factory(self._faulty_backend, **store_options), two_stores)

@@ -11,6 +11,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 from ..backends.errors import BackendDoesNotExist
 
@@ -34,7 +35,7 @@ def remove_scratch(url: str) -> None:
         pass
 
 
-def location_exists(url: str):
+def location_exists(url: str) -> Optional[bool]:
     """True if the location of *url* exists (it opens), False if open() says it does not, None if
     opening failed otherwise (then nobody can tell, and nothing may be removed)."""
     from .._plugins import backend_for_url
@@ -51,7 +52,7 @@ def location_exists(url: str):
     return True
 
 
-def remove_created_root(url: str):
+def remove_created_root(url: str) -> Optional[str]:
     """Remove the location of *url*, which the caller made (it did not exist before), if nothing
     is in it.  Returns None when it is gone, else why it stays."""
     from .._plugins import backend_for_url
@@ -85,7 +86,7 @@ def hypothesis_cache_directory() -> Path:
 
 
 @contextlib.contextmanager
-def hypothesis_files_in_cache():
+def hypothesis_files_in_cache() -> Iterator[None]:
     """Inside the block, Hypothesis writes its files (e.g. the constants it collects from the
     code) to :func:`hypothesis_cache_directory` instead of ``.hypothesis/`` in the working
     directory, which is the user's, not a test suite's.  HYPOTHESIS_STORAGE_DIRECTORY, if set,
@@ -103,7 +104,7 @@ def hypothesis_files_in_cache():
 
 
 @contextlib.contextmanager
-def examples_counted(callback):
+def examples_counted(callback: Callable[[bool], object]) -> Iterator[None]:
     """Inside the block, ``callback(failed)`` runs after each example of the kit's state machines
     (in all profiles), *failed* telling whether the example raised an error.
 
@@ -116,9 +117,9 @@ def examples_counted(callback):
     from ._backend_machine import BackendMachine
     from ._store_machine import StoreMachine
 
-    def counted(teardown):
+    def counted(teardown: Callable[[object], None]) -> Callable[[object], None]:
         @functools.wraps(teardown)
-        def wrapper(self):
+        def wrapper(self: object) -> None:
             try:
                 teardown(self)
             finally:

@@ -44,30 +44,43 @@ every pytest run of a project that has borgstore installed, with or without ``bo
 """
 
 import os
+from typing import TYPE_CHECKING, Any, Optional, TypedDict
+
+if TYPE_CHECKING:
+    from hypothesis import settings as HypothesisSettings
 
 PROFILE_VARIABLE = "BORGSTORE_CONFORMANCE_PROFILE"
 
-PROFILES = {
+PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"max_examples": 50, "stateful_step_count": 30},
     "deep": {"max_examples": 400, "stateful_step_count": 80},
     # no example database: a run starts from FAULTS["seed"] and nothing else, so it repeats exactly
     "faults": {"max_examples": 50, "stateful_step_count": 30, "database": None},
 }
 
+
+class FaultsSettings(TypedDict):
+    """The settings of the faults profile (:data:`FAULTS`)."""
+
+    rate: float
+    attempts: int
+    seed: int
+
+
 #: the faults profile: *rate* is the share of calls that get a fault; the retry layer makes up to
 #: *attempts* tries per call (at rate 0.2, 40 failures in a row come once in 10**28 calls);
 #: *seed* is Hypothesis' seed and, through it, every fault injector's
-FAULTS = {"rate": 0.2, "attempts": 40, "seed": 9}
+FAULTS: FaultsSettings = {"rate": 0.2, "attempts": 40, "seed": 9}
 
 #: the sizes of the large values in the example checks; what a chunked upload and any read
 #: buffer must survive
-LARGE_VALUE = {"quick": 6 * 1024 * 1024, "deep": 48 * 1024 * 1024, "faults": 6 * 1024 * 1024}
+LARGE_VALUE: dict[str, int] = {"quick": 6 * 1024 * 1024, "deep": 48 * 1024 * 1024, "faults": 6 * 1024 * 1024}
 
 #: items stored by the list-tree-agrees check: more than one page of a paginated listing
-LIST_TREE_ITEMS = {"quick": 1100, "deep": 5000, "faults": 1100}
+LIST_TREE_ITEMS: dict[str, int] = {"quick": 1100, "deep": 5000, "faults": 1100}
 
 
-def profile_name(name=None) -> str:
+def profile_name(name: Optional[str] = None) -> str:
     """*name*, or the profile the environment chooses (default quick), checked."""
     name = name or os.environ.get(PROFILE_VARIABLE) or "quick"
     if name not in PROFILES:
@@ -75,11 +88,11 @@ def profile_name(name=None) -> str:
     return name
 
 
-def kit_settings(profile=None, **overrides):
+def kit_settings(profile: Optional[str] = None, **overrides: Any) -> "HypothesisSettings":
     """The Hypothesis settings of *profile* (default: from the environment), with *overrides*."""
     from hypothesis import HealthCheck, Phase, settings
 
-    values = dict(
+    values: dict[str, Any] = dict(
         # no "explain" phase: it reruns a failure many times to list code lines, which says
         # little about a backend and slows every failing run down
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
@@ -94,7 +107,7 @@ def kit_settings(profile=None, **overrides):
     return settings(**values)
 
 
-def example_profile(profile=None) -> str:
+def example_profile(profile: Optional[str] = None) -> str:
     """The profile an example check runs with: the faults profile runs them as quick does."""
     name = profile_name(profile)
     return "quick" if name == "faults" else name
