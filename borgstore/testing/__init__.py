@@ -17,7 +17,7 @@ networks do), and the ``faults`` profile (``run_backend_machine_under_faults``,
 ``run_store_machine_under_faults``, ``--borgstore-profile faults``, ``check URL --profile faults``),
 which runs the state machines through ``retry`` around it.
 
-The test classes need pytest; everything else needs only Hypothesis (``pip install borgstore[testing]``).
+The test classes need pytest; everything else needs only Hypothesis (the ``testing`` extra).
 """
 
 from typing import Any
