@@ -19,6 +19,8 @@ from borgstore import _plugins
 from borgstore.constants import QUOTA_STORE_NAME
 from borgstore.store import Store
 
+from .test_copy import tree, without_temps
+
 CONFIG = {"config/": {"levels": [0]}, "data/": {"levels": [2]}}
 #: seconds a command may take before the test gives up on it (a hang, not a timing assertion)
 LIMIT = 300
@@ -38,23 +40,6 @@ def make_store(path, items: int, size: int = 300) -> str:
     os.makedirs(path / "data" / "ff" / "ff")
     (path / "data" / "00" / "00" / ("0000" + "cd" * 30 + ".tmp")).write_bytes(b"a dead writer's half")
     return f"file://{path}"
-
-
-def tree(path) -> dict:
-    """{relative path: bytes, or None for a directory} of everything below *path*."""
-    found = {}
-    for directory, dirs, files in os.walk(path):
-        rel = os.path.relpath(directory, path)
-        for name in dirs:
-            found[os.path.normpath(os.path.join(rel, name))] = None
-        for name in files:
-            with open(os.path.join(directory, name), "rb") as f:
-                found[os.path.normpath(os.path.join(rel, name))] = f.read()
-    return found
-
-
-def without_temps(found: dict) -> dict:
-    return {name: value for name, value in found.items() if not name.endswith(".tmp")}
 
 
 def borgstore(*args, env=None, **kwargs) -> subprocess.CompletedProcess:

@@ -215,24 +215,9 @@ class Middleware(Link):
 
 # A middleware operation keeps the backend contract exactly, so it carries the contract's text
 # (help(Middleware.load), the API reference) rather than fifteen restatements of "forwarded".
-for _op in (
-    "create",
-    "destroy",
-    "open",
-    "close",
-    "flush",
-    "mkdir",
-    "rmdir",
-    "info",
-    "load",
-    "store",
-    "delete",
-    "move",
-    "list",
-    "hash",
-    "gather",
-    "quota",
-):
+for _op in OPERATIONS:
+    if _op in OPTIONAL_OPERATIONS:
+        continue  # optional: the backend class only names them in a comment
     getattr(Middleware, _op).__doc__ = getattr(BackendBase, _op).__doc__
 del _op
 
