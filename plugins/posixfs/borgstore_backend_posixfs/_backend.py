@@ -419,6 +419,7 @@ class PosixFSBackend(ItemWriting, DirectoryPlumbing, BackendBase):
         return list_tree(self._open_directory(name, what), what, self._prefix + name)
 
     def _open_directory(self, name: str, what: str) -> int:
+        assert self._open_beneath is not None  # open: list() and list_tree() checked it
         try:
             return self._open_beneath(name, DIR_READ)
         except FileNotFoundError:

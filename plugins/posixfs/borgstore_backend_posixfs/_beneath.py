@@ -82,8 +82,9 @@ def _how(flags: int):
     return how
 
 
-def _raise(number: int, path: str) -> NoReturn:
+def _raise(number: Optional[int], path: str) -> NoReturn:
     # OSError(errno, ...) is instantiated as its subclass (FileNotFoundError, PermissionError, ...)
+    assert number is not None  # the errno of an OSError from a system call (typed Optional)
     raise OSError(number, os.strerror(number), path)
 
 
@@ -130,7 +131,7 @@ def _walk_opener(root_fd: int, prefix: str) -> Opener:
     return open_beneath
 
 
-def _symlink_errno(code: int, part: str, dir_fd: int) -> int:
+def _symlink_errno(code: Optional[int], part: str, dir_fd: int) -> Optional[int]:
     """ELOOP if *part* is a symbolic link (systems report O_NOFOLLOW on a link differently)."""
     if code in (errno.ELOOP, errno.ENOTDIR, getattr(errno, "EMLINK", errno.ELOOP), getattr(errno, "EFTYPE", 0)):
         try:

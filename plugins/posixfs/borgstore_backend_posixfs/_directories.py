@@ -7,13 +7,17 @@ backend's root descriptor, its :class:`~._dircache.DirectoryCache` and its durab
 import errno
 import os
 import stat
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from borgstore.backends.errors import BackendDoesNotExist, BackendError, ObjectNotFound
 from borgstore.backends.toolkit import check_backend_name
 
 from . import _beneath
+from ._dircache import DirectoryCache
 from ._errors import os_error as _os_error
 from ._io import kind
+
+_T = TypeVar("_T")
 
 
 class _NoDirectory(Exception):
@@ -22,6 +26,19 @@ class _NoDirectory(Exception):
 
 class DirectoryPlumbing:
     """Directory descriptors, mkdir and rmdir for PosixFSBackend."""
+
+    # PosixFSBackend's state that these methods use (set in its __init__ and open(); declared here
+    # for the type checker only: annotations without a value make no class attribute)
+    path: str
+    _prefix: str
+    _always: bool
+    _dirty: bool
+    _root_fd: int
+    _dirs: Optional[DirectoryCache]  # None until the first open()
+    _kept: dict[str, int]  # _dirs.kept while open
+    if TYPE_CHECKING:
+
+        def check_open(self) -> None: ...
 
     def _changed(self, dir_fd: int, op: str, name: str) -> None:
         """Record a change of an entry in the directory *dir_fd*; with durability "always",
@@ -44,6 +61,7 @@ class DirectoryPlumbing:
             try:
                 return _beneath.makedirs(held, self._prefix, last, created, below=parent)
             except FileNotFoundError:
+                assert self._dirs is not None  # held: the store is open, so its cache exists
                 self._dirs.is_dead(parent, held)  # removed since: set aside, made anew from the root
             except OSError:
                 pass  # the path from the root says what is in the way
@@ -58,11 +76,12 @@ class DirectoryPlumbing:
         except OSError as exc:
             raise _os_error(exc, f"{op} {name!r}") from None
 
-    def _held_parent(self, parent: str):
+    def _held_parent(self, parent: str) -> Optional[int]:
         """A kept descriptor of *parent* (opened and kept now if need be), or None: a namespace
         directory is the parent of every nesting directory made on demand below it."""
         held = self._kept.get(parent)
         if held is None:
+            assert self._dirs is not None  # open (every caller checked it): its cache exists
             try:
                 held, kept = self._dirs.acquire(parent)
             except OSError:
@@ -72,12 +91,13 @@ class DirectoryPlumbing:
                 return None
         return held
 
-    def _dir_fd(self, directory: str, op: str, name: str, create: bool = True):
+    def _dir_fd(self, directory: str, op: str, name: str, create: bool = True) -> tuple[int, bool]:
         """``(fd, kept)``: a descriptor of *directory*; close it with :meth:`_close_dir`.  A missing
         directory is created with its parents, or with *create* False raises _NoDirectory, as
         does one below an item."""
         if not directory:
             return self._root_fd, True
+        assert self._dirs is not None  # open (every caller checked it): its cache exists
         try:
             return self._dirs.acquire(directory)
         except FileNotFoundError:
@@ -96,11 +116,11 @@ class DirectoryPlumbing:
         if not kept:
             os.close(fd)
 
-    def _in_directory(self, directory: str, op: str, name: str, action, create: bool = True):
+    def _in_directory(self, directory: str, op: str, name: str, action: Callable[[int], _T], create: bool = True) -> _T:
         """``action(dir_fd)`` in *directory*'s descriptor.  A FileNotFoundError from a kept
         descriptor of a directory removed since (by another Store) repeats it once with a fresh
         one; any other goes to the caller."""
-        held = self._dirs.kept.get(directory) if directory else self._root_fd
+        held = self._kept.get(directory) if directory else self._root_fd
         if held is None:
             held, kept = self._dir_fd(directory, op, name, create)
             if not kept:
@@ -111,6 +131,7 @@ class DirectoryPlumbing:
         try:
             return action(held)
         except FileNotFoundError:
+            assert self._dirs is not None  # open (every caller checked it): its cache exists
             if not self._dirs.is_dead(directory, held):
                 raise
         parent, kept = self._dir_fd(directory, op, name, create)
@@ -128,7 +149,7 @@ class DirectoryPlumbing:
         where = f"{exc.strerror} [ENOENT] ({self._prefix + name})"
         return BackendError(f"{op} {name!r}: its directory was removed while it ran: {where}", temporary=True)
 
-    def _kind(self, base: str, dir_fd: int, op: str, name: str):
+    def _kind(self, base: str, dir_fd: int, op: str, name: str) -> Optional[int]:
         """The file type bits of *base* in *dir_fd* (None: missing); a failure raises BackendError."""
         try:
             return kind(base, dir_fd)

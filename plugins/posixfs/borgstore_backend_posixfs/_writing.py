@@ -26,13 +26,13 @@ import errno
 import os
 import stat
 import sys
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
-from borgstore.backends._base import ItemInfo
+from borgstore.backends._base import ItemInfo, Value
 from borgstore.backends.errors import BackendError, ObjectAlreadyExists
 from borgstore.backends.toolkit import check_backend_name, temp_name
 
-from ._beneath import DIR_READ
+from ._beneath import DIR_READ, Opener
 from ._errors import os_error as _os_error
 from ._io import unlink_quietly, write_rest
 from ._listing import list_tree
@@ -90,6 +90,23 @@ class ItemWriting:
 
     #: False once renameat2(RENAME_NOREPLACE) failed as unsupported: link(2) from then on
     _noreplace = True
+
+    # what these methods use of PosixFSBackend, of DirectoryPlumbing and of BackendBase, which
+    # PosixFSBackend combines with this mixin (declared for the type checker only: annotations
+    # without a value make no class attribute)
+    _prefix: str
+    _always: bool
+    _dirty: bool
+    _open_beneath: Optional[Opener]  # set by open(), None while closed
+    if TYPE_CHECKING:
+        opened: bool
+
+        def check_open(self) -> None: ...
+        def _write(self, op: str, name: str, value: Value, write_in: Callable[..., None]) -> None: ...
+        def _is_item(self, name: str) -> bool: ...
+        def _changed(self, dir_fd: int, op: str, name: str) -> None: ...
+        def _kind(self, base: str, dir_fd: int, op: str, name: str) -> Optional[int]: ...
+        def _link_error(self, op: str, name: str) -> BackendError: ...
 
     def _write_temp(self, parent: int, base: str, name: str, value, op: str) -> str:
         """Write *value* to a new temp item for *base* in *parent*; return its name.
@@ -155,7 +172,7 @@ class ItemWriting:
         try:
             link_noreplace(temp, base, parent)
         except OSError as exc:
-            if exc.errno not in _NO_LINKS:
+            if exc.errno is None or exc.errno not in _NO_LINKS:
                 raise
             code = errno.errorcode.get(exc.errno, exc.errno)
             raise BackendError(
@@ -180,6 +197,7 @@ class ItemWriting:
             self.check_open()
         check_backend_name(name, root_ok=True)
         what = f"list_temp {name!r}"
+        assert self._open_beneath is not None  # open: checked above
         try:
             fd = self._open_beneath(name, DIR_READ)
         except (FileNotFoundError, NotADirectoryError) as exc:

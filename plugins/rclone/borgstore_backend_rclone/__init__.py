@@ -98,7 +98,9 @@ def _redact_spec(spec: str, secrets: list) -> str:
     try:
         return _parse(spec, secrets)
     except _Malformed:
-        head = re.match(r":?[^,:]*", spec).group()
+        found = re.match(r":?[^,:]*", spec)
+        assert found is not None  # the pattern matches every string (the empty string at least)
+        head = found.group()
         return f"{head},{REDACTED}"
 
 

@@ -170,9 +170,12 @@ class RcloneBackend(Listings, BackendBase):
         try:
             return self._rc("operations/stat", self._stat_params(name), daemon).get("item")
         except RcFailed as failure:
-            return self._stat_failed(failure, name)
+            self._stat_failed(failure, name)
+            return None
 
     def _stat_failed(self, failure: RcFailed, name: str) -> None:
+        """Return if *failure* of a stat says nothing is there (the stat's answer is None); raise
+        the error for any other failure."""
         if failure.status == 404 or failure.mentions(NOT_A_DIRECTORY_TEXTS + MISSING_TEXTS):
             return
         raise self._error(failure, f"stat {name!r}") from None
@@ -180,7 +183,8 @@ class RcloneBackend(Listings, BackendBase):
     def _stat_response(self, response, name: str) -> dict | None:
         if response.status == 200:
             return response.json().get("item")
-        return self._stat_failed(self._failure("operations/stat", response), name)
+        self._stat_failed(self._failure("operations/stat", response), name)
+        return None
 
     # --- lifecycle ---
     def create(self):

@@ -118,13 +118,14 @@ class RcDaemon:
         self._scrub = scrub or (lambda text: text)
         self.timeout = timeout
         self._unanswered = False  # a request timed out: check that rclone answers before the next
-        self._death = None  # how the last rclone ended, quoted until a new one has started
+        self._death: str | None = None  # how the last rclone ended, quoted until a new one has started
         self._lock = threading.Lock()
-        self._process = None
-        self._watchdog = None
-        self._client = None
-        self._secrets_dir = None
-        self._output = None
+        # set while an rclone runs (from its start to its stop)
+        self._process: subprocess.Popen | None = None
+        self._watchdog: subprocess.Popen | None = None
+        self._client: HttpClient | None = None
+        self._secrets_dir: str | None = None
+        self._output: _OutputTail | None = None
         self._generation = 0  # counts starts, so a thread notices that another one restarted rclone
         self._closed = True
         self._owner = os.getpid()
@@ -193,7 +194,7 @@ class RcDaemon:
         self._output = _OutputTail(process.stdout)
         authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         headers = {"Authorization": authorization}
-        self._client = HttpClient(
+        client = self._client = HttpClient(
             "127.0.0.1",
             port,
             headers=headers,
@@ -201,10 +202,11 @@ class RcDaemon:
             connect_timeout=self.timeout,
             read_timeout=self.timeout,
         )
-        return self._wait_until_answering(process)
+        return self._wait_until_answering(process, client)
 
-    def _wait_until_answering(self, process) -> bool:
-        """Wait until the new rclone answers.  False if its port was taken meanwhile."""
+    def _wait_until_answering(self, process: subprocess.Popen, client: HttpClient) -> bool:
+        """Wait until the new rclone (*process*, reached through *client*) answers.  False if its
+        port was taken meanwhile."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if process.poll() is not None:
@@ -214,7 +216,7 @@ class RcDaemon:
                     return False
                 raise BackendConnectionError(f"rclone rcd exited at start ({exit_text(process)}): {text}")
             try:
-                response = self._client.request("POST", "/rc/noop")
+                response = client.request("POST", "/rc/noop")
             except ConnectionLost:
                 response = None
             if response is not None:

@@ -1,8 +1,8 @@
 """The rclone backend's listings and hashing: calls that may take long run as rclone jobs."""
 
 import re
-from collections.abc import Iterator
-from typing import List  # the class's own list() hides the builtin in its annotations
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, List  # the class's own list() hides the builtin in its annotations
 
 from borgstore.backends._base import ItemInfo, is_hidden_from_list
 from borgstore.backends.errors import BackendError, ObjectNotFound
@@ -10,6 +10,9 @@ from borgstore.backends.toolkit import check_backend_name
 from borgstore.constants import TMP_SUFFIX
 
 from ._rc import MISSING_TEXTS, NOT_A_DIRECTORY_TEXTS, RcFailed, by_path, item_info
+
+if TYPE_CHECKING:
+    from ._daemon import RcDaemon
 
 # rclone's filter for list_temp: every file whose name ends in .tmp, in any directory
 _TEMP_FILTER = {"IncludeRule": ["*" + TMP_SUFFIX]}
@@ -21,6 +24,20 @@ class Listings:
     A listing is one ``operations/list`` run as an rclone job (RcDaemon.job): a directory of
     many items on a slow remote may take minutes to list, longer than rclone may take to answer
     a request, and the job's status requests are answered at once meanwhile."""
+
+    # what these methods use of RcloneBackend, which combines this mixin with BackendBase
+    # (declared for the type checker only: annotations without a value make no class attribute)
+    fs: str
+    _scrub: Callable[[str], str]
+    _server_hashes: frozenset
+    if TYPE_CHECKING:
+
+        @property
+        def url(self) -> str: ...
+        def _open_daemon(self) -> RcDaemon: ...
+        def _job(self, command: str, params: dict, daemon: RcDaemon | None = None, *, mutation=False) -> dict: ...
+        def _error(self, failure: RcFailed, what: str, *, mutation=False) -> BackendError: ...
+        def _stat(self, name: str, daemon: RcDaemon | None = None) -> dict | None: ...
 
     def _list_entries(self, name: str, opt: dict, *, nothing_if_missing=False, **extra) -> list:
         """rclone's entry dicts of directory *name* (asked for now, not when iterated)."""

@@ -190,11 +190,13 @@ class S3Backend(BackendBase):
             return
         objects = "".join(f"<Object><Key>{_xml_escape(key)}</Key></Object>" for key in keys)
         body = f"<Delete><Quiet>true</Quiet>{objects}</Delete>".encode()
-        response = self._client.request(
+        client = self._client
+        assert client is not None  # destroy(), the caller, connected first
+        response = client.request(
             "POST", None, query={"delete": ""}, headers={"content-md5": _md5(body)}, body=body, mutation=True, what=what
         )
         if response.status != 200:
-            raise self._client.error(response, what)
+            raise client.error(response, what)
         root = parse_xml(response.data, what)
         failed = [e for e in root if e.tag.rpartition("}")[2] == "Error"]
         if failed:
@@ -241,6 +243,7 @@ class S3Backend(BackendBase):
         return ItemInfo(leaf, is_dir, 0, is_dir)
 
     def _has_keys_below(self, name: str, what: str) -> bool:
+        assert self._client is not None  # open: open() made the client and only close() drops it
         page = next(_listing.pages(self._client, self._prefix + name + "/", delimiter=None, what=what, max_keys=1))
         return bool(page.objects)
 
@@ -282,6 +285,7 @@ class S3Backend(BackendBase):
         if response.status != 200:
             if response.status == 412:
                 raise ObjectAlreadyExists(f"{what}: an item of that name exists")
+            assert self._client is not None  # _request() connected
             raise self._client.error(response, what)
         self._check_etag(response, md5.hexdigest(), what)
 
@@ -310,6 +314,7 @@ class S3Backend(BackendBase):
     def _delete_object(self, name: str, what: str) -> None:
         response = self._request("DELETE", name, mutation=True, what=what)
         if response.status not in (200, 204):
+            assert self._client is not None  # _request() connected
             raise self._client.error(response, what)
 
     def move(self, curr_name, new_name):
@@ -382,6 +387,7 @@ class S3Backend(BackendBase):
         order, one request per 1,000; keys no backend name can reach (another tool's) left out."""
         prefix = self._prefix + name + "/" if name else self._prefix
         start = len(prefix)
+        assert self._client is not None  # open: open() made the client and only close() drops it
         for page in _listing.pages(self._client, prefix, delimiter=None, what=what):
             for key, size, mtime in page.objects:
                 path = key[start:]
@@ -415,10 +421,12 @@ class S3Backend(BackendBase):
         item, dot, digest = stem.rpartition(".")
         if not dot or len(digest) != 16:
             return False
-        upload_id = _multipart.find(self._client, self._prefix + item, digest, what)
+        client = self._client
+        assert client is not None  # open: open() made the client and only close() drops it
+        upload_id = _multipart.find(client, self._prefix + item, digest, what)
         if upload_id is None:
             return False
-        _multipart.abort(self._client, self._prefix + item, upload_id, what)
+        _multipart.abort(client, self._prefix + item, upload_id, what)
         return True
 
 

@@ -94,6 +94,7 @@ def resolve(location: Location, region: Optional[str] = None, environ=None) -> S
     environ = os.environ if environ is None else environ
     profile_values = None
     if location.access_key_id is not None:
+        assert location.secret_access_key is not None  # _url.parse() sets both or neither
         credentials = Credentials(location.access_key_id, location.secret_access_key, None, "the URL")
     elif location.profile is not None:
         profile_values = _profile(location.profile, environ)
@@ -101,8 +102,8 @@ def resolve(location: Location, region: Optional[str] = None, environ=None) -> S
             raise BackendError(f"the AWS profile {location.profile!r} named in the URL is in neither ~/.aws file")
         credentials = _from_profile(location.profile, profile_values, f"profile {location.profile!r} from the URL")
     elif bool(environ.get("AWS_ACCESS_KEY_ID")) != bool(environ.get("AWS_SECRET_ACCESS_KEY")):
-        given, missing = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")[:: 1 if environ.get("AWS_ACCESS_KEY_ID") else -1]
-        raise BackendError(f"partial S3 credentials in the environment: {given} is set, {missing} is not")
+        present, missing = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")[:: 1 if environ.get("AWS_ACCESS_KEY_ID") else -1]
+        raise BackendError(f"partial S3 credentials in the environment: {present} is set, {missing} is not")
     elif environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY"):
         credentials = Credentials(
             environ["AWS_ACCESS_KEY_ID"],

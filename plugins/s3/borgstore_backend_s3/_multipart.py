@@ -58,10 +58,10 @@ def upload(client: S3Client, key: str, value, part_size: int, what: str, *, if_n
             )
             _check(client, response, f"{what} (part {number})")
             etags.append(response.headers.get("etag", ""))
-        body = "".join(
+        parts = "".join(
             f"<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>" for number, etag in enumerate(etags, 1)
         )
-        body = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
+        body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()
         headers = {"content-md5": content_md5(body)}
         if if_none_match:
             headers["if-none-match"] = "*"

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import time
 import urllib.parse
+from typing import Optional
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -41,11 +42,13 @@ class Signer:
         self.session_token = session_token
         self.region = region
         self._service = service
-        self._day = None
-        self._key = None
-        self._scope = None
-        self._second = None
-        self._stamp = None
+        # the signing key and its scope, made for self._day (None: make them at the next request)
+        self._day: Optional[str] = None
+        self._key = b""
+        self._scope = ""
+        # the x-amz-date of self._second (None: make it at the next request)
+        self._second: Optional[int] = None
+        self._stamp = ""
 
     def __repr__(self):
         return f"<Signer {self.access_key_id} {self.region}>"  # never the secret

@@ -61,7 +61,7 @@ class MotoServer:
             stderr=log,
             env=env,
         )
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):  # the log file, not subprocess.DEVNULL
             log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
