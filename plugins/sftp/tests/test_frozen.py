@@ -36,8 +36,14 @@ class Frozen:
         assert self.pids, "nothing to freeze"
 
     def __enter__(self):
+        frozen = 0
         for pid in self.pids:
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                frozen += 1
+            except ProcessLookupError:
+                pass  # it ended between the listing and now (e.g. sshd's pre-authentication child)
+        assert frozen, f"none of {self.pids} was left to freeze"
         return self
 
     def __exit__(self, *exc):
