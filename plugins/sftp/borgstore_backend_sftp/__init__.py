@@ -19,6 +19,7 @@ OPTIONS = (
     "connect_timeout",
     "timeout",
     "keepalive",
+    "transport",
 )
 #: options of earlier versions, now the ``retry`` middleware's business: still accepted as names,
 #: so that the backend can refuse them with a ValueError that says where retrying went
@@ -60,7 +61,7 @@ def borgstore_backends():
             schemes=("sftp",),
             factory=f"{__name__}._backend:sftp_backend_from_url",
             capabilities=CAPABILITIES,
-            description="a directory on an SSH server, over sftp (paramiko); verifies host keys via known_hosts",
+            description="a directory on an SSH server, over sftp (paramiko, or the system ssh client); verifies host keys via known_hosts",
             options=OPTIONS + RETIRED_OPTIONS,
             redact=f"{__name__}._url:redact_url",
         )

@@ -27,11 +27,15 @@ from ._runner import Runner
 from ._url import parse_url, redact_url
 from ._writes import DURABILITY_LEVELS, Durability
 
-__all__ = ["DEFAULT_TIMEOUT", "DURABILITY_LEVELS", "SftpBackend", "parse_url", "sftp_backend_from_url"]
+__all__ = ["DEFAULT_TIMEOUT", "DURABILITY_LEVELS", "TRANSPORTS", "SftpBackend", "parse_url", "sftp_backend_from_url"]
 
 #: seconds to wait for the server (docs/sftp.md says why 20): short enough that the ``retry``
 #: middleware's default budget (60 s) holds several tries against a frozen server
 DEFAULT_TIMEOUT = 20.0
+
+#: how the SSH connection is made: paramiko in this process, or the system's ssh client
+#: (docs/sftp.md compares them)
+TRANSPORTS = ("paramiko", "openssh")
 
 
 def _check_options(connect_timeout, timeout, keepalive, ssh_config, retired: dict):
@@ -74,6 +78,7 @@ class SftpBackend(BackendBase):
         connect_timeout: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         keepalive: float = 30.0,
+        transport: str = "paramiko",
         **retired,
     ):
         unknown = set(retired) - set(RETIRED_OPTIONS)
@@ -84,6 +89,8 @@ class SftpBackend(BackendBase):
         self.user, self.host, self.port, self.path = parse_url(url)
         self._durability = Durability(durability)
         _check_options(connect_timeout, timeout, keepalive, ssh_config, retired)
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(map(repr, TRANSPORTS))}, not {transport!r}")
         if connect_timeout is None:
             connect_timeout = timeout  # a connect is a wait on the server like any other
         self._pool = Pool(
@@ -95,6 +102,7 @@ class SftpBackend(BackendBase):
             connect_timeout=connect_timeout,
             timeout=timeout,
             keepalive=keepalive,
+            transport=transport,
         )
         self._runner = Runner(self._pool)
         self._root = Root(self.host, self.path)

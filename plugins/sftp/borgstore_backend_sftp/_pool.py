@@ -74,6 +74,9 @@ class Connection:
         transport.clear_to_send_timeout = timeout
         self.watchdog = Watchdog(timeout, self.close)
 
+    def alive(self) -> bool:
+        return not self.dead and self.transport.is_active()
+
     def acquire(self) -> p.Session:
         while True:
             session = self._reserve()
@@ -164,7 +167,10 @@ class Pool:
     """The backend's connection: made on first use, replaced when it died, closed by close()
     or when the pool is garbage-collected (a backend dropped without close() leaks nothing)."""
 
-    def __init__(self, host, port, user, *, ssh_config, use_agent, connect_timeout, timeout, keepalive):
+    def __init__(
+        self, host, port, user, *, ssh_config, use_agent, connect_timeout, timeout, keepalive, transport="paramiko"
+    ):
+        self.transport = transport  # "paramiko" or "openssh" (_openssh: sessions through ssh processes)
         self.host = host
         self.port = port
         self.user = user
@@ -180,10 +186,13 @@ class Pool:
         """The live connection, connecting (again) if there is none."""
         with self._lock:
             connection = self.connection
-            if connection is not None and not connection.dead and connection.transport.is_active():
+            if connection is not None and connection.alive():
                 return connection
             if connection is not None:
                 connection.close()
+            if self.transport == "openssh":
+                self.connection = self._connect_openssh()
+                return self.connection
             target = _connect.resolve(self.host, self.port, self.user, self.ssh_config)
             keepalive = self.keepalive if self.keepalive else target.keepalive
             transport = _connect.connect(
@@ -191,6 +200,22 @@ class Pool:
             )
             self.connection = Connection(transport, self.timeout)
             return self.connection
+
+    def _connect_openssh(self):
+        from . import _openssh
+
+        command = _openssh.ssh_command(
+            _openssh.find_ssh(),
+            self.host,
+            self.port,
+            self.user,
+            ssh_config=self.ssh_config,
+            use_agent=self.use_agent,
+            connect_timeout=self.connect_timeout,
+            keepalive=self.keepalive,
+        )
+        where = f"{self.host} port {self.port}" if self.port else self.host
+        return _openssh.OpensshConnection(command, where, self.connect_timeout, self.timeout)
 
     def drop(self, connection: Connection):
         """Close *connection* (it broke); the next connect() makes a new one."""

@@ -74,6 +74,9 @@ class TestSSHServer:
 
     __test__ = False  # not a pytest test class, despite its name
 
+    #: the backend option ``transport`` that backend_options() gives (the tests set it per run)
+    transport = "paramiko"
+
     def __init__(
         self,
         workdir,
@@ -178,7 +181,7 @@ class TestSSHServer:
         return f"sftp://{user or self.user}@127.0.0.1:{self.port}/{path}"
 
     def backend_options(self, **more) -> dict:
-        options = {"ssh_config": str(self.ssh_config), "use_agent": False}
+        options = {"ssh_config": str(self.ssh_config), "use_agent": False, "transport": self.transport}
         options.update(more)
         return options
 

@@ -1,5 +1,10 @@
 """Fixtures: a real OpenSSH sshd on 127.0.0.1 and sftp backends talking to it.
 
+Transports: a test module that sets ``TRANSPORTS = ("paramiko", "openssh")`` runs each of its
+tests with each transport (the ``transport`` fixture, which every server's backend_options()
+then gives); ``@pytest.mark.transports("paramiko")`` narrows one test.  Other modules run with
+paramiko, the default.
+
 The server runs with its own host key, authorized key, known_hosts and ssh config (see
 borgstore_backend_sftp.testserver); nothing of the user's ~/.ssh is used.  Without sshd the
 tests skip, except in CI (env CI set), where a missing server is a failure.
@@ -16,6 +21,19 @@ from borgstore_backend_sftp.testserver import TestSSHServer, find_sshd
 from borgstore.backends.errors import BackendMustBeOpen
 
 _counter = itertools.count()
+
+ALL_TRANSPORTS = ("paramiko", "openssh")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "transports(*names): the sftp transports a test runs with")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("transports")
+    names = marker.args if marker else getattr(metafunc.module, "TRANSPORTS", None)
+    if names:
+        metafunc.parametrize("transport", names, indirect=True)
 
 
 def skip_or_fail(reason: str):
@@ -55,6 +73,16 @@ def require_binary():
             skip_or_fail(f"{name} is not installed (apt-get install openssh-client)")
 
     return require
+
+
+@pytest.fixture(autouse=True)
+def transport(request, monkeypatch):
+    """The sftp transport of this run of the test (see the module docstring)."""
+    name = getattr(request, "param", "paramiko")
+    if name == "openssh" and shutil.which("ssh") is None:
+        skip_or_fail("the OpenSSH client ssh is not installed (apt-get install openssh-client)")
+    monkeypatch.setattr(TestSSHServer, "transport", name)
+    return name
 
 
 @pytest.fixture(scope="session")

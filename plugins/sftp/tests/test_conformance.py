@@ -21,6 +21,8 @@ from borgstore.testing import (
 )
 from borgstore.testing._pytest_classes import run_check
 
+TRANSPORTS = ("paramiko", "openssh")
+
 
 class TestSftpAbsoluteURL(BackendTests):
     @pytest.fixture

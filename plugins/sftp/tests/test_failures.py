@@ -19,6 +19,9 @@ from borgstore import build_chain
 from borgstore._stats import empty_stats
 from borgstore.backends.errors import BackendConnectionError
 
+#: the kit of failures runs with each transport (conftest.py)
+TRANSPORTS = ("paramiko", "openssh")
+
 BIG = 48 * 1024 * 1024
 #: generous: a restarting sshd must fit in; seeded, so the backoff delays are the same each run
 RETRY = {"attempts": 20, "first_delay": 0.1, "max_delay": 1.0, "budget": 60.0, "breaker_failures": 0, "seed": 9}
@@ -177,6 +180,7 @@ def test_ctrl_c_during_a_write_is_not_swallowed(own_sshd, tmp_path):
     backend.close()
 
 
+@pytest.mark.transports("paramiko")
 def test_close_ends_the_connection_and_its_thread(own_sshd, tmp_path):
     """close() stops paramiko's transport thread; no thread outlives the backend."""
     backend = make_backend(own_sshd, tmp_path / "store")
@@ -188,6 +192,7 @@ def test_close_ends_the_connection_and_its_thread(own_sshd, tmp_path):
     assert not transport.is_alive()
 
 
+@pytest.mark.transports("paramiko")
 def test_a_forgotten_open_backend_closes_its_connection(own_sshd, tmp_path):
     """An open backend that is garbage-collected without close() does not leak its connection."""
     backend = make_backend(own_sshd, tmp_path / "store")
@@ -234,6 +239,7 @@ def test_concurrent_use_from_threads(own_sshd, tmp_path):
 
 
 @pytest.mark.parametrize("custom_sshd", [{"sshd_options": "MaxSessions 2"}], indirect=True)
+@pytest.mark.transports("paramiko")
 def test_a_server_allowing_fewer_sessions_is_shared(custom_sshd, tmp_path):
     """A server with MaxSessions 2: the pool shrinks to what the server allows instead of
     dropping the connection."""
@@ -281,6 +287,16 @@ def test_without_posix_rename_overwrites_stay_atomic(custom_sshd, tmp_path):
     backend.close()
 
 
+def cut_connection(session):
+    """End *session*'s connection from our side: paramiko's transport, or the ssh process."""
+    channel = session.channel
+    if hasattr(channel, "get_transport"):
+        channel.get_transport().close()
+    else:
+        channel.process.process.kill()
+        channel.process.process.wait()
+
+
 def cut_after_request(monkeypatch, kind, done):
     """Break the connection right after a request of type *kind* left and the server carried it
     out (``done()`` turns true), before its reply is read: the client cannot know the outcome."""
@@ -297,7 +313,7 @@ def cut_after_request(monkeypatch, kind, done):
             deadline = time.monotonic() + 10
             while not done() and time.monotonic() < deadline:
                 time.sleep(0.001)
-            session.channel.get_transport().close()
+            cut_connection(session)
         return request_id
 
     def wait(session, request_id):
@@ -322,7 +338,7 @@ def cut_before_request(monkeypatch, kind):
     def send(session, request_kind, *parts):
         if request_kind == kind and not cut:
             cut.append(True)
-            session.channel.get_transport().close()
+            cut_connection(session)
             session.broken = True
             raise _protocol.ConnectionLost("cut by the test before the request left")
         return original_send(session, request_kind, *parts)

@@ -22,6 +22,9 @@ from borgstore import Store
 from borgstore.backends.errors import BackendTimeout
 from borgstore.middleware.retry import RetryMiddleware
 
+#: the kit of failures runs with each transport (conftest.py)
+TRANSPORTS = ("paramiko", "openssh")
+
 TIMEOUT = 2.0
 #: on a busy 2-core machine a timeout may fire late; generous, as an upper bound only
 SLACK = 8.0
@@ -149,6 +152,7 @@ def test_a_server_freezing_during_pipelined_writes_times_out(own_sshd, tmp_path)
     backend.close()
 
 
+@pytest.mark.transports("paramiko")
 def test_the_watchdog_ends_a_connection_whose_wait_passes_the_timeout(own_sshd, tmp_path):
     """paramiko cannot time out every wait (a send stuck on a full socket, a subsystem request):
     the connection's watchdog ends the connection when a wait it watches lasts longer than the

@@ -78,6 +78,7 @@ def test_the_spec_declares_options_and_capabilities():
         "connect_timeout",
         "timeout",
         "keepalive",
+        "transport",
         "retries",
         "retry_time",
     }

@@ -1,0 +1,286 @@
+"""The ``openssh`` transport: sftp sessions through the system's own ``ssh`` client.
+
+Each session is one ``ssh -s <host> sftp`` process whose stdin and stdout are one end of a
+socketpair: our end is a real socket with ``sendall``/``recv``/``settimeout``/``close``, which is
+all that :class:`_protocol.Session` asks of a channel.  OpenSSH does the encryption in C (and in
+its own process, beside ours), and the user's whole ssh config applies: ProxyJump,
+ControlMaster, Match blocks, the agent, passphrase keys in the agent.
+
+Several sessions are several processes (each its own SSH connection, unless the user's config
+shares one with ControlMaster); a new connection is a new process.  Host keys are checked
+strictly whatever the config says (``StrictHostKeyChecking=yes``, ``UpdateHostKeys=no``), and
+nothing prompts (``BatchMode=yes``).  A process ends when its session is closed, and by itself
+when we die: its stdin, our socket, reaches end of file.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+
+from borgstore.backends.errors import BackendConnectionError, BackendError, BackendTimeout
+
+from . import _protocol as p
+from ._connect import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
+
+#: sessions (ssh processes) at once, as for the paramiko transport
+MAX_SESSIONS = 8
+
+# what ssh's stderr says -> the error to raise, tried in this order (ssh's messages are stable
+# across OpenSSH releases; an unknown message is a lost connection)
+_STDERR_ERRORS = (
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", HostKeyChanged),
+    ("has changed and you have requested strict checking", HostKeyChanged),
+    ("Host key verification failed", UnknownHostKey),
+    ("host key is known for", UnknownHostKey),
+    ("Permission denied", AuthenticationFailed),
+    ("timed out", BackendTimeout),
+    ("Connection timed out", BackendTimeout),
+)
+
+_FIXES = {
+    HostKeyChanged: "the server's host key differs from the one in known_hosts: check with the server's "
+    "administrator, then replace the old key (ssh-keygen -R <host>)",
+    UnknownHostKey: "the server's host key is not in known_hosts: check its fingerprint with the server's "
+    "administrator, then connect once with ssh to add it (or use ssh-keyscan)",
+    AuthenticationFailed: "the server refused the login: check the user name, the IdentityFile of your ssh "
+    "config, the agent and the server's authorized_keys",
+}
+
+
+def find_ssh() -> str:
+    """The ssh client's path; BackendError naming what to install if there is none."""
+    path = shutil.which("ssh")
+    if path is None:
+        raise BackendError(
+            "transport='openssh' needs the OpenSSH client 'ssh' on PATH, and there is none "
+            "(Debian/Ubuntu: apt-get install openssh-client; or use transport='paramiko')"
+        )
+    return path
+
+
+def ssh_command(ssh, host, port, user, *, ssh_config, use_agent, connect_timeout, keepalive) -> list:
+    """The ssh command line for one sftp session on *host*."""
+    command = [ssh, "-x", "-a", "-T", "-e", "none", "-s"]
+    if ssh_config is not None:
+        command += ["-F", os.path.expanduser(ssh_config)]
+    options = {
+        # command-line options win over every config file: these cannot be weakened
+        "BatchMode": "yes",
+        "StrictHostKeyChecking": "yes",
+        "UpdateHostKeys": "no",
+        "ClearAllForwardings": "yes",
+        "PermitLocalCommand": "no",
+        "ConnectTimeout": str(max(1, round(connect_timeout))),
+    }
+    if not use_agent:
+        options["IdentityAgent"] = "none"
+    if keepalive:
+        options["ServerAliveInterval"] = str(max(1, round(keepalive)))
+    for name, value in options.items():
+        command += ["-o", f"{name}={value}"]
+    if port:
+        command += ["-p", str(port)]
+    if user:
+        command += ["-l", user]
+    return command + ["--", host, "sftp"]
+
+
+class Process:
+    """One ssh process and our end of its socketpair."""
+
+    def __init__(self, command: list):
+        ours, theirs = socket.socketpair()
+        # a file, not a pipe: a chatty ssh never blocks; closed by close()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=self.stderr,
+                # its own session: a Ctrl-C at the terminal reaches us, not ssh in mid-write
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            self.stderr.close()
+            raise
+        finally:
+            theirs.close()
+        self.socket = ours
+
+    def error_text(self, wait: float = 2.0) -> str:
+        """What ssh wrote to stderr (after it ended, if that happens within *wait* seconds)."""
+        try:
+            self.process.wait(wait)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self.stderr.seek(0)
+            text = self.stderr.read(8192).decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
+        # ssh's warnings about its own config are noise here; keep the lines that say what failed
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return " / ".join(lines[-6:])
+
+    def close(self):
+        """End the process: close our socket (ssh sees end of file), then kill and reap it."""
+        try:
+            # shutdown first: it wakes a thread blocked in recv on this socket, close does not
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.socket.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.stderr.close()
+
+
+class ProcessChannel:
+    """The channel a Session speaks through: our socket, and the process closed with it."""
+
+    def __init__(self, process: Process):
+        self.process = process
+        self.sock = process.socket
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def recv(self, size):
+        return self.sock.recv(size)
+
+    def settimeout(self, timeout):
+        self.sock.settimeout(timeout)
+
+    def close(self):
+        self.process.close()
+
+
+def _start_failed(process: Process, where: str, exc: BaseException) -> BackendError:
+    """The error for an ssh process that did not give us an sftp session."""
+    text = process.error_text()
+    quoted = f" (ssh said: {text})" if text else ""
+    for needle, cls in _STDERR_ERRORS:
+        if needle in text:
+            fix = _FIXES.get(cls)
+            message = f"ssh to {where} failed{quoted}"
+            return cls(f"{message}; {fix}" if fix else message)
+    if isinstance(exc, p.Timeout):
+        return BackendTimeout(f"ssh to {where}: no sftp session within the timeout{quoted}")
+    code = process.process.poll()
+    status = f"ssh exited with status {code}" if code is not None else f"{exc}"
+    return BackendConnectionError(f"ssh to {where}: no sftp session: {status}{quoted}")
+
+
+class OpensshConnection:
+    """Sessions through ssh processes, with the interface of _pool.Connection.
+
+    The first session is started at once, so that a refused host key or login is reported by
+    the connect, as with paramiko."""
+
+    def __init__(self, command: list, where: str, connect_timeout: float, timeout: float):
+        self.command = command
+        self.where = where
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.idle: list[p.Session] = []
+        self.count = 0
+        self.limit = MAX_SESSIONS
+        self.ready = threading.Condition(threading.Lock())
+        self.dead = False
+        self._processes: set[Process] = set()  # every running process, busy or idle
+        self.idle.append(self._start())
+        self.count = 1
+
+    def alive(self) -> bool:
+        return not self.dead
+
+    def _start(self) -> p.Session:
+        try:
+            process = Process(self.command)
+        except OSError as exc:  # ssh vanished, or cannot be executed
+            raise start_process_error(exc) from exc
+        with self.ready:
+            self._processes.add(process)
+            if self.dead:  # closed while we started it
+                self._processes.discard(process)
+                process.close()
+                raise p.ConnectionLost("the connection was closed")
+        try:
+            # the first reply waits for ssh's connect, handshake and login as well
+            session = p.Session(ProcessChannel(process), self.connect_timeout + self.timeout)
+        except p.ConnectionLost as exc:
+            error = _start_failed(process, self.where, exc)
+            self._end(process)
+            raise error from None
+        except BaseException:
+            self._end(process)
+            raise
+        session.timeout = self.timeout
+        process.socket.settimeout(self.timeout)
+        return session
+
+    def acquire(self) -> p.Session:
+        with self.ready:
+            while True:
+                if self.dead:
+                    raise p.ConnectionLost("the connection was closed")
+                if self.idle:
+                    return self.idle.pop()
+                if self.count < self.limit:
+                    self.count += 1
+                    break
+                self.ready.wait()
+        try:
+            return self._start()
+        except BaseException as exc:
+            with self.ready:
+                self.count -= 1
+                self.ready.notify()
+            if isinstance(exc, (BackendTimeout, BackendConnectionError)) and not isinstance(exc, HostKeyError):
+                # a later session that cannot start: the server went away, as a lost connection
+                raise (p.Timeout if isinstance(exc, BackendTimeout) else p.ConnectionLost)(str(exc)) from exc
+            raise
+
+    def release(self, session: p.Session):
+        if not (session.broken or session.replies):
+            with self.ready:
+                if not self.dead:
+                    self.idle.append(session)
+                    self.ready.notify()
+                    return
+        session.close()
+        with self.ready:
+            self._processes.discard(session.channel.process)
+            self.count -= 1
+            self.ready.notify()
+
+    def _end(self, process: Process):
+        with self.ready:
+            self._processes.discard(process)
+        process.close()
+
+    def close(self):
+        """End every process, the busy ones too (their sessions fail as a lost connection)."""
+        with self.ready:
+            self.dead = True
+            self.idle = []
+            processes, self._processes = self._processes, set()
+            self.ready.notify_all()
+        for process in processes:
+            process.close()
+
+
+def start_process_error(exc: OSError) -> BackendError:
+    """The error for an ssh binary that could not be run at all."""
+    return BackendError(
+        f"cannot run the OpenSSH client 'ssh': {exc} (use transport='paramiko', or install openssh-client)"
+    )
