@@ -18,15 +18,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 
 from borgstore.backends.errors import BackendConnectionError, BackendError, BackendTimeout
 
 from . import _protocol as p
 from ._connect import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
-
-#: sessions (ssh processes) at once, as for the paramiko transport
-MAX_SESSIONS = 8
+from ._pool import SessionSlots
 
 # what ssh's stderr says -> the error to raise, tried in this order (ssh's messages are stable
 # across OpenSSH releases; an unknown message is a lost connection)
@@ -180,22 +177,18 @@ def _start_failed(process: Process, where: str, exc: BaseException) -> BackendEr
     return BackendConnectionError(f"ssh to {where}: no sftp session: {status}{quoted}")
 
 
-class OpensshConnection:
+class OpensshConnection(SessionSlots):
     """Sessions through ssh processes, with the interface of _pool.Connection.
 
     The first session is started at once, so that a refused host key or login is reported by
     the connect, as with paramiko."""
 
     def __init__(self, command: list, where: str, connect_timeout: float, timeout: float):
+        super().__init__()
         self.command = command
         self.where = where
         self.connect_timeout = connect_timeout
         self.timeout = timeout
-        self.idle: list[p.Session] = []
-        self.count = 0
-        self.limit = MAX_SESSIONS
-        self.ready = threading.Condition(threading.Lock())
-        self.dead = False
         self._processes: set[Process] = set()  # every running process, busy or idle
         self.idle.append(self._start())
         self.count = 1
@@ -229,16 +222,9 @@ class OpensshConnection:
         return session
 
     def acquire(self) -> p.Session:
-        with self.ready:
-            while True:
-                if self.dead:
-                    raise p.ConnectionLost("the connection was closed")
-                if self.idle:
-                    return self.idle.pop()
-                if self.count < self.limit:
-                    self.count += 1
-                    break
-                self.ready.wait()
+        session = self._reserve()
+        if session is not None:
+            return session
         try:
             return self._start()
         except BaseException as exc:
@@ -250,18 +236,8 @@ class OpensshConnection:
                 raise (p.Timeout if isinstance(exc, BackendTimeout) else p.ConnectionLost)(str(exc)) from exc
             raise
 
-    def release(self, session: p.Session):
-        if not (session.broken or session.replies):
-            with self.ready:
-                if not self.dead:
-                    self.idle.append(session)
-                    self.ready.notify()
-                    return
-        session.close()
-        with self.ready:
-            self._processes.discard(session.channel.process)
-            self.count -= 1
-            self.ready.notify()
+    def _discarded(self, session: p.Session) -> None:
+        self._processes.discard(session.channel.process)
 
     def _end(self, process: Process):
         with self.ready:

@@ -56,20 +56,61 @@ class Watchdog:
         self._stop.set()
 
 
-class Connection:
+class SessionSlots:
+    """The sessions of one connection, whatever carries them: idle ones are reused, at most
+    ``limit`` are open at once, and a thread that finds them all busy waits for one."""
+
+    def __init__(self) -> None:
+        self.idle: list[p.Session] = []
+        self.count = 0  # sessions open or being opened
+        self.limit = MAX_SESSIONS
+        self.ready = threading.Condition(threading.Lock())
+        self.dead = False
+
+    def _reserve(self) -> p.Session | None:
+        """Wait for an idle session and return it, or for room to open a new one: then count
+        it and return None."""
+        with self.ready:
+            while True:
+                if self.dead:
+                    raise p.ConnectionLost("the connection was closed")
+                if self.idle:
+                    return self.idle.pop()
+                if self.count < self.limit:
+                    self.count += 1
+                    return None
+                # no time limit: each session in use is bounded by the timeout of its waits, and
+                # a connection that dies wakes everyone
+                self.ready.wait()
+
+    def release(self, session: p.Session) -> None:
+        """Take *session* back: kept for reuse, or closed if it broke or still awaits replies."""
+        if not (session.broken or session.replies):
+            with self.ready:
+                if not self.dead:
+                    self.idle.append(session)
+                    self.ready.notify()
+                    return
+        session.close()
+        with self.ready:
+            self._discarded(session)
+            self.count -= 1
+            self.ready.notify()
+
+    def _discarded(self, session: p.Session) -> None:
+        """*session* was closed for good (called with ``ready`` held)."""
+
+
+class Connection(SessionSlots):
     """One authenticated SSH transport and a pool of SFTP sessions on it.
 
     At most MAX_SESSIONS sessions are open at once (OpenSSH allows 10 per connection by
     default); a thread that finds them all busy waits for one."""
 
     def __init__(self, transport: paramiko.Transport, timeout: float):
+        super().__init__()
         self.transport = transport
         self.timeout = timeout
-        self.idle: list[p.Session] = []
-        self.count = 0  # sessions open or being opened
-        self.limit = MAX_SESSIONS
-        self.ready = threading.Condition(threading.Lock())
-        self.dead = False
         # paramiko waits this long (30 s by default) for a key re-exchange before a send
         transport.clear_to_send_timeout = timeout
         self.watchdog = Watchdog(timeout, self.close)
@@ -90,22 +131,6 @@ class Connection:
                 if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
                     raise p.ConnectionLost(f"cannot open an sftp session: {exc}") from exc
                 raise
-
-    def _reserve(self) -> p.Session | None:
-        """Wait for an idle session and return it, or for room to open a new one: then count
-        it and return None."""
-        with self.ready:
-            while True:
-                if self.dead:
-                    raise p.ConnectionLost("the connection was closed")
-                if self.idle:
-                    return self.idle.pop()
-                if self.count < self.limit:
-                    self.count += 1
-                    return None
-                # no time limit: each session in use is bounded by the timeout of its waits, and
-                # a connection that dies wakes everyone
-                self.ready.wait()
 
     def _open_session(self) -> p.Session:
         started = time.monotonic()
@@ -137,18 +162,6 @@ class Connection:
                 return False
             self.ready.notify()
             return True
-
-    def release(self, session: p.Session):
-        if not (session.broken or session.replies):
-            with self.ready:
-                if not self.dead:
-                    self.idle.append(session)
-                    self.ready.notify()
-                    return
-        session.close()
-        with self.ready:
-            self.count -= 1
-            self.ready.notify()
 
     def close(self):
         with self.ready:
