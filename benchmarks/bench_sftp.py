@@ -22,6 +22,7 @@ for.  Speed is never asserted in tests; this script only reports.  See docs/sftp
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -44,6 +45,8 @@ REFERENCE_FILE = 128 * MIB
 LARGE = 4 * MIB
 SMALL = 1 * KIB
 CONFIG = {"data/": {"levels": [1]}}
+#: threads sharing one Store in the second set of small-item figures
+THREADS = 8
 
 # the PyPI package's figures on this kind of machine and the targets of issue 13
 PYPI_SMALL_LOADS, PYPI_SMALL_STORES = 440, 750
@@ -103,6 +106,25 @@ def workload(store, large_count: int, small_count: int, salt: str) -> dict:
             cpu += cpu_now() - cpu_started
         results[phase] = len(items) * volume / elapsed / 1e6 if volume else len(items) / elapsed
     results["cpu_s_per_gib"] = cpu / (2 * len(large_names) * LARGE / GIB)
+    results.update(threaded_small(store, small_count, salt))
+    return results
+
+
+def threaded_small(store, small_count: int, salt: str) -> dict:
+    """The small phases again with THREADS threads sharing the one Store (issue 13's second set
+    of figures): ops/s over all threads."""
+    small_value = os.urandom(SMALL)
+    items = names(small_count, "T" + salt)
+    results = {}
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        for phase, action in (
+            (f"small_store_ops_{THREADS}t", lambda n: store.store(n, small_value)),
+            (f"small_load_ops_{THREADS}t", store.load),
+        ):
+            started = time.perf_counter()
+            for _ in pool.map(action, items):
+                pass
+            results[phase] = len(items) / (time.perf_counter() - started)
     return results
 
 
@@ -304,6 +326,17 @@ def main():
                 (
                     f"{transport}: small stores / PyPI same run",
                     med[(ours, "small_store_ops")] / med[("PyPI 0.7", "small_store_ops")],
+                    TARGET_STORE_FACTOR,
+                ),
+                # the PyPI release's Store is used from one thread: ours with 8 against that
+                (
+                    f"{transport}: {THREADS} threads, small loads / PyPI",
+                    med[(ours, f"small_load_ops_{THREADS}t")] / med[("PyPI 0.7", "small_load_ops")],
+                    TARGET_LOAD_FACTOR,
+                ),
+                (
+                    f"{transport}: {THREADS} threads, small stores / PyPI",
+                    med[(ours, f"small_store_ops_{THREADS}t")] / med[("PyPI 0.7", "small_store_ops")],
                     TARGET_STORE_FACTOR,
                 ),
             ]
