@@ -156,7 +156,7 @@ class _Registry:
         self.table_failures: list[LoadFailure] = []  # plugins whose declarations are broken
         self.origins: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
         self._tables: Optional[_Tables] = None
-        self._registered_snapshot: Optional[tuple[int, ...]] = None
+        self._registered_snapshot: Optional[tuple[tuple[str, object], ...]] = None
 
     def plugin_manager(self) -> pluggy.PluginManager:
         with self.lock:
@@ -207,7 +207,9 @@ class _Registry:
         registered plugins changed."""
         pm = self.plugin_manager()
         with self.lock:
-            snapshot = tuple(id(p) for p in pm.get_plugins())
+            # the (name, plugin) pairs themselves, not id()s: an unregistered plugin's id may be
+            # reused by the next one registered, which would leave the tables stale
+            snapshot = tuple(pm.list_name_plugin())
             if self._tables is None or snapshot != self._registered_snapshot:
                 self._tables = self._build_tables(pm)
                 self._registered_snapshot = snapshot
