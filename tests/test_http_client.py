@@ -476,3 +476,37 @@ def test_the_connect_timeout_covers_the_tls_handshake(certificate):
         with pytest.raises(ConnectionLost, match="cannot connect") as raised:
             client.request("GET", "/")
     assert (raised.value.timed_out, raised.value.reused, raised.value.answered) == (True, False, False)
+
+
+def test_a_connect_function_serves_other_transports(server):
+    """With connect=, each connection is the socket the function returns (here a Unix socketpair
+    whose other end this test relays to the TCP server): requests, keep-alive and the timeout it
+    is given all work as over TCP, and a failing connect is a ConnectionLost."""
+    made = []
+
+    def relay(one, other):
+        while data := one.recv(65536):
+            other.sendall(data)
+        other.shutdown(socket.SHUT_WR)
+
+    def connect(timeout):
+        ours, theirs = socket.socketpair()
+        upstream = socket.create_connection(server.server_address)
+        for a, b in ((theirs, upstream), (upstream, theirs)):
+            threading.Thread(target=relay, args=(a, b), daemon=True).start()
+        made.append(timeout)
+        return ours
+
+    client = HttpClient("stdio-server", 0, connect=connect, connect_timeout=3.5)
+    for i in range(3):
+        seen = json.loads(client.request("POST", f"/echo?i={i}", body=VALUE).data)
+        assert (seen["path"], seen["length"], seen["headers"]["Host"]) == (f"/echo?i={i}", len(VALUE), "stdio-server:0")
+    assert made == [3.5]  # one connection, kept alive
+    client.close()
+
+    def refuse(timeout):
+        raise ConnectionRefusedError("no server process")
+
+    with pytest.raises(ConnectionLost, match="no server process") as caught:
+        HttpClient("stdio-server", 0, connect=refuse).request("GET", "/echo")
+    assert (caught.value.reused, caught.value.answered) == (False, False)

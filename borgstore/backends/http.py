@@ -28,7 +28,7 @@ import re
 import socket
 import ssl
 import threading
-from typing import Iterable, Mapping, Optional, Sequence, Union, cast
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union, cast
 
 from .errors import BackendError
 
@@ -82,6 +82,10 @@ class Response:
         return f"<Response {self.status} {self.reason}, {len(self.data)} bytes>"
 
 
+#: makes a connected socket, given the connect timeout: for transports other than TCP
+Connector = Callable[[float], socket.socket]
+
+
 class _Connection:
     def __init__(
         self,
@@ -90,10 +94,15 @@ class _Connection:
         server_hostname: str,
         connect_timeout: float,
         read_timeout: Optional[float],
+        connect: Optional[Connector] = None,
     ):
-        sock = socket.create_connection(address, timeout=connect_timeout)
+        if connect is not None:
+            sock = connect(connect_timeout)
+        else:
+            sock = socket.create_connection(address, timeout=connect_timeout)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if tls is not None:
                 # the handshake is part of connecting: it runs under the connect timeout
                 sock = tls.wrap_socket(sock, server_hostname=server_hostname)
@@ -233,6 +242,11 @@ class HttpClient:
     :param headers: headers sent with every request (e.g. ``Authorization``); ``Host`` is added.
     :param connect_timeout: seconds to connect (and for the TLS handshake).
     :param read_timeout: seconds any one receive or send may wait; None: forever.
+    :param connect: makes each connection instead of a TCP connect to *host*:*port*: called with
+        the connect timeout, returns a connected stream socket (a Unix socket, or one end of a
+        socketpair whose other end is a server process's stdin and stdout).  *host* and *port*
+        then only name the server in the Host header and in errors.  Closing the socket must be
+        all it takes to end that connection.
     """
 
     def __init__(
@@ -246,8 +260,10 @@ class HttpClient:
         pool_size: int = 4,
         connect_timeout: float = 10.0,
         read_timeout: Optional[float] = 60.0,
+        connect: Optional[Connector] = None,
     ):
         self.host = host
+        self._connect = connect
         self.port = port
         #: the value of the Host header sent (a signing scheme such as S3's needs it)
         self.host_header = _host_header(host, port, tls is not None)
@@ -335,7 +351,12 @@ class HttpClient:
                 return self._idle.pop()
         try:
             return _Connection(
-                (self.host, self.port), self._tls, self._server_hostname, self._connect_timeout, self._read_timeout
+                (self.host, self.port),
+                self._tls,
+                self._server_hostname,
+                self._connect_timeout,
+                self._read_timeout,
+                self._connect,
             )
         except OSError as exc:
             raise ConnectionLost(
