@@ -70,8 +70,8 @@ def _outcomes(test_class, arguments):
 
 def test_backend_tests_use_the_opened_capabilities():
     """BackendTests on a backend that learns its capabilities in open() runs the checks those
-    capabilities call for (threads, list_tree, each hash algorithm), and skips only the one for
-    read-only backends."""
+    capabilities call for (threads, list_tree, each hash algorithm), and skips only the ones for
+    read-only backends and for storage that reserves name suffixes."""
     HASHED.clear()
 
     class Kit(BackendTests):
@@ -79,7 +79,7 @@ def test_backend_tests_use_the_opened_capabilities():
 
     outcomes = _outcomes(Kit, lambda: (LearnsAtOpen(),))
     skipped = {name: reason for name, reason in outcomes.items() if reason != "passed"}
-    assert set(skipped) == {"test_read_only_refuses_writes"}, skipped
+    assert set(skipped) == {"test_read_only_refuses_writes", "test_reserved_suffixes_refused"}, skipped
     assert "declares write=True" in skipped["test_read_only_refuses_writes"]
     for rule in ("threads", "concurrent_writers", "store_atomic", "list_tree_agrees", "state_machine"):
         assert outcomes["test_" + rule] == "passed"
@@ -120,7 +120,7 @@ def learns_at_open_scheme():
 
 def test_check_uses_the_opened_capabilities(learns_at_open_scheme):
     """`check` prints the capabilities of an opened scratch location and runs every check they
-    call for: only the read-only rule is not applicable."""
+    call for: only the read-only and the reserved-suffix rules are not applicable."""
     HASHED.clear()
     out = io.StringIO()
     failed = _check.run(learns_at_open_scheme, out=out)
@@ -128,8 +128,9 @@ def test_check_uses_the_opened_capabilities(learns_at_open_scheme):
     assert failed == 0, report
     assert "capabilities once open: read, write, list, hash_algorithms=md5,sha256,sha512, needs_mkdir" in report
     assert "thread_safe, list_tree" in report
-    assert ", 0 failed, 1 not applicable" in report
+    assert ", 0 failed, 2 not applicable" in report
     assert "N/A   backend read-only-refuses-writes" in report
+    assert "N/A   backend reserved-suffixes-refused" in report
     for rule in ("threads", "concurrent-writers", "store-atomic", "list-tree-agrees", "hash-matches-hashlib"):
         assert f"PASS  backend {rule} " in report
     assert {"md5", "sha256", "sha512"} <= HASHED

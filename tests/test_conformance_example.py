@@ -80,13 +80,14 @@ def test_example_passes_its_own_conformance_test(installed):
 def test_example_passes_the_check_command(installed, tmp_path):
     """`python -m borgstore check sqlitefile:///DIR` passes, leaving DIR empty; what the example's
     capabilities rule out is named as not applicable: the thread checks (thread_safe=False), the
-    conflicts that implied directories do not have, the read-only rule, and store_new and
-    list_temp, which the example does not have."""
+    conflicts that implied directories do not have, the read-only rule, the reserved-suffix rule,
+    and store_new and list_temp, which the example does not have."""
     work, _, env = installed
     result = _run(["-m", "borgstore", "check", f"sqlitefile://{tmp_path}"], env, work)
     assert result.returncode == 0, result.stdout + result.stderr
     not_applicable = [
         "read-only-refuses-writes",
+        "reserved-suffixes-refused",
         "conflict-store-onto-directory",
         "conflict-mkdir-over-item",
         "conflict-move-onto-directory",

@@ -2,6 +2,7 @@
 is caught by the check of the rule it breaks, in every run (several runs each: some involve
 threads, whose interleaving differs from run to run), and the failure names the operation."""
 
+import dataclasses
 import posixpath
 import time
 import uuid
@@ -242,6 +243,19 @@ class ListTreeLosesPageEnd(MemoryBackend):
         return iter([info for i, info in enumerate(items) if (i + 1) % PAGE_SIZE])
 
 
+class ReservedSuffixStored(MemoryBackend):
+    """Declares .hid names reserved but stores them anyway (the check is on load only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.capabilities = dataclasses.replace(self.capabilities, reserved_suffixes=frozenset({".hid"}))
+
+    def load(self, name, *, size=None, offset=0):
+        if name.endswith(".hid"):
+            raise ValueError(f"reserved: {name}")
+        return super().load(name, size=size, offset=offset)
+
+
 EXAMPLE_CAUGHT = [
     (StoreNotAtomic, "store-atomic"),
     (ClosedStillWorks, "closed-backend-raises"),
@@ -262,6 +276,7 @@ EXAMPLE_CAUGHT = [
     (GatherFirstMebibyte, "gather-large"),
     (ListTreeLosesPageEnd, "list-tree-agrees"),
     (FixedTempName, "concurrent-writers"),
+    (ReservedSuffixStored, "reserved-suffixes-refused"),
 ]
 
 RUNS = range(5)

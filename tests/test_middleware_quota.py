@@ -349,3 +349,24 @@ def test_get_backend_with_quota_wraps_any_backend():
     with pytest.raises(QuotaExceeded):
         chain.store("data/b", b"1")
     assert chain.quota() == {"limit": 5, "usage": 5}
+
+
+def test_a_backend_that_reserves_hid_names_is_refused_at_open():
+    """The quota keeps quota.hid in the store: over a backend whose storage refuses .hid names
+    (a REST server of the PyPI protocol) it cannot work, and says so at open instead of failing
+    at the first write; the backend is left closed."""
+    import dataclasses
+
+    from borgstore.backends.errors import BackendError
+
+    class ReservesHid(MemoryBackend):
+        def open(self):
+            super().open()
+            self.capabilities = dataclasses.replace(self.capabilities, reserved_suffixes=frozenset({".hid"}))
+
+    backend = ReservesHid(f"quota-{uuid.uuid4().hex}")
+    backend.create()
+    chain = build_chain(backend, [("quota", {"limit": 100})])
+    with pytest.raises(BackendError, match=r"quota\.hid.*set the quota on the server"):
+        chain.open()
+    assert not backend.opened

@@ -76,6 +76,12 @@ class Capabilities:
         ``permissions`` middleware enforces "write new, never overwrite" (``w`` without ``W``)
         with it; without it, that check is a look followed by a store (kit rule
         ``store-new-races``).
+    :ivar reserved_suffixes: name suffixes (``.hid``, ``.tmp``) the storage keeps for items of its
+        own and refuses from callers with ValueError before anything is touched, as the PyPI
+        borgstore's REST server does (its posixfs backend refuses them).  The kit draws no such
+        names and checks they are refused (kit rule ``reserved-suffixes-refused``); the ``quota``
+        middleware, which keeps ``quota.hid`` in the store, refuses to open on a backend that
+        reserves ``.hid`` (a REST server runs the quota itself).
     :ivar transient_errors: the backend's failures may be temporary (a network, a server between
         it and its storage), so its default chain includes the ``retry`` middleware.  Read from
         the backend *before* open(), when the chain is built: declare it on the class.
@@ -90,6 +96,7 @@ class Capabilities:
     thread_safe: bool = False
     list_tree: bool = False
     store_new: bool = False
+    reserved_suffixes: frozenset[str] = field(default_factory=frozenset)
     transient_errors: bool = False
 
     def as_dict(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from typing import ContextManager, Optional, TypeVar, Union
 from .._plugins import MiddlewareSpec, hookimpl
 from ..backends._base import Value
 from ..backends.errors import BackendError, ObjectNotFound, QuotaExceeded
-from ..constants import QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME, TMP_SUFFIX
+from ..constants import HID_SUFFIX, QUOTA_PERSIST_DELTA, QUOTA_PERSIST_INTERVAL, QUOTA_STORE_NAME, TMP_SUFFIX
 from ._base import Link, Middleware
 from ._optional import optional_operation
 from ._storelock import StoreLock
@@ -222,6 +222,11 @@ class QuotaMiddleware(Middleware):
     def open(self) -> None:
         self.inner.open()
         try:
+            if HID_SUFFIX in self.inner.capabilities.reserved_suffixes:
+                raise BackendError(
+                    f"the quota middleware keeps {QUOTA_STORE_NAME} in the store, and this backend refuses "
+                    f"{HID_SUFFIX} names (a REST server's storage: set the quota on the server)"
+                )
             with self._lock:
                 self._unpersisted = 0
                 self._persist(rescan=self.rescan)

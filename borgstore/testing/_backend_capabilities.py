@@ -43,6 +43,7 @@ CAPABILITY_RULES = {
     "atomic_store": ("store-atomic",),
     "thread_safe": ("threads", "concurrent-writers"),
     "list_tree": ("list-tree-agrees",),
+    "reserved_suffixes": ("reserved-suffixes-refused",),
     "transient_errors": ("transient-errors-get-retry",),
 }
 

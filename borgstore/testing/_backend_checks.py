@@ -229,6 +229,7 @@ def check_tmp_items_hidden(backend, profile):
     """Items whose names end in .tmp (stores in progress) never appear in a listing."""
     with created_and_open(backend) as caps:
         require(caps.write and caps.list, "needs write=True and list=True")
+        require(".tmp" not in caps.reserved_suffixes, "the storage reserves .tmp names")
         backend.store("data/ab/abcd", b"visible")
         backend.store("data/ab/abcd.tmp", b"in progress")
         backend.store("top.tmp", b"in progress")

@@ -199,3 +199,28 @@ def check_list_of_item(backend, profile):
         backend.store("data/item", b"an item")
         call = lambda: [*backend.list("data/item")]  # noqa: E731
         _expect_conflict("conflict-list-of-item", backend, caps, "list('data/item')", call, ["data/item"])
+
+
+@check("reserved-suffixes-refused")
+def check_reserved_suffixes_refused(backend, profile):
+    """Where the storage reserves name suffixes (capability reserved_suffixes), a store, a move
+    onto such a name and a load of one raise ValueError, and nothing changes."""
+    rule = "reserved-suffixes-refused"
+    with created_and_open(backend) as caps:
+        require(caps.reserved_suffixes, "the backend reserves no name suffix")
+        require(caps.write, "needs write=True to set up an item")
+        backend.store("data/ab/abcd", b"kept")
+        before = snapshot(backend, caps, ["data/ab/abcd"])
+        for suffix in sorted(caps.reserved_suffixes):
+            for name in ("data/ab/abcd" + suffix, "top" + suffix):
+                calls = [
+                    (f"store({name!r})", lambda: backend.store(name, b"x")),
+                    (f"move('data/ab/abcd', {name!r})", lambda: backend.move("data/ab/abcd", name)),
+                ]
+                if caps.read:
+                    calls.append((f"load({name!r})", lambda: backend.load(name)))
+                for what, call in calls:
+                    with expect_raises(rule, ValueError, what):
+                        call()
+        after = snapshot(backend, caps, ["data/ab/abcd"])
+        expect(rule, after == before, f"the refused calls changed the store: {changes(before, after)}")

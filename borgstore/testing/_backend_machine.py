@@ -92,7 +92,10 @@ class BackendMachine(RuleBasedStateMachine):
             parent = data.draw(st.sampled_from(sorted(self.model.all_dirs())), label=f"{label}'s directory")
         else:
             parent = data.draw(directory_paths, label=f"{label}'s new directory")
-        return join(parent, data.draw(backend_leaves, label=f"{label}'s leaf"))
+        leaf = data.draw(backend_leaves, label=f"{label}'s leaf")
+        if leaf.endswith(tuple(self.caps.reserved_suffixes)):
+            leaf = leaf.rsplit(".", 1)[0]  # the storage refuses these (rule reserved-suffixes-refused)
+        return join(parent, leaf)
 
     def _value(self, data: st.DataObject) -> tuple[bytes, Union[bytes, bytearray, memoryview]]:
         value = data.draw(values(self.big), label="value")
@@ -151,7 +154,7 @@ class BackendMachine(RuleBasedStateMachine):
         self.model.store(name, value)
         self._check_item(name, rule_id, f"store({name!r})")
 
-    @precondition(lambda self: self.caps.write)
+    @precondition(lambda self: self.caps.write and TMP_SUFFIX not in self.caps.reserved_suffixes)
     @rule(data=st.data())
     def store_tmp_item(self, data: st.DataObject) -> None:
         parent = data.draw(st.sampled_from(sorted(self.model.all_dirs())), label="directory")
