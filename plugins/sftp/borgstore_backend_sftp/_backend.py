@@ -130,6 +130,7 @@ class SftpBackend(BackendBase):
                 return
             mkdirs(session, self.path, attempt)
 
+        self._root.forget_dirs()  # a store made again: nothing below it exists yet
         try:
             self._run(create, what="create")
         except BaseException:
@@ -149,6 +150,7 @@ class SftpBackend(BackendBase):
         try:
             self._run(destroy, what="destroy")
         finally:
+            self._root.forget_dirs()
             self._pool.close()
 
     def open(self):
@@ -194,13 +196,16 @@ class SftpBackend(BackendBase):
         self.check_open()
         check_backend_name(name)
 
+        path = self._root.path_of(name)
+
         def mkdir(session, attempt):
             try:
-                mkdirs(session, self._root.path_of(name), attempt)
+                mkdirs(session, path, attempt, top=self.path)
             except p.StatusError as exc:
                 raise self._root.failure(exc, "mkdir", name) from None
 
         self._run(mkdir, what="mkdir")
+        self._root.learn_dir(path)
 
     def rmdir(self, name):
         self.check_open()
@@ -228,7 +233,11 @@ class SftpBackend(BackendBase):
                 raise BackendError(f"rmdir {name!r}: it is an item, not a directory")
             raise BackendError(f"rmdir {name!r} ({self.host}:{path}): the directory is not empty ({failure.message})")
 
-        self._run(rmdir, what="rmdir")
+        try:
+            self._run(rmdir, what="rmdir")
+        finally:
+            # also after a failure: a lost connection may have removed it
+            self._root.forget_dirs(path)
 
     # --- items ---
     def info(self, name):
@@ -329,7 +338,7 @@ class SftpBackend(BackendBase):
             raise ObjectNotFound(curr_name)
         if source_attrs.is_dir:
             raise BackendError(f"move {curr_name!r}: it is a directory")
-        mkdirs(session, target.rsplit("/", 1)[0])
+        mkdirs(session, target.rsplit("/", 1)[0], top=self.path)
         rename(session, source, target, attempt)
 
     def list(self, name) -> Iterator[ItemInfo]:

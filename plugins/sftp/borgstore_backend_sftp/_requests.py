@@ -4,6 +4,7 @@ Statuses map onto errors through the table in _errors; a ``SSH_FX_FAILURE`` is n
 missing item, only a stat that shows what is there may turn it into one.
 """
 
+import threading
 from collections import deque
 
 from borgstore.backends.errors import BackendError, ObjectNotFound
@@ -27,9 +28,44 @@ class Root:
     def __init__(self, host: str, path: str):
         self.host = host
         self.path = path
+        # directories below the store's own that a request showed to exist: a store into one of
+        # them sends no MKDIR (see _writes._create).  Shared by the sessions of all threads, and
+        # only a hint: a directory removed since (by another client) costs a second burst, never
+        # a failure.  Invariant: a known directory's parents are known too.
+        self._known: set[str] = set()
+        self._known_lock = threading.Lock()
 
     def path_of(self, name: str) -> str:
         return f"{self.path}/{name}" if name else self.path
+
+    def dirs_to(self, path: str, *, all_levels: bool = False) -> list:
+        """The directories from below the store's own down to *path* (a directory in the store),
+        outermost first: those not known to exist, or with *all_levels* every one of them.  The
+        store's own directory is never among them: an operation inside the store must not
+        create it (or anything above it) again after it was destroyed."""
+        dirs = []
+        with self._known_lock:
+            while path.startswith(self.path + "/") and (all_levels or path not in self._known):
+                dirs.append(path)
+                path = path.rsplit("/", 1)[0]
+        dirs.reverse()
+        return dirs
+
+    def learn_dir(self, path: str):
+        """Directory *path* (and so every parent of it) exists: a request just used it."""
+        with self._known_lock:
+            while path.startswith(self.path + "/") and path not in self._known:
+                self._known.add(path)
+                path = path.rsplit("/", 1)[0]
+
+    def forget_dirs(self, path: str | None = None):
+        """Directory *path* and everything below it may be gone (None: every directory)."""
+        with self._known_lock:
+            if path is None:
+                self._known.clear()
+            else:
+                below = path + "/"
+                self._known = {known for known in self._known if known != path and not known.startswith(below)}
 
     def error(self, exc: p.StatusError, what: str, name: str, missing: str | None = None) -> BackendError:
         """The error for request *what* on *name* that the server answered with *exc*.
@@ -82,18 +118,22 @@ def stat(session: p.Session, path: str) -> p.Attributes | None:
         raise
 
 
-def mkdirs(session: p.Session, path: str, attempt=None):
+def mkdirs(session: p.Session, path: str, attempt=None, *, top: str | None = None):
     """Create directory *path* and its missing parents (existing ones are fine); *attempt*: the
-    directory is what the operation makes (see change())."""
+    directory is what the operation makes (see change()).  *top*: a directory that is never
+    created, nor anything above it (the store's own, for operations inside the store: a store
+    destroyed meanwhile gives NO_SUCH_FILE, it is not made again)."""
     missing = []
     while True:
         try:
             change(session, attempt, p.MKDIR, p.string(path), p.attrs_request())
             break
         except p.StatusError as exc:
-            if exc.code == p.NO_SUCH_FILE and "/" in path.strip("/"):
+            parent = path.rsplit("/", 1)[0] or "/"
+            below_top = top is None or parent.startswith(top + "/")
+            if exc.code == p.NO_SUCH_FILE and "/" in path.strip("/") and below_top:
                 missing.append(path)
-                path = path.rsplit("/", 1)[0] or "/"
+                path = parent
                 continue
             attrs = stat(session, path)
             if attrs is not None and attrs.is_dir:

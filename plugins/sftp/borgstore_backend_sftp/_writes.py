@@ -16,12 +16,13 @@ from borgstore.backends.errors import BackendError, ObjectAlreadyExists
 from borgstore.backends.toolkit import temp_name
 
 from . import _protocol as p
-from ._requests import MAX_BATCH, MAX_IN_FLIGHT, Root, change, collect, mkdirs, remove_quietly, rename, stat
+from ._requests import MAX_BATCH, MAX_IN_FLIGHT, Root, change, collect, remove_quietly, rename, stat
 from ._runner import Attempt, Runner
 
 DURABILITY_LEVELS = ("none", "close", "always")
 
 _FSYNC = "fsync@openssh.com"
+_CREATE_FLAGS = p.FLAG_WRITE | p.FLAG_CREATE | p.FLAG_EXCLUSIVE
 
 
 def store(session: p.Session, attempt: Attempt, root: Root, name: str, data: memoryview, *, fsync: bool):
@@ -73,7 +74,7 @@ def _write_temp(session: p.Session, attempt: Attempt, root: Root, what: str, nam
     temp = temp_name(root.path_of(name))
     attempt.temp_names.append(temp)
     try:
-        handle = _create(session, temp)
+        handle = _create(session, root, temp)
     except p.StatusError as exc:
         attempt.temp_names.remove(temp)
         raise root.failure(exc, what, name) from None
@@ -85,16 +86,33 @@ def _write_temp(session: p.Session, attempt: Attempt, root: Root, what: str, nam
     return temp
 
 
-def _create(session: p.Session, temp: str) -> bytes:
-    """Create *temp* exclusively (and its missing parent directories); return its handle."""
-    open_flags = p.u32(p.FLAG_WRITE | p.FLAG_CREATE | p.FLAG_EXCLUSIVE)
-    try:
-        return p.Reader(session.request(p.OPEN, p.string(temp), open_flags, p.attrs_request(), expect=p.HANDLE)).bytes()
-    except p.StatusError as exc:
-        if exc.code != p.NO_SUCH_FILE:
-            raise
-    mkdirs(session, temp.rsplit("/", 1)[0])
-    return p.Reader(session.request(p.OPEN, p.string(temp), open_flags, p.attrs_request(), expect=p.HANDLE)).bytes()
+def _create(session: p.Session, root: Root, temp: str) -> bytes:
+    """Create *temp* exclusively, and its missing parent directories; return its handle.
+
+    The MKDIRs of the parents not known to exist go in the same batch as the OPEN, so the first
+    store into a new directory waits no longer than any other (the server handles requests in
+    order).  An MKDIR's own status does not matter: "failure" usually means the directory
+    exists, and if it really could not be made the OPEN says why.  An OPEN that finds no
+    directory (one removed since we learnt of it, or between our MKDIR and the OPEN) is tried
+    again with the MKDIR of every level, at most twice; the store's own directory is never made
+    (see Root.dirs_to)."""
+    parent = temp.rsplit("/", 1)[0]
+    dirs = root.dirs_to(parent)
+    tries = 1
+    while True:
+        ids = [session.send(p.MKDIR, p.string(path), p.attrs_request()) for path in dirs]
+        open_id = session.send(p.OPEN, p.string(temp), p.u32(_CREATE_FLAGS), p.attrs_request())
+        collect(session, ids)
+        try:
+            handle = p.Reader(session.result(open_id, expect=p.HANDLE)).bytes()
+            break
+        except p.StatusError as exc:
+            if exc.code != p.NO_SUCH_FILE or tries == 3:
+                raise
+        tries += 1
+        dirs = root.dirs_to(parent, all_levels=True)
+    root.learn_dir(parent)
+    return handle
 
 
 def _write(session: p.Session, handle: bytes, data: memoryview, *, fsync: bool) -> p.StatusError | None:
