@@ -314,3 +314,19 @@ def test_thread_failure_names_the_differing_names():
     failure = caught(lambda: BACKEND_CHECKS["threads"](ListLosesOne(), "quick"), "ListLosesOne")
     assert failure.rule == "threads"
     assert "000001'" in failure.message and "missing" in failure.message
+
+
+class NoListTemp(MemoryBackend):
+    """A correct backend with store_new and real directories but without list_temp()."""
+
+    @property
+    def list_temp(self):
+        raise AttributeError("list_temp")
+
+
+def test_store_new_races_passes_a_backend_without_list_temp():
+    """Without list_temp the check probes for left temp items by removing the race's directory:
+    it must clear its other rounds' items first, or a correct backend fails."""
+    backend = NoListTemp()
+    assert not hasattr(backend, "list_temp")
+    BACKEND_CHECKS["store-new-races"](backend, "quick")
