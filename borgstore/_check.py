@@ -278,8 +278,9 @@ def run(
     middleware: Iterable[MiddlewareOptions] = (),
     progress: Optional[Progress] = None,
 ) -> int:
-    """Run the checks against scratch locations below *url*, print the report to *out*; return
-    the number of failed checks.  *middleware* (``[(name, options)]``) is put into the chain.
+    """Run the checks against scratch locations below *url* (at *url* itself, one after another,
+    where its backend serves one store per URL: ``BackendSpec.locations_below``; ValueError if a
+    store is there already), print the report to *out*; return the number of failed checks.  *middleware* (``[(name, options)]``) is put into the chain.
 
     *progress* (optional) is told ``start(section, rule_id, examples)`` (*examples*: the state
     machines' budget, else None), ``example(failed)`` after each state machine example, and
@@ -287,7 +288,7 @@ def run(
     counts so far and is raised again.  If *url*'s location did not exist before, it is removed
     afterwards if nothing is left in it."""
     from ._plugins import backend_for_url, redact_url
-    from .testing._live import hypothesis_files_in_cache, location_exists, remove_created_root
+    from .testing._live import hypothesis_files_in_cache, location_exists, needs_empty_url, remove_created_root
     from .testing._settings import profile_name
 
     out = out or sys.stdout
@@ -295,6 +296,9 @@ def run(
     chain = list(middleware)
     checks = selected_checks(_faults_checks(chain) if profile == "faults" else _checks(chain), only, profile)
     backend = backend_for_url(url)  # a bad URL fails here, before anything is created
+    refused = needs_empty_url(url)
+    if refused:
+        raise ValueError(refused)
     existed = location_exists(url)
     try:
         with hypothesis_files_in_cache():
@@ -394,9 +398,15 @@ def _print_header(
             f"middleware ({FAULTS['attempts']} attempts); only the state machines run",
             file=out,
         )
-    print(
-        f"each check runs at its own scratch location below {shown} and removes it afterwards\n", file=out, flush=True
-    )
+    from .testing._live import scratch_url
+
+    if scratch_url(url) == url:
+        where = (
+            f"each check runs at {shown} itself (its backend serves one store per URL) and destroys the store it made"
+        )
+    else:
+        where = f"each check runs at its own scratch location below {shown} and removes it afterwards"
+    print(where + "\n", file=out, flush=True)
 
 
 def _flag(name: str, value: Any) -> str:

@@ -44,6 +44,9 @@ KNOWN_SCHEMES = {
     "rclone": "borgstore-backend-rclone",
     "s3": "borgstore-backend-s3",
     "b2": "borgstore-backend-s3",
+    "http": "borgstore-backend-rest",
+    "https": "borgstore-backend-rest",
+    "rest": "borgstore-backend-rest",
 }
 
 
@@ -76,6 +79,11 @@ class BackendSpec:
         The core rejects any other option with a ValueError naming it.
     :ivar redact: ``redact(url) -> str`` hiding the secrets a URL of this scheme may carry, or its
         import path; None: the core's generic redaction (passwords in ``user:password@``).
+    :ivar locations_below: a URL that extends a store's URL by a path is a store of its own (a
+        directory below it, a prefix in a bucket), so ``check`` and the kit's ``--borgstore-url``
+        run each check at a fresh location below the URL.  False where a URL reaches exactly one
+        store (a REST server serves one): they then run the checks one after another at the URL
+        itself, and refuse to start if a store is there already.
     """
 
     schemes: tuple[str, ...]
@@ -84,6 +92,7 @@ class BackendSpec:
     description: str = ""
     options: Optional[tuple[str, ...]] = None
     redact: Optional[Factory] = None
+    locations_below: bool = True
 
 
 @dataclass(frozen=True)

@@ -442,3 +442,52 @@ def test_check_progress_on_a_terminal_is_one_line_refreshed_in_place():
     assert shown[1].split() == ["RUN", "backend", "state-machine"]
     assert shown[2].startswith("RUN   backend state-machine  1/") and "examples" in shown[2]
     assert shown[-1] == ""  # cleared for the result line
+
+
+@pytest.fixture
+def one_store_scheme():
+    """The URL scheme onestore: whatever the path, one memory store per host part (as a REST
+    server serves one store), declared with locations_below=False; the backends open() saw."""
+    opened = []
+
+    class OneStore(MemoryBackend):
+        def open(self):
+            opened.append(self)
+            super().open()
+
+    @hookimpl
+    def borgstore_backends():
+        return [
+            BackendSpec(
+                schemes=("onestore",),
+                factory=lambda url: OneStore("onestore-" + url.partition("://")[2].partition("/")[0]),
+                locations_below=False,
+            )
+        ]
+
+    plugin = types.ModuleType("borgstore_test_onestore")
+    plugin.borgstore_backends = borgstore_backends
+    _plugins.plugin_manager().register(plugin, name="borgstore-test-onestore")
+    yield opened
+    _plugins.plugin_manager().unregister(name="borgstore-test-onestore")
+
+
+def test_check_runs_at_the_url_itself_where_a_url_reaches_one_store(one_store_scheme):
+    """With locations_below=False the checks run one after another at the URL itself (a path
+    below it would reach the same store), and a URL that holds a store is refused untouched."""
+    import uuid
+
+    host = uuid.uuid4().hex[:8]
+    failed, report = _report(f"onestore://{host}/", None, ["store-destroy", "open-missing"])
+    assert failed == 0, report
+    assert "PASS  store   store-destroy" in report and "PASS  backend open-missing" in report, report
+    assert f"each check runs at onestore://{host}/ itself" in report
+    assert one_store_scheme and {backend.name for backend in one_store_scheme} == {f"onestore-{host}"}
+    kept = MemoryBackend(f"onestore-{host}")
+    kept.create()
+    with kept:
+        kept.store("data/kept", b"mine")
+    with pytest.raises(ValueError, match="holds a store: its backend serves one store per URL"):
+        _report(f"onestore://{host}/")
+    with kept:
+        assert kept.load("data/kept") == b"mine"

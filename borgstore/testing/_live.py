@@ -17,11 +17,39 @@ from ..backends.errors import BackendDoesNotExist
 
 
 def scratch_url(url: str) -> str:
-    """A new, unique location below *url*: ``file:///srv/x`` -> ``file:///srv/x/borgstore-check-<id>``."""
+    """A new, unique location below *url*: ``file:///srv/x`` -> ``file:///srv/x/borgstore-check-<id>``;
+    *url* itself where its backend serves no locations below a URL (see :func:`needs_empty_url`)."""
+    if not _locations_below(url):
+        return url
     name = f"borgstore-check-{uuid.uuid4().hex[:12]}"
     if url.endswith((":", "/")):
         return url + name
     return f"{url}/{name}"
+
+
+def _locations_below(url: str) -> bool:
+    from .._plugins import backends, url_scheme
+
+    provided = backends().get(url_scheme(url))
+    return provided is None or provided.spec.locations_below
+
+
+def needs_empty_url(url: str) -> Optional[str]:
+    """Why the checks cannot run at *url*, or None: where the backend serves one store per URL
+    (``BackendSpec.locations_below`` False), the checks create and destroy the store at *url*
+    itself, so a store there (or a location that cannot be told apart from one) is refused."""
+    if _locations_below(url):
+        return None
+    exists = location_exists(url)
+    if exists is False:
+        return None
+    from .._plugins import redact_url
+
+    what = "holds a store" if exists else "could not be opened to see whether it holds a store"
+    return (
+        f"{redact_url(url)} {what}: its backend serves one store per URL, so the checks would create and "
+        "destroy the store there; point them at one that does not exist yet (e.g. a server of a fresh store)"
+    )
 
 
 def remove_scratch(url: str) -> None:

@@ -48,9 +48,13 @@ def borgstore_url(request):
 
 @pytest.fixture
 def borgstore_scratch_url(borgstore_url):
-    """A unique location below --borgstore-url that does not exist yet; removed after the test."""
-    from ._live import remove_scratch, scratch_url
+    """A unique location below --borgstore-url that does not exist yet; removed after the test
+    (--borgstore-url itself where its backend serves one store per URL, if no store is there)."""
+    from ._live import needs_empty_url, remove_scratch, scratch_url
 
+    refused = needs_empty_url(borgstore_url)
+    if refused:
+        pytest.fail(refused)
     url = scratch_url(borgstore_url)
     yield url
     remove_scratch(url)
