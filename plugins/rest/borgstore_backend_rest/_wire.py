@@ -33,6 +33,11 @@ quota             ``POST /?cmd=quota``                                   JSON {"
 
 Errors are statuses (:data:`STATUS_OF_ERROR`); the body is a short text that says what failed.
 
+Names ending in ``.hid`` or ``.tmp`` (:data:`RESERVED_SUFFIXES`) are the server's: its storage
+keeps its own items under them (the quota's ``quota.hid``, the temp items of stores in progress).
+Both projects' clients refuse them before sending, and servers refuse them with 400, so a client
+cannot reset the quota's count or hide data from listings.
+
 Our extensions, which a PyPI peer never sees:
 
 * ``OPTIONS /`` answers 200 with :data:`CAPABILITIES_HEADER` (our server) where the PyPI server
@@ -52,6 +57,8 @@ from borgstore.backends import errors
 
 #: the Accept value both projects' clients send and servers require
 MEDIA_TYPE = "application/vnd.x.borgstore.rest.v1"
+#: name suffixes a client may not use (see above): the backends' capability reserved_suffixes
+RESERVED_SUFFIXES = frozenset({".hid", ".tmp"})
 #: the PyPI server's port, the default of ours too
 DEFAULT_PORT = 5618
 HASH_ALGORITHM = "sha256"
@@ -117,9 +124,7 @@ def _known_base(exc: BaseException) -> str:
 
 #: the classes a client may raise for an ERROR_HEADER value (nothing else is instantiated)
 _RAISABLE = {
-    cls.__name__: cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type) and issubclass(cls, errors.BackendError)
+    cls.__name__: cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.BackendError)
 }
 
 
