@@ -62,3 +62,7 @@ def test_wheels_install_and_every_backend_is_found(tmp_path):
     assert str(venv) in location
     demo = run(python, "-m", "borgstore", "demo", cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
     assert "demo store destroyed" in demo
+    # the REST server's console script, and the import path the PyPI package had for it
+    assert "--socket-activation" in run(str(venv / "bin" / "borgstore-server-rest"), "--help", cwd=tmp_path, env=env)
+    shim = run(python, "-c", "from borgstore.server.rest import serve; print(serve.__module__)", cwd=tmp_path, env=env)
+    assert shim.strip() == "borgstore_backend_rest.server"

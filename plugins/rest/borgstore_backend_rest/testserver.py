@@ -98,3 +98,27 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def write_ssh_wrapper(path: str, ssh_config: str, bin_dir: str) -> str:
+    """Write an executable ``BORGSTORE_RSH`` at *path*: ``ssh -F ssh_config`` whose remote command,
+    when it starts with ``borgstore-server-rest``, runs with *bin_dir* first on the PATH.
+
+    sshd gives a session a PATH of its own (a SetEnv of PATH is ignored), so a server installed in
+    a venv is not found by name; a real deployment installs it on the login's PATH instead.  The
+    command arrives as one shell-quoted word (our client) or as separate words (the PyPI client):
+    both are handled."""
+    with open(path, "w") as f:
+        f.write(
+            "#!/bin/sh\n"
+            "for arg; do\n"
+            "  shift\n"
+            '  case "$arg" in\n'
+            f'    borgstore-server-rest|"borgstore-server-rest "*) set -- "$@" "PATH={bin_dir}:\\$PATH $arg" ;;\n'
+            '    *) set -- "$@" "$arg" ;;\n'
+            "  esac\n"
+            "done\n"
+            f'exec ssh -F {ssh_config} "$@"\n'
+        )
+    os.chmod(path, 0o755)
+    return path
