@@ -3,6 +3,7 @@ its own, and the CI rule that a missing part fails instead of skipping."""
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,25 @@ def skip_or_fail(reason: str):
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this must not be skipped)")
     pytest.skip(reason)
+
+
+def make_certificate(directory: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for *host* (a DNS name or an IP address) made by openssl in
+    *directory*: (certificate file, key file)."""
+    if shutil.which("openssl") is None:
+        skip_or_fail("the openssl command is not installed")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    kind = "IP" if host.replace(".", "").isdigit() else "DNS"
+    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    command += ["-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={host}"]
+    subprocess.run([*command, "-addext", f"subjectAltName={kind}:{host}"], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for "localhost": (certificate file, key file)."""
+    return make_certificate(tmp_path_factory.mktemp("tls"), "localhost")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ TCP and on the server's stdio (``rest:///path``), with the extensions OPTIONS an
 
 import itertools
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -122,19 +121,6 @@ def test_store_new_race(our_server, tmp_path, transport, request):
             assert len(winners) == 1 and len(results) == 8, results
             assert backend.load(name) == winners[0]
     assert sorted(os.listdir(root / "data" / "race")) == [f"{n:03d}" for n in range(5)]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for "localhost": (certificate file, key file)."""
-    if shutil.which("openssl") is None:
-        skip_or_fail("the openssl command is not installed")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    command += ["-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"]
-    subprocess.run([*command, "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
-    return cert, key
 
 
 def test_https_with_ca_file_and_credentials(tmp_path, certificate, our_server_runs, monkeypatch):

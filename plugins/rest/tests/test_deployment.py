@@ -26,7 +26,7 @@ from borgstore.backends.errors import PermissionDenied
 from borgstore.backends.http import HttpClient
 from borgstore.backends.toolkit import free_local_port
 
-from .conftest import skip_or_fail
+from .conftest import make_certificate, skip_or_fail
 
 DEPLOY = Path(__file__).resolve().parents[3] / "docs" / "deploy"
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
@@ -267,13 +267,7 @@ def test_units_pass_systemd_analyze(tmp_path):
 @pytest.fixture
 def certificate(tmp_path):
     """(certificate, key) files of a self-signed certificate for 127.0.0.1."""
-    if shutil.which("openssl") is None:
-        skip_or_fail("the openssl command is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    command += ["-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"]
-    subprocess.run([*command, "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
-    return cert, key
+    return make_certificate(tmp_path, "127.0.0.1")
 
 
 def nginx_site(activated: "Activated", port: int, cert: Path, key: Path) -> str:

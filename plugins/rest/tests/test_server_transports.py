@@ -21,19 +21,6 @@ from .conftest import ACCEPT, skip_or_fail
 SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for "localhost": (certificate file, key file)."""
-    if shutil.which("openssl") is None:
-        skip_or_fail("the openssl command is not installed")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    command += ["-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"]
-    subprocess.run([*command, "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
-    return cert, key
-
-
 def test_tls(tmp_path, certificate):
     """With --tls-cert/--tls-key the server speaks HTTPS on kept-alive connections; a client that
     never finishes its handshake holds up nobody, and a plain HTTP client is just refused."""
