@@ -217,6 +217,8 @@ class Connection:
         return False
 
     def _log(self, method: str, target: str, user: str, status: int, sent: int, started: float) -> None:
+        if status < self.handler.access_log.least_status:
+            return
         milliseconds = (time.monotonic() - started) * 1000
         user = user if user == "-" else escaped(user)
         line = f'{self.peer} {user} "{method} {escaped(target)}" {status} {sent} {milliseconds:.1f}ms'

@@ -77,10 +77,15 @@ class Scrubber:
 class AccessLog:
     """Where the one line per request goes: the logger ``borgstore.server.rest`` at INFO (for
     an application that set up logging), or, given a file descriptor, straight to it with a
-    timestamp, in one write (the command line: a fifth of the cost of a log record)."""
+    timestamp, in one write (the command line: a fifth of the cost of a log record).
 
-    def __init__(self, fd: Optional[int] = None):
+    *least_status*: requests answered with a lower status are not logged.  With ``--stdio`` it is
+    400: that server's stderr goes to its one client (through ssh), not to the operator, so a
+    line per request would only cost an ssh message per request; failures are still told."""
+
+    def __init__(self, fd: Optional[int] = None, *, least_status: int = 0):
         self._fd = fd
+        self.least_status = least_status
         self._second = -1
         self._stamp = ""
 

@@ -210,7 +210,7 @@ def serve(
         raise ConfigError("--stdio does not speak TLS (the pipe's far end, such as ssh, protects it)")
     tls = _tls_context(tls_cert, tls_key)
     url = backend_url_of(backend_url)
-    handler = _handler(url, username, password, permissions, quota, max_body)
+    handler = _handler(url, username, password, permissions, quota, max_body, stdio=stdio)
     stopper = Stopper()
     try:
         stopper.install()
@@ -240,11 +240,14 @@ def _handler(
     permissions: Optional[dict[str, str]],
     quota: Optional[int],
     max_body: int,
+    *,
+    stdio: bool,
 ) -> Handler:
-    """The request handler for the store at *url* (whose chain is checked now)."""
+    """The request handler for the store at *url* (whose chain is checked now); on *stdio* only
+    failed requests are logged (see AccessLog)."""
     backend = SharedBackend(_chain_factory(url, permissions, quota))
     credentials = Credentials(username, password) if username and password else None
-    access_log = AccessLog(2 if _log_to_stderr_unless_configured() else None)
+    access_log = AccessLog(2 if _log_to_stderr_unless_configured() else None, least_status=400 if stdio else 0)
     scrub = Scrubber(_secrets_of(url, password))
     return Handler(backend, credentials=credentials, max_body=max_body, scrub=scrub, access_log=access_log)
 

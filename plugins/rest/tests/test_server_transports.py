@@ -141,8 +141,9 @@ def _stdio_server(tmp_path, *args, **options):
 
 
 def test_stdio_with_pipes(tmp_path):
-    """--stdio serves one connection on stdin/stdout (only responses on stdout, logs on
-    stderr) and exits 0 at the end of stdin; FILE: paths are relative to the working directory."""
+    """--stdio serves one connection on stdin/stdout (only responses on stdout, the failed
+    requests logged on stderr: it goes to the one client) and exits 0 at the end of stdin; FILE:
+    paths are relative to the working directory."""
     process = _stdio_server(
         tmp_path, "--backend", "FILE:relative/store", stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path
     )
@@ -150,15 +151,16 @@ def test_stdio_with_pipes(tmp_path):
     requests = [
         f"POST /?cmd=create HTTP/1.1\r\n{accept}Content-Length: 0\r\n\r\n",
         f"POST /piped HTTP/1.1\r\n{accept}Content-Length: 5\r\n\r\nhello",
+        f"GET /missing HTTP/1.1\r\n{accept}\r\n",
         f"GET /piped HTTP/1.1\r\n{accept}\r\n",
     ]
     output, _ = process.communicate("".join(requests).encode(), timeout=30)
     assert process.returncode == 0
-    assert output.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert output.count(b"HTTP/1.1 200 OK\r\n") == 3 and output.count(b"HTTP/1.1 404 ") == 1
     assert output.endswith(b"\r\n\r\nhello")
     assert (tmp_path / "relative" / "store" / "piped").read_bytes() == b"hello"
     log = (tmp_path / "stdio.log").read_text()
-    assert '"GET /piped" 200 5' in log
+    assert '"GET /missing" 404' in log and "/piped" not in log
 
 
 def test_stdio_through_the_http_client(tmp_path):
