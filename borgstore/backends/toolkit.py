@@ -9,6 +9,8 @@ what is the same for all of them lives here and in the core, so no plugin writes
 * :func:`temp_name`: a unique ``.tmp`` name next to an item, for write-then-rename;
 * :func:`check_options`: reject backend options that the backend does not know, naming them;
 * :func:`free_local_port`: a free port on 127.0.0.1 for a helper process or a test server;
+* :class:`SocketProcess`: a child process (``ssh``, a server on its stdio) on a socketpair,
+  its stderr kept for error messages, reaped without leaving zombies;
 * ``BackendBase.check_open()`` / ``check_closed()``: the open/closed guard;
 * :func:`missing_or_directory`: the error for an item operation on a name that holds no item;
 * :func:`error_for_errno`, :func:`error_for_http_status`, :func:`lost_reply`: failures mapped
@@ -26,6 +28,7 @@ from typing import Any, Iterable, Mapping, Optional, TypeVar
 
 from ..constants import TMP_SUFFIX
 from ._errormap import error_for_errno, error_for_http_status, lost_reply
+from ._socket_process import SocketProcess
 from .errors import ObjectNotFound
 
 # bytes that must never reach a path: NUL ends a C string, the others are control characters
@@ -146,6 +149,7 @@ def free_local_port() -> int:
 
 
 __all__ = [
+    "SocketProcess",
     "free_local_port",
     "check_backend_name",
     "error_for_errno",

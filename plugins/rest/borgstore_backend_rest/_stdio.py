@@ -12,70 +12,23 @@ collected) is killed, and every process is reaped.
 
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import weakref
 
 from borgstore.backends.errors import BackendError
+from borgstore.backends.toolkit import SocketProcess
 
 #: seconds a process may take to exit by itself after its socket was closed
 EXIT_GRACE = 5.0
-_STDERR_LINES = 6
 
 
-class _Process:
-    """One server process: its Popen, its stderr (a file: a chatty server never blocks)."""
+class _Process(SocketProcess):
+    """One server process, and when our end of its socket was closed."""
 
     def __init__(self, argv: list):
-        ours, theirs = socket.socketpair()
-        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by reap()
-        try:
-            self.popen = subprocess.Popen(
-                argv,
-                stdin=theirs.fileno(),
-                stdout=theirs.fileno(),
-                stderr=self.stderr,
-                close_fds=True,
-                # its own session: a Ctrl-C at the terminal reaches us, not the server mid-write
-                start_new_session=True,
-            )
-        except BaseException:
-            ours.close()
-            self.stderr.close()
-            raise
-        finally:
-            theirs.close()  # the child has its copy; ours must go, or it never sees end of file
-        self.socket = ours
-        self.closed_at: float | None = None  # when our end was closed
-        self.tail = ""
-
-    def read_tail(self) -> str:
-        """The last lines the process wrote to stderr, joined by `` / ``."""
-        try:
-            self.stderr.seek(0, 2)
-            size = self.stderr.tell()
-            self.stderr.seek(max(0, size - 8192))
-            text = self.stderr.read().decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return self.tail
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        self.tail = " / ".join(lines[-_STDERR_LINES:])
-        return self.tail
-
-    def reap(self, kill: bool) -> bool:
-        """Reap the process if it has exited (killing it first with *kill*); True once reaped."""
-        if self.popen.poll() is None:
-            if not kill:
-                return False
-            self.popen.kill()
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:  # unkillable (D state): give up on it
-                return False
-        self.read_tail()
-        self.stderr.close()
-        return True
+        super().__init__(argv)
+        self.closed_at: float | None = None
 
 
 class _ProcessSocket(socket.socket):
@@ -194,7 +147,7 @@ class ServerProcesses:
             process.popen.wait(wait)
         except subprocess.TimeoutExpired:
             pass
-        text = process.read_tail() if not process.stderr.closed else process.tail
+        text = process.stderr_tail()
         code = process.popen.returncode
         status = f"exit status {code}" if code is not None else ""
         return "; ".join(part for part in (status, text) if part)

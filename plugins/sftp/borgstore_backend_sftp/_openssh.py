@@ -17,9 +17,9 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 
 from borgstore.backends.errors import BackendConnectionError, BackendError, BackendTimeout
+from borgstore.backends.toolkit import SocketProcess
 
 from . import _protocol as p
 from ._connect import AuthenticationFailed, HostKeyChanged, HostKeyError, UnknownHostKey
@@ -85,44 +85,16 @@ def ssh_command(ssh, host, port, user, *, ssh_config, use_agent, connect_timeout
     return command + ["--", host, "sftp"]
 
 
-class Process:
+class Process(SocketProcess):
     """One ssh process and our end of its socketpair."""
-
-    def __init__(self, command: list):
-        ours, theirs = socket.socketpair()
-        # a file, not a pipe: a chatty ssh never blocks; closed by close()
-        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        try:
-            self.process = subprocess.Popen(
-                command,
-                stdin=theirs.fileno(),
-                stdout=theirs.fileno(),
-                stderr=self.stderr,
-                # its own session: a Ctrl-C at the terminal reaches us, not ssh in mid-write
-                start_new_session=True,
-            )
-        except BaseException:
-            ours.close()
-            self.stderr.close()
-            raise
-        finally:
-            theirs.close()
-        self.socket = ours
 
     def error_text(self, wait: float = 2.0) -> str:
         """What ssh wrote to stderr (after it ended, if that happens within *wait* seconds)."""
         try:
-            self.process.wait(wait)
+            self.popen.wait(wait)
         except subprocess.TimeoutExpired:
             pass
-        try:
-            self.stderr.seek(0)
-            text = self.stderr.read(8192).decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return ""
-        # ssh's warnings about its own config are noise here; keep the lines that say what failed
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return " / ".join(lines[-6:])
+        return self.stderr_tail()
 
     def close(self):
         """End the process: close our socket (ssh sees end of file), then kill and reap it."""
@@ -132,13 +104,7 @@ class Process:
         except OSError:
             pass
         self.socket.close()
-        if self.process.poll() is None:
-            self.process.kill()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.stderr.close()
+        self.reap(kill=True)
 
 
 class ProcessChannel:
@@ -172,7 +138,7 @@ def _start_failed(process: Process, where: str, exc: BaseException) -> BackendEr
             return cls(f"{message}; {fix}" if fix else message)
     if isinstance(exc, p.Timeout):
         return BackendTimeout(f"ssh to {where}: no sftp session within the timeout{quoted}")
-    code = process.process.poll()
+    code = process.popen.poll()
     status = f"ssh exited with status {code}" if code is not None else f"{exc}"
     return BackendConnectionError(f"ssh to {where}: no sftp session: {status}{quoted}")
 

@@ -293,8 +293,8 @@ def cut_connection(session):
     if hasattr(channel, "get_transport"):
         channel.get_transport().close()
     else:
-        channel.process.process.kill()
-        channel.process.process.wait()
+        channel.process.popen.kill()
+        channel.process.popen.wait()
 
 
 def cut_after_request(monkeypatch, kind, done):
