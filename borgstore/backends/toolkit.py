@@ -9,6 +9,8 @@ what is the same for all of them lives here and in the core, so no plugin writes
 * :func:`temp_name`: a unique ``.tmp`` name next to an item, for write-then-rename;
 * :func:`check_options`: reject backend options that the backend does not know, naming them;
 * :func:`free_local_port`: a free port on 127.0.0.1 for a helper process or a test server;
+* :func:`generic_redact`: the core's redaction of URLs (``user:password@``, query parameters
+  named like secret, pass, token or key), for a backend's ``redact`` to finish with;
 * :class:`SocketProcess`: a child process (``ssh``, a server on its stdio) on a socketpair,
   its stderr kept for error messages, reaped without leaving zombies;
 * ``BackendBase.check_open()`` / ``check_closed()``: the open/closed guard;
@@ -30,6 +32,16 @@ from ..constants import TMP_SUFFIX
 from ._errormap import error_for_errno, error_for_http_status, lost_reply
 from ._socket_process import SocketProcess
 from .errors import ObjectNotFound
+
+
+def generic_redact(url: str) -> str:
+    """The core's redaction for any URL: the password of ``user:password@`` and the values of
+    query parameters whose names say secret, pass, token or key become ``***``.  A backend's
+    own ``redact`` hides what is special to its URLs, then hands the result to this."""
+    from .._plugins import generic_redact as redact
+
+    return redact(url)
+
 
 # bytes that must never reach a path: NUL ends a C string, the others are control characters
 _CONTROL = frozenset(chr(c) for c in range(32)) | {"\x7f"}
@@ -150,6 +162,7 @@ def free_local_port() -> int:
 
 __all__ = [
     "SocketProcess",
+    "generic_redact",
     "free_local_port",
     "check_backend_name",
     "error_for_errno",

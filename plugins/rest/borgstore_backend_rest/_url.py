@@ -21,6 +21,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from borgstore.backends.errors import BackendURLInvalid
+from borgstore.backends.toolkit import generic_redact
 
 REDACTED = "***"
 SERVER_COMMAND = "borgstore-server-rest"
@@ -160,7 +161,12 @@ def parse(url: str) -> Location:
 def redact(url: str) -> str:
     """*url* with the password replaced by ``***``.  In a URL that does not parse, everything
     between the first ':' after ``//`` and the last '@' is hidden: an unencoded '@' or '/' in
-    a password must not leak."""
+    a password must not leak.  Secrets in a query (which no URL of ours has) are hidden by the
+    core's generic rule."""
+    return generic_redact(_hide_password(url))
+
+
+def _hide_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or scheme == "rest":
         return url
