@@ -20,13 +20,6 @@ OPTIONS = ("timeout", "ca_file")
 HASH_ALGORITHMS = frozenset({"md5", "sha1", "sha256", "sha512", "blake2b"})
 
 
-def redact(url: str) -> str:
-    """*url* with its password replaced by ``***``."""
-    from ._url import redact as redact_url
-
-    return redact_url(url)
-
-
 @hookimpl
 def borgstore_backends():
     return [
@@ -34,7 +27,7 @@ def borgstore_backends():
             schemes=("http", "https", "rest"),
             factory="borgstore_backend_rest._backend:rest_backend_from_url",
             options=OPTIONS,
-            redact=redact,
+            redact="borgstore_backend_rest._url:redact",  # imported when a URL is shown
             # store_new only once open() has found our server (a PyPI server has no such request)
             capabilities=Capabilities(
                 thread_safe=True,
@@ -58,4 +51,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["HASH_ALGORITHMS", "OPTIONS", "RestBackend", "redact", "rest_backend_from_url"]
+__all__ = ["HASH_ALGORITHMS", "OPTIONS", "RestBackend", "rest_backend_from_url"]
