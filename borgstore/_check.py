@@ -280,7 +280,8 @@ def run(
 ) -> int:
     """Run the checks against scratch locations below *url* (at *url* itself, one after another,
     where its backend serves one store per URL: ``BackendSpec.locations_below``; ValueError if a
-    store is there already), print the report to *out*; return the number of failed checks.  *middleware* (``[(name, options)]``) is put into the chain.
+    store is there already), print the report to *out*; return the number of failed checks.
+    *middleware* (``[(name, options)]``) is put into the chain.
 
     *progress* (optional) is told ``start(section, rule_id, examples)`` (*examples*: the state
     machines' budget, else None), ``example(failed)`` after each state machine example, and
