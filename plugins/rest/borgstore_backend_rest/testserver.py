@@ -67,11 +67,19 @@ class ServerProcess:
         self.kill()
         raise RuntimeError(f"the server did not listen on port {self.port} within {timeout} s: {self.log()[-2000:]}")
 
-    def log(self) -> str:
-        if not self.log_path or not os.path.exists(self.log_path):
-            return ""
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+    def log(self, until: Optional[str] = None, timeout: float = 10.0) -> str:
+        """What the server wrote to its log; with *until*, once that text is in it (or after
+        *timeout* seconds): a request's line is written after its answer was sent, so a client
+        that reads the log right after the answer may be ahead of it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = ""
+            if self.log_path and os.path.exists(self.log_path):
+                with open(self.log_path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+            if until is None or until in text or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
         """SIGTERM, wait up to *timeout* seconds, then SIGKILL; the exit status (None if it was not running)."""

@@ -108,9 +108,9 @@ class RestServer:
         sent = {_wire.HASH_HEADER: hashlib.sha256(value).hexdigest(), **(headers or {})}
         return self.request("POST", f"/{name}", body=value, headers=sent, **options)
 
-    def log(self) -> str:
-        """What the server wrote to stderr."""
-        return self.process.log()
+    def log(self, until=None) -> str:
+        """What the server wrote to stderr (once *until* is in it: see ServerProcess.log)."""
+        return self.process.log(until)
 
     def stop(self):
         """Close the clients, stop the server (SIGTERM); its exit status."""

@@ -106,7 +106,7 @@ def test_the_pypi_client_over_http(rest_server, pypi_venv):
     results = run_pypi_client(pypi_venv, f"http://borg:pw@127.0.0.1:{server.port}/")
     check(results, 3000)
     assert not server.store_path.exists()  # destroyed at the end
-    assert " borg " in server.log()
+    assert " borg " in server.log(until=" borg ")
 
 
 def test_the_pypi_client_over_stdio(tmp_path, pypi_venv):
