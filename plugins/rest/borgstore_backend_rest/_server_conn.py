@@ -3,12 +3,14 @@ other, under the server's time limits; and the registry of connections that a st
 uses to close the idle ones and wait for the busy ones.
 """
 
+import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from . import _wire
 from ._server_handler import Handler
 from ._server_http import (
     CONTINUE,
@@ -187,7 +189,11 @@ class Connection:
             return b""
         if request.headers.get("expect", "").lower() == "100-continue":
             self.transport.sendall(CONTINUE)
-        return reader.read_body(request.length, self.limits.body_grace, self.limits.min_body_rate)
+        digest = hashlib.sha256() if _wire.HASH_HEADER.lower() in request.headers else None
+        body = reader.read_body(request.length, self.limits.body_grace, self.limits.min_body_rate, digest)
+        if digest is not None:
+            request.body_sha256 = digest.hexdigest()
+        return body
 
     def _answer(self, request: Request, answer: Answer, user: str, started: float) -> bool:
         close = answer.close or not request.keep_alive or self.connections.stopping

@@ -15,7 +15,7 @@ import ssl
 import struct
 import time
 from http import HTTPStatus
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
@@ -33,6 +33,12 @@ _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+").fullmatch
 _DIGITS = re.compile(r"[0-9]{1,20}").fullmatch
 
 Body = Union[bytes, bytearray, memoryview]
+
+
+class Digest(Protocol):
+    """What read_body needs of a hashlib object."""
+
+    def update(self, data: Body, /) -> None: ...
 
 
 class HttpError(Exception):
@@ -181,9 +187,10 @@ TIMEOUTS = (TimeoutError, BlockingIOError)
 
 class Request:
     """One request head: ``method``, ``target`` (str), ``headers`` (lower-cased names),
-    ``length`` (the body's, 0 without Content-Length), ``has_length``, ``keep_alive``."""
+    ``length`` (the body's, 0 without Content-Length), ``has_length``, ``keep_alive``, and
+    ``body_sha256``: the hex SHA-256 of the body where it was hashed while it arrived."""
 
-    __slots__ = ("has_length", "headers", "keep_alive", "length", "method", "target")
+    __slots__ = ("body_sha256", "has_length", "headers", "keep_alive", "length", "method", "target")
 
     def __init__(self, method: str, target: str, headers: dict[str, str], keep_alive: bool):
         self.method = method
@@ -192,6 +199,7 @@ class Request:
         self.keep_alive = keep_alive
         self.length = 0
         self.has_length = False
+        self.body_sha256: Optional[str] = None
 
 
 class Reader:
@@ -250,9 +258,15 @@ class Reader:
                     raise HttpError(400, "the connection ended in the middle of a request head")
                 raise EOFError
 
-    def read_body(self, length: int, grace: Optional[float], min_rate: float) -> bytearray:
+    def read_body(
+        self, length: int, grace: Optional[float], min_rate: float, digest: Optional[Digest] = None
+    ) -> bytearray:
         """Read a body of *length* bytes.  After *grace* seconds the peer must have sent at least
         *min_rate* bytes per second since the start, else TimedOut (None: no limit).
+
+        *digest* (a hashlib object) is fed each piece as it arrives: hashlib lets go of the GIL
+        for a large piece, so the hash of a large body is computed while the rest of it is on
+        its way rather than after the last byte.
 
         A body up to :data:`PREALLOCATE_LIMIT` is received straight into its final buffer; a
         larger one grows as its bytes arrive, so that a client announcing a large body and
@@ -264,6 +278,8 @@ class Reader:
         else:
             body = bytearray(self.buffer[:have])
         del self.buffer[:have]
+        if digest is not None:
+            digest.update(memoryview(body)[:have])
         start = time.monotonic()
         while have < length:
             timeout = None
@@ -274,11 +290,15 @@ class Reader:
                     raise TimedOut("the request body arrives too slowly")
             self.transport.settimeout(timeout)
             if length <= PREALLOCATE_LIMIT:
-                have += self._receive_body(memoryview(body)[have:])
+                piece = memoryview(body)[have:]
+                received = self._receive_body(piece)
             else:
-                received = self._receive_body(self._chunk_view[: length - have])
-                body += self._chunk_view[:received]
-                have += received
+                piece = self._chunk_view
+                received = self._receive_body(piece[: length - have])
+                body += piece[:received]
+            if digest is not None:
+                digest.update(piece[:received])
+            have += received
         return body
 
     def _receive_body(self, into: memoryview) -> int:

@@ -131,7 +131,7 @@ def _store(backend: SharedBackend, target: Target, request: Request, body: Body,
     _needs_length(request)
     expected = request.headers.get(_wire.HASH_HEADER.lower())
     if expected is not None:
-        actual = hashlib.sha256(body).hexdigest()
+        actual = request.body_sha256 or hashlib.sha256(body).hexdigest()
         if not hmac.compare_digest(actual, expected.strip().lower()):
             raise HashMismatch("the body does not match its X-Content-hash-sha256: send it again")
     with backend.shared() as chain:

@@ -5,6 +5,7 @@ import json
 import os
 import threading
 
+import pytest
 from borgstore_backend_rest import _wire
 
 from .conftest import snapshot
@@ -148,6 +149,24 @@ def test_hash_mismatch_stores_nothing(rest_server):
     assert snapshot(server.store_path) == before
     # without the header the body is taken as it is (a PyPI-era client may omit it)
     assert server.request("POST", "/data/x", body=b"payload").status == 200
+
+
+@pytest.mark.parametrize("size", [1, 200 * 1024, 900 * 1024, 3 * 1024 * 1024 + 5])
+def test_hash_is_checked_over_every_piece(rest_server, size):
+    """The server hashes a body while it arrives, piece by piece: whatever its size (in the head's
+    receive, received into its own buffer, or grown as it comes), a matching body is stored
+    exactly, and a body whose last byte differs from what its hash announced is refused."""
+    server = rest_server()
+    value = os.urandom(size)
+    assert server.store("data/good", value).status == 200
+    assert (server.store_path / "data" / "good").read_bytes() == value
+    before = snapshot(server.store_path)
+    damaged = value[:-1] + bytes([value[-1] ^ 1])
+    answer = server.request(
+        "POST", "/data/bad", body=damaged, headers={_wire.HASH_HEADER: hashlib.sha256(value).hexdigest()}
+    )
+    assert answer.status == _wire.HASH_MISMATCH_STATUS
+    assert snapshot(server.store_path) == before
 
 
 def test_options_announces_store_new(rest_server):
