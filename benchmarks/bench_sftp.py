@@ -112,11 +112,17 @@ def workload(store, large_count: int, small_count: int, salt: str) -> dict:
 
 def threaded_small(store, small_count: int, salt: str) -> dict:
     """The small phases again with THREADS threads sharing the one Store (issue 13's second set
-    of figures): ops/s over all threads."""
+    of figures): ops/s over all threads.
+
+    A warm-up burst of loads first lets the pool open its sessions (with openssh, an ssh process
+    each): the one-thread phases run on a session opened before them too, and an application
+    with threads opens them once per process, not per batch of items."""
     small_value = os.urandom(SMALL)
     items = names(small_count, "T" + salt)
     results = {}
     with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        for _ in pool.map(store.load, names(small_count, "S" + salt)[: 8 * THREADS]):
+            pass
         for phase, action in (
             (f"small_store_ops_{THREADS}t", lambda n: store.store(n, small_value)),
             (f"small_load_ops_{THREADS}t", store.load),

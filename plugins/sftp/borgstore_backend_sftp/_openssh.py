@@ -156,13 +156,13 @@ class OpensshConnection(SessionSlots):
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self._processes: set[Process] = set()  # every running process, busy or idle
-        self.idle.append(self._start())
+        self.idle.append(self._open())
         self.count = 1
 
     def alive(self) -> bool:
         return not self.dead
 
-    def _start(self) -> p.Session:
+    def _open(self) -> p.Session:
         try:
             process = Process(self.command)
         except OSError as exc:  # ssh vanished, or cannot be executed
@@ -187,20 +187,11 @@ class OpensshConnection(SessionSlots):
         process.socket.settimeout(self.timeout)
         return session
 
-    def acquire(self) -> p.Session:
-        session = self._reserve()
-        if session is not None:
-            return session
-        try:
-            return self._start()
-        except BaseException as exc:
-            with self.ready:
-                self.count -= 1
-                self.ready.notify()
-            if isinstance(exc, (BackendTimeout, BackendConnectionError)) and not isinstance(exc, HostKeyError):
-                # a later session that cannot start: the server went away, as a lost connection
-                raise (p.Timeout if isinstance(exc, BackendTimeout) else p.ConnectionLost)(str(exc)) from exc
-            raise
+    def _open_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, (BackendTimeout, BackendConnectionError)) and not isinstance(exc, HostKeyError):
+            # a later session that cannot start: the server went away, as a lost connection
+            return (p.Timeout if isinstance(exc, BackendTimeout) else p.ConnectionLost)(str(exc))
+        return exc
 
     def _discarded(self, session: p.Session) -> None:
         self._processes.discard(session.channel.process)

@@ -20,6 +20,8 @@ from . import _protocol as p
 
 # sftp sessions per SSH connection: below OpenSSH's default MaxSessions of 10
 MAX_SESSIONS = 8
+# after a session opened ahead failed, no other is opened ahead for this long (seconds)
+OPEN_AHEAD_PAUSE = 1.0
 
 
 class Watchdog:
@@ -58,7 +60,15 @@ class Watchdog:
 
 class SessionSlots:
     """The sessions of one connection, whatever carries them: idle ones are reused, at most
-    ``limit`` are open at once, and a thread that finds them all busy waits for one."""
+    ``limit`` are open at once, and a thread that finds them all busy waits for one.
+
+    A thread that finds every session busy while there is room for another does not open it
+    itself: it starts the opening in the background and takes whichever comes first, a session
+    given back or the new one.  Opening an ssh process takes a handshake and a login (tens of
+    milliseconds), a busy session is usually free again within one round trip; waiting for the
+    opening would stall that thread for nothing, and the new session still serves the next one.
+    Only the first session of a connection is opened by the thread that needs it, so that its
+    failure reaches a caller."""
 
     def __init__(self) -> None:
         self.idle: list[p.Session] = []
@@ -66,22 +76,95 @@ class SessionSlots:
         self.limit = MAX_SESSIONS
         self.ready = threading.Condition(threading.Lock())
         self.dead = False
+        self._open_ahead_after = 0.0  # monotonic time
+        self._opening_ahead = 0  # sessions being opened in the background
+        self._waiting = 0  # threads waiting for a session
 
     def _reserve(self) -> p.Session | None:
-        """Wait for an idle session and return it, or for room to open a new one: then count
-        it and return None."""
+        """Wait for an idle session and return it; or, where no session is open or being opened,
+        count one for the caller to open and return None."""
         with self.ready:
             while True:
                 if self.dead:
                     raise p.ConnectionLost("the connection was closed")
                 if self.idle:
                     return self.idle.pop()
-                if self.count < self.limit:
-                    self.count += 1
+                if self.count == 0:
+                    self.count = 1
                     return None
-                # no time limit: each session in use is bounded by the timeout of its waits, and
-                # a connection that dies wakes everyone
-                self.ready.wait()
+                if self._should_open_ahead():
+                    self.count += 1
+                    self._opening_ahead += 1
+                    threading.Thread(target=self._open_ahead, name="borgstore-sftp-open", daemon=True).start()
+                # no time limit: each session in use is bounded by the timeout of its waits, an
+                # opening by its own, and a connection that dies wakes everyone
+                self._waiting += 1
+                try:
+                    self.ready.wait()
+                finally:
+                    self._waiting -= 1
+
+    def _should_open_ahead(self) -> bool:
+        """Room for one more session, fewer openings under way than threads waiting (this one
+        included), and no failed opening a moment ago (called with ``ready`` held)."""
+        return (
+            self.count < self.limit
+            and self._opening_ahead <= self._waiting
+            and time.monotonic() >= self._open_ahead_after
+        )
+
+    def _open_ahead(self) -> None:
+        """Open a session for the waiting threads (a failure is only accounted for: the threads
+        keep waiting for the busy sessions, and once none is left one of them opens the next
+        session itself and sees why it fails)."""
+        try:
+            session = self._open()
+        except BaseException as exc:
+            with self.ready:
+                self._opening_ahead -= 1
+                # a server that refuses new sessions is not asked again at once by every waiter
+                self._open_ahead_after = time.monotonic() + OPEN_AHEAD_PAUSE
+            self._open_failed(exc)
+            return
+        with self.ready:
+            self._opening_ahead -= 1
+            if not self.dead:
+                self.idle.append(session)
+                self.ready.notify()
+                return
+        session.close()
+
+    def acquire(self) -> p.Session:
+        """A session for the calling thread's operation; give it back with release()."""
+        while True:
+            session = self._reserve()
+            if session is not None:
+                return session
+            try:
+                return self._open()
+            except BaseException as exc:
+                if not self._open_failed(exc):
+                    continue  # the server allows fewer sessions: wait for one of ours
+                error = self._open_error(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+
+    def _open(self) -> p.Session:
+        """A new session (counted already)."""
+        raise NotImplementedError
+
+    def _open_error(self, exc: BaseException) -> BaseException:
+        """What a caller whose session could not be opened gets for *exc*."""
+        return exc
+
+    def _open_failed(self, exc: BaseException) -> bool:
+        """Account for a session that could not be opened; False: the server allows no more
+        sessions, share the ones we have."""
+        with self.ready:
+            self.count -= 1
+            self.ready.notify_all()
+        return True
 
     def release(self, session: p.Session) -> None:
         """Take *session* back: kept for reuse, or closed if it broke or still awaits replies."""
@@ -118,21 +201,12 @@ class Connection(SessionSlots):
     def alive(self) -> bool:
         return not self.dead and self.transport.is_active()
 
-    def acquire(self) -> p.Session:
-        while True:
-            session = self._reserve()
-            if session is not None:
-                return session
-            try:
-                return self._open_session()
-            except BaseException as exc:
-                if not self._opening_failed(exc):
-                    continue  # the server allows fewer sessions: wait for one of ours
-                if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
-                    raise p.ConnectionLost(f"cannot open an sftp session: {exc}") from exc
-                raise
+    def _open_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+            return p.ConnectionLost(f"cannot open an sftp session: {exc}")
+        return exc
 
-    def _open_session(self) -> p.Session:
+    def _open(self) -> p.Session:
         started = time.monotonic()
         key = object()
         self.watchdog.begin(key)  # paramiko waits for the answer to the subsystem request for ever
@@ -147,8 +221,7 @@ class Connection(SessionSlots):
             self.watchdog.end(key)
         return p.Session(channel, self.timeout, self.watchdog)
 
-    def _opening_failed(self, exc: BaseException) -> bool:
-        """Account for a session that could not be opened; False: share the ones we have."""
+    def _open_failed(self, exc: BaseException) -> bool:
         with self.ready:
             self.count -= 1
             # paramiko keeps one pending open failure per transport, so of several opens the
@@ -160,7 +233,7 @@ class Connection(SessionSlots):
                 # the server allows fewer sessions (MaxSessions)
                 self.limit = self.count
                 return False
-            self.ready.notify()
+            self.ready.notify_all()
             return True
 
     def close(self):
