@@ -42,6 +42,9 @@ _NO_ATTRS = _u32.pack(0)
 # packets of up to 256 KiB)
 DEFAULT_MAX_READ = 255 * 1024
 DEFAULT_MAX_WRITE = 255 * 1024
+# a server announcing this is taken to number its handles as OpenSSH's sftp-server does (see
+# Session.guess_handle); any other server never gets a request on a guessed handle
+HANDLE_GUESSING_EXTENSION = "fsync@openssh.com"
 
 
 class ConnectionLost(Exception):
@@ -146,6 +149,11 @@ class Session:
         self.round_trips = 0
         self._sent_since_read = False
         self.extensions = {}
+        # handle bookkeeping for guess_handle(): raw handles open, and handles closed before the
+        # reply of their OPEN arrived (a guessed handle's CLOSE can go in the OPEN's batch)
+        self._next_handle: bytes | None = None
+        self._open_handles: set[bytes] = set()
+        self._closed_before_open: set[bytes] = set()
         self._send_raw(_u32.pack(5) + bytes([INIT]) + _u32.pack(3))
         kind, body = self._read_packet()
         if kind != VERSION:
@@ -157,6 +165,8 @@ class Session:
             self.extensions[name] = reader.bytes()
         self.max_read = DEFAULT_MAX_READ
         self.max_write = DEFAULT_MAX_WRITE
+        if HANDLE_GUESSING_EXTENSION in self.extensions:
+            self._next_handle = _u32.pack(0)  # a new sftp-server process hands out handle 0 first
         if "limits@openssh.com" in self.extensions:
             try:
                 reader = Reader(self.request(EXTENDED, string("limits@openssh.com"), expect=EXTENDED_REPLY))
@@ -232,6 +242,8 @@ class Session:
         length = 5 + sum(len(p) for p in parts)
         self._send_raw(b"".join((_header.pack(length, kind, request_id), *parts)))
         self._sent_since_read = True
+        if kind == CLOSE:
+            self._handle_closed(bytes(parts[0][4:]))
         return request_id
 
     def send_write(self, handle: bytes, offset: int, data) -> int:
@@ -248,6 +260,8 @@ class Session:
             self._sent_since_read = False
         while True:
             kind, body = self._read_packet()
+            if kind == HANDLE:
+                self._handle_opened(body)
             got = _u32.unpack_from(body, 0)[0]
             if got == request_id:
                 return kind, memoryview(body)[4:]
@@ -255,6 +269,52 @@ class Session:
                 self.discard.discard(got)
             else:
                 self.replies[got] = (kind, memoryview(body)[4:])
+
+    # --- handles ---
+    def guess_handle(self) -> bytes | None:
+        """The handle the server will give this session's next OPEN, where it is known; None
+        where it is not.  Requests on it can then go in the same batch as the OPEN, which saves
+        the round trip of waiting for the handle.
+
+        OpenSSH's sftp-server numbers its handles (four bytes, from 0) and reuses the last one
+        freed first.  So with no handle of this session open, the next OPEN gets the handle the
+        last CLOSE freed (0 in a new session).  A guess is only made in that state, so a wrong
+        one names no open file: its requests fail with an invalid handle and change nothing
+        (the caller then goes on with the real handle; see guessed()).  Not guessed: for a
+        server that does not announce HANDLE_GUESSING_EXTENSION, after a wrong guess, and while
+        any handle of this session is open or its OPEN's reply is outstanding."""
+        if self._next_handle is None or self._open_handles or self._closed_before_open:
+            return None
+        return self._next_handle
+
+    def guessed(self, guess: bytes, handle: bytes | None) -> bool:
+        """Report what the OPEN sent with *guess* gave (*handle*; None: the OPEN failed, which
+        frees nothing); True if the guess was right.  A wrong guess ends guessing on this
+        session: the server does not number handles as we thought."""
+        self._closed_before_open.discard(guess)
+        if handle is None or handle == guess:
+            return handle is not None
+        self._next_handle = None
+        return False
+
+    def _handle_opened(self, body) -> None:
+        handle = bytes(body[8 : 8 + _u32.unpack_from(body, 4)[0]])
+        if handle in self._closed_before_open:  # its CLOSE went with the OPEN
+            self._closed_before_open.discard(handle)
+            self._freed(handle)
+        else:
+            self._open_handles.add(handle)
+
+    def _handle_closed(self, handle: bytes) -> None:
+        if handle in self._open_handles:
+            self._open_handles.discard(handle)
+            self._freed(handle)
+        else:
+            self._closed_before_open.add(handle)
+
+    def _freed(self, handle: bytes) -> None:
+        if self._next_handle is not None:
+            self._next_handle = handle
 
     def forget(self, request_id: int):
         """Nobody will wait for this reply (a CLOSE of a read handle, say)."""

@@ -74,11 +74,11 @@ def _write_temp(session: p.Session, attempt: Attempt, root: Root, what: str, nam
     temp = temp_name(root.path_of(name))
     attempt.temp_names.append(temp)
     try:
-        handle = _create(session, root, temp)
+        handle, written = _create(session, root, temp, data, fsync=fsync)
     except p.StatusError as exc:
         attempt.temp_names.remove(temp)
         raise root.failure(exc, what, name) from None
-    failure = _write(session, handle, data, fsync=fsync)
+    failure = collect(session, written) if written is not None else _write(session, handle, data, fsync=fsync)
     if failure is not None:
         remove_quietly(session, temp)
         attempt.temp_names.remove(temp)
@@ -86,8 +86,10 @@ def _write_temp(session: p.Session, attempt: Attempt, root: Root, what: str, nam
     return temp
 
 
-def _create(session: p.Session, root: Root, temp: str) -> bytes:
-    """Create *temp* exclusively, and its missing parent directories; return its handle.
+def _create(session: p.Session, root: Root, temp: str, data, *, fsync: bool) -> tuple[bytes, list[int] | None]:
+    """Create *temp* exclusively, and its missing parent directories; return its handle, and
+    the ids of the write, fsync and close of *data* if they went in the OPEN's batch (None: the
+    caller writes).
 
     The MKDIRs of the parents not known to exist go in the same batch as the OPEN, so the first
     store into a new directory waits no longer than any other (the server handles requests in
@@ -95,24 +97,45 @@ def _create(session: p.Session, root: Root, temp: str) -> bytes:
     exists, and if it really could not be made the OPEN says why.  An OPEN that finds no
     directory (one removed since we learnt of it, or between our MKDIR and the OPEN) is tried
     again with the MKDIR of every level, at most twice; the store's own directory is never made
-    (see Root.dirs_to)."""
+    (see Root.dirs_to).  A value that fits one WRITE goes in the batch too, on the handle the
+    session guesses the OPEN will get (Session.guess_handle): the rename still waits for all of
+    them, so a store costs two round trips instead of three."""
     parent = temp.rsplit("/", 1)[0]
     dirs = root.dirs_to(parent)
     tries = 1
     while True:
+        guess = session.guess_handle() if len(data) <= session.max_write else None
         ids = [session.send(p.MKDIR, p.string(path), p.attrs_request()) for path in dirs]
         open_id = session.send(p.OPEN, p.string(temp), p.u32(_CREATE_FLAGS), p.attrs_request())
+        written = None if guess is None else _write_small(session, guess, data, fsync=fsync)
         collect(session, ids)
         try:
             handle = p.Reader(session.result(open_id, expect=p.HANDLE)).bytes()
             break
         except p.StatusError as exc:
+            if guess is not None:
+                session.guessed(guess, None)
+                collect(session, written)  # failed: no file has that handle
             if exc.code != p.NO_SUCH_FILE or tries == 3:
                 raise
         tries += 1
         dirs = root.dirs_to(parent, all_levels=True)
     root.learn_dir(parent)
-    return handle
+    if guess is not None and not session.guessed(guess, handle):
+        if collect(session, written) is None:  # they named no open file, so they must fail
+            session.broken = True
+            raise p.ConnectionLost(f"the server accepted writes on a handle it had not given ({guess.hex()})")
+        written = None
+    return handle, written
+
+
+def _write_small(session: p.Session, handle: bytes, data, *, fsync: bool) -> list[int]:
+    """Send the one WRITE of *data*, the fsync if asked and the CLOSE; their ids."""
+    ids = [session.send_write(handle, 0, data)]
+    if fsync:
+        ids.append(session.send(p.EXTENDED, p.string(_FSYNC), p.string(handle)))
+    ids.append(session.send(p.CLOSE, p.string(handle)))
+    return ids
 
 
 def _write(session: p.Session, handle: bytes, data: memoryview, *, fsync: bool) -> p.StatusError | None:
