@@ -99,10 +99,11 @@ class Root:
 
 
 def change(session: p.Session, attempt, kind: int, *parts, expect=None):
-    """Send a request that changes the store and wait for its reply.  Once it has left (send()
+    """Send a request that changes the store and wait for its reply.  Once it has left (flush()
     returned; a send that fails delivers no complete request), *attempt* records that a lost
     connection leaves its outcome unknown."""
     request_id = session.send(kind, *parts)
+    session.flush()
     if attempt is not None:
         attempt.mark_sent()
     return session.result(request_id, expect)
@@ -220,6 +221,7 @@ def remove_tree(session: p.Session, path: str, attempt=None):
     files = [f"{path}/{name}" for name, attrs in entries if not attrs.is_dir]
     for batch in range(0, len(files), MAX_BATCH):
         ids = [session.send(p.REMOVE, p.string(f)) for f in files[batch : batch + MAX_BATCH]]
+        session.flush()
         if attempt is not None:
             attempt.mark_sent()
         failure = collect(session, ids)

@@ -309,6 +309,7 @@ def cut_after_request(monkeypatch, kind, done):
     def send(session, request_kind, *parts):
         request_id = original_send(session, request_kind, *parts)
         if request_kind == kind and not cut:
+            session.flush()  # a request leaves with its batch: make it leave now
             cut.append((session, request_id))
             deadline = time.monotonic() + 10
             while not done() and time.monotonic() < deadline:
