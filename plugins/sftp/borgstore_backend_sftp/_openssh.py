@@ -207,7 +207,7 @@ class OpensshConnection(SessionSlots):
             self.dead = True
             self.idle = []
             processes, self._processes = self._processes, set()
-            self.ready.notify_all()
+            self._wake_all()
         for process in processes:
             process.close()
 

@@ -10,6 +10,7 @@ the subsystem request of a new session) through the connection's watchdog, which
 connection: its server process stopped answering.
 """
 
+import collections
 import threading
 import time
 
@@ -68,48 +69,70 @@ class SessionSlots:
     milliseconds), a busy session is usually free again within one round trip; waiting for the
     opening would stall that thread for nothing, and the new session still serves the next one.
     Only the first session of a connection is opened by the thread that needs it, so that its
-    failure reaches a caller."""
+    failure reaches a caller.
+
+    Waiting threads are served in the order they came: a session given back goes to the first
+    of them, and a thread that arrives while others wait queues behind them.  Otherwise the
+    thread that gave a session back takes it again for its next operation before a waiting one
+    wakes up, and the waiting ones starve until sessions being opened arrive (hundreds of
+    milliseconds for ssh processes on a busy machine)."""
 
     def __init__(self) -> None:
         self.idle: list[p.Session] = []
         self.count = 0  # sessions open or being opened
         self.limit = MAX_SESSIONS
-        self.ready = threading.Condition(threading.Lock())
+        #: guards the bookkeeping; each waiting thread waits on a condition of its own on it
+        self.ready = threading.Lock()
         self.dead = False
         self._open_ahead_after = 0.0  # monotonic time
         self._opening_ahead = 0  # sessions being opened in the background
-        self._waiting = 0  # threads waiting for a session
+        self._waiting: collections.deque[threading.Condition] = collections.deque()  # in order of arrival
 
     def _reserve(self) -> p.Session | None:
         """Wait for an idle session and return it; or, where no session is open or being opened,
         count one for the caller to open and return None."""
         with self.ready:
-            while True:
-                if self.dead:
-                    raise p.ConnectionLost("the connection was closed")
-                if self.idle:
-                    return self.idle.pop()
-                if self.count == 0:
-                    self.count = 1
-                    return None
-                if self._should_open_ahead():
-                    self.count += 1
-                    self._opening_ahead += 1
-                    threading.Thread(target=self._open_ahead, name="borgstore-sftp-open", daemon=True).start()
-                # no time limit: each session in use is bounded by the timeout of its waits, an
-                # opening by its own, and a connection that dies wakes everyone
-                self._waiting += 1
-                try:
-                    self.ready.wait()
-                finally:
-                    self._waiting -= 1
+            if self.idle and not self._waiting and not self.dead:
+                return self.idle.pop()
+            turn = threading.Condition(self.ready)
+            self._waiting.append(turn)
+            try:
+                while True:
+                    if self.dead:
+                        raise p.ConnectionLost("the connection was closed")
+                    if self.idle and self._waiting[0] is turn:
+                        return self.idle.pop()
+                    if self.count == 0:
+                        self.count = 1
+                        return None
+                    if self._should_open_ahead():
+                        self.count += 1
+                        self._opening_ahead += 1
+                        threading.Thread(target=self._open_ahead, name="borgstore-sftp-open", daemon=True).start()
+                    # no time limit: each session in use is bounded by the timeout of its waits,
+                    # an opening by its own, and a connection that dies wakes everyone
+                    turn.wait()
+            finally:
+                self._waiting.remove(turn)
+                self._wake_first()  # an idle session left, or the next thread's turn to open one
+
+    def _wake_first(self) -> None:
+        """Tell the longest waiting thread that a session may be there (``ready`` held)."""
+        if self._waiting:
+            self._waiting[0].notify()
+
+    def _wake_all(self) -> None:
+        """Wake every waiting thread: the connection died, or a session could not be opened
+        (``ready`` held)."""
+        for turn in self._waiting:
+            turn.notify()
 
     def _should_open_ahead(self) -> bool:
         """Room for one more session, fewer openings under way than threads waiting (this one
         included), and no failed opening a moment ago (called with ``ready`` held)."""
         return (
             self.count < self.limit
-            and self._opening_ahead <= self._waiting
+            and self._opening_ahead < len(self._waiting)
             and time.monotonic() >= self._open_ahead_after
         )
 
@@ -130,7 +153,7 @@ class SessionSlots:
             self._opening_ahead -= 1
             if not self.dead:
                 self.idle.append(session)
-                self.ready.notify()
+                self._wake_first()
                 return
         session.close()
 
@@ -163,7 +186,7 @@ class SessionSlots:
         sessions, share the ones we have."""
         with self.ready:
             self.count -= 1
-            self.ready.notify_all()
+            self._wake_all()
         return True
 
     def release(self, session: p.Session) -> None:
@@ -172,13 +195,13 @@ class SessionSlots:
             with self.ready:
                 if not self.dead:
                     self.idle.append(session)
-                    self.ready.notify()
+                    self._wake_first()
                     return
         session.close()
         with self.ready:
             self._discarded(session)
             self.count -= 1
-            self.ready.notify()
+            self._wake_first()
 
     def _discarded(self, session: p.Session) -> None:
         """*session* was closed for good (called with ``ready`` held)."""
@@ -233,14 +256,14 @@ class Connection(SessionSlots):
                 # the server allows fewer sessions (MaxSessions)
                 self.limit = self.count
                 return False
-            self.ready.notify_all()
+            self._wake_all()
             return True
 
     def close(self):
         with self.ready:
             self.dead = True
             idle, self.idle = self.idle, []
-            self.ready.notify_all()
+            self._wake_all()
         self.watchdog.stop()
         # the transport first: closing a channel sends a message, which a frozen server's full
         # socket would block; a closed transport has closed its channels already

@@ -4,6 +4,7 @@ first.  The slots are driven here with sessions that are plain objects, so that 
 events can be fixed; the transports themselves run against the real sshd in the other tests."""
 
 import threading
+import time
 
 import pytest
 from borgstore_backend_sftp import _pool
@@ -46,6 +47,15 @@ class Slots(_pool.SessionSlots):
         return self.made[-1]
 
 
+def eventually(condition) -> bool:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def acquire_in_thread(slots):
     got = []
     thread = threading.Thread(target=lambda: got.append(slots.acquire()))
@@ -77,8 +87,8 @@ def test_an_opening_that_fails_in_the_background_leaves_the_waiters_served():
     first = slots.acquire()
     thread, got = acquire_in_thread(slots)
     assert slots.opening_started.acquire(timeout=WAIT)
-    with slots.ready:  # the failure has been accounted for: one session counted, a pause set
-        assert slots.ready.wait_for(lambda: slots.count == 1, WAIT)
+    # the failure has been accounted for: one session counted, a pause set
+    assert eventually(lambda: slots.count == 1)
     assert not got
     slots.release(first)
     thread.join(WAIT)
@@ -137,7 +147,7 @@ def test_a_session_opened_ahead_after_the_connection_closed_is_closed():
     openers = [t for t in threading.enumerate() if t.name == "borgstore-sftp-open"]
     with slots.ready:
         slots.dead = True
-        slots.ready.notify_all()
+        slots._wake_all()
     thread.join(WAIT)
     assert [type(exc).__name__ for exc in errors] == ["ConnectionLost"]
     slots.allow_open.set()
@@ -145,3 +155,25 @@ def test_a_session_opened_ahead_after_the_connection_closed_is_closed():
         opener.join(WAIT)
     assert [session.closed for session in slots.made] == [False, True]
     assert slots.idle == []
+
+
+def test_waiting_threads_are_served_in_the_order_they_came_before_the_thread_giving_back():
+    slots = Slots()  # one session; the second one's opening never finishes in this test
+    first = slots.acquire()
+    waiters = []
+    for _ in range(3):
+        waiters.append(acquire_in_thread(slots))
+        assert eventually(lambda: len(slots._waiting) == len(waiters))
+    slots.release(first)
+    # the giver comes back at once for its next operation: it queues behind the three
+    giver = acquire_in_thread(slots)
+    assert eventually(lambda: len(slots._waiting) == 3)  # the first waiter has the session
+    served = []
+    for number, (thread, got) in enumerate(waiters, 1):
+        thread.join(WAIT)
+        assert got == [first] and not giver[1], f"waiter {number} was not served next"
+        served.append(number)
+        slots.release(got[0])
+    giver[0].join(WAIT)
+    assert served == [1, 2, 3] and giver[1] == [first]
+    slots.allow_open.set()
