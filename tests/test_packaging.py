@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,13 @@ def test_wheels_install_and_every_backend_is_found(tmp_path):
         sources.append(str(copy))
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheelhouse),
         *sources)
+    # BSD-3-Clause: every binary distribution carries the license text
+    license_text = (ROOT / "LICENSE").read_text()
+    for wheel in wheelhouse.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            licenses = [n for n in archive.namelist() if ".dist-info/" in n and n.rsplit("/", 1)[-1] == "LICENSE"]
+            assert licenses, f"{wheel.name} has no LICENSE"
+            assert archive.read(licenses[0]).decode() == license_text, wheel.name
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", str(venv))
     python = str(venv / "bin" / "python")
