@@ -56,9 +56,20 @@ def eventually(condition) -> bool:
     return True
 
 
-def acquire_in_thread(slots):
+def acquire_in_thread(slots, errors=None):
+    """Start a thread that acquires a session; it lands in the returned list (an exception in
+    *errors*, if given)."""
     got = []
-    thread = threading.Thread(target=lambda: got.append(slots.acquire()))
+
+    def work():
+        try:
+            got.append(slots.acquire())
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
     thread.start()
     return thread, got
 
@@ -113,15 +124,7 @@ def test_once_every_session_is_gone_a_waiter_opens_one_itself_and_sees_the_failu
     slots.allow_open.set()
     first = slots.acquire()
     errors = []
-
-    def work():
-        try:
-            slots.acquire()
-        except OSError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=work)
-    thread.start()
+    thread, _ = acquire_in_thread(slots, errors)
     assert slots.opening_started.acquire(timeout=WAIT)
     first.broken = True
     slots.release(first)  # discarded: no session is left
@@ -134,15 +137,7 @@ def test_a_session_opened_ahead_after_the_connection_closed_is_closed():
     slots = Slots()
     slots.acquire()
     errors = []
-
-    def work():
-        try:
-            slots.acquire()
-        except Exception as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=work)
-    thread.start()
+    thread, _ = acquire_in_thread(slots, errors)
     assert slots.opening_started.acquire(timeout=WAIT)
     openers = [t for t in threading.enumerate() if t.name == "borgstore-sftp-open"]
     with slots.ready:
