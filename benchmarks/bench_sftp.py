@@ -261,6 +261,84 @@ def summary(values) -> str:
     return f"{statistics.median(values):9.1f}  ({min(values):.1f} .. {max(values):.1f})"
 
 
+def run_rounds(bench: Bench, repeat: int, with_pypi: bool) -> dict:
+    """{(contender, measure): [value per round]}, the contenders alternating their order."""
+    rows: dict = {}
+    for round_number in range(repeat):
+        contenders = [
+            ("sftp client", bench.reference),
+            # the cipher ours negotiates, for a like-for-like view (the target uses the default)
+            ("sftp aes-gcm", lambda: bench.reference("aes128-gcm@openssh.com")),
+            *((f"ours {t}", lambda n=round_number, t=t: bench.ours(n, t)) for t in TRANSPORTS),
+        ]
+        if with_pypi:
+            contenders.append(("PyPI 0.7", lambda n=round_number: bench.pypi(n)))
+        if round_number % 2:
+            contenders.reverse()  # A B A B ...: neither contender always goes first
+        for label, run in contenders:
+            for key, value in run().items():
+                rows.setdefault((label, key), []).append(value)
+        print(f"round {round_number + 1}/{repeat} done", file=sys.stderr)
+    return rows
+
+
+def transport_checks(med: dict, transport: str, with_pypi: bool) -> list:
+    """(label, ratio, target or None) for one transport.  The small-item targets compare with the
+    PyPI release in the same run; without it, with the figures it had when issue 13 was filed."""
+    ours = f"ours {transport}"
+
+    def ratio(measure, reference):
+        return med[(ours, measure)] / med[reference]
+
+    put, get, cpu = (("sftp client", measure) for measure in ("put_mbs", "get_mbs", "cpu_s_per_gib"))
+    checks = [
+        (f"{transport}: 4 MiB store / sftp put", ratio("large_store_mbs", put), TARGET_LARGE_RATIO),
+        (f"{transport}: 4 MiB load / sftp get", ratio("large_load_mbs", get), TARGET_LARGE_RATIO),
+        (f"{transport}: CPU s/GiB / sftp client's", ratio("cpu_s_per_gib", cpu), None),
+    ]
+    if with_pypi:
+        pypi_loads, pypi_stores = ("PyPI 0.7", "small_load_ops"), ("PyPI 0.7", "small_store_ops")
+        checks += [
+            (f"{transport}: small loads / PyPI same run", ratio("small_load_ops", pypi_loads), TARGET_LOAD_FACTOR),
+            (f"{transport}: small stores / PyPI same run", ratio("small_store_ops", pypi_stores), TARGET_STORE_FACTOR),
+            # the PyPI release's Store is used from one thread: ours with 8 against that
+            (f"{transport}: {THREADS} threads, small loads / PyPI", ratio(f"small_load_ops_{THREADS}t", pypi_loads),
+             TARGET_LOAD_FACTOR),
+            (f"{transport}: {THREADS} threads, small stores / PyPI",
+             ratio(f"small_store_ops_{THREADS}t", pypi_stores), TARGET_STORE_FACTOR),
+        ]
+    else:
+        checks += [
+            (f"{transport}: small loads / {PYPI_SMALL_LOADS}/s (no PyPI run)",
+             med[(ours, "small_load_ops")] / PYPI_SMALL_LOADS, TARGET_LOAD_FACTOR),
+            (f"{transport}: small stores / {PYPI_SMALL_STORES}/s (no PyPI run)",
+             med[(ours, "small_store_ops")] / PYPI_SMALL_STORES, TARGET_STORE_FACTOR),
+        ]
+    checks += [
+        (f"{transport}: 4 MiB store / aes-gcm put", ratio("large_store_mbs", ("sftp aes-gcm", "put_mbs")), None),
+        (f"{transport}: 4 MiB load / aes-gcm get", ratio("large_load_mbs", ("sftp aes-gcm", "get_mbs")), None),
+    ]
+    return checks
+
+
+def report(rows: dict, repeat: int, with_pypi: bool) -> None:
+    print(f"\n{'contender':14} {'measure':18} median    (range) over {repeat} rounds")
+    for (label, key), values in rows.items():
+        print(f"{label:14} {key:18} {summary(values)}")
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print("\nratios (medians) and targets of issue 13:")
+    checks = [check for transport in TRANSPORTS for check in transport_checks(med, transport, with_pypi)]
+    if with_pypi:
+        put, get = med[("sftp client", "put_mbs")], med[("sftp client", "get_mbs")]
+        checks += [
+            ("PyPI 4 MiB store / sftp put", med[("PyPI 0.7", "large_store_mbs")] / put, None),
+            ("PyPI 4 MiB load / sftp get", med[("PyPI 0.7", "large_load_mbs")] / get, None),
+        ]
+    for label, ratio, target in checks:
+        verdict = "" if target is None else f"target >= {target:.2f}: {'met' if ratio >= target else 'NOT met'}"
+        print(f"  {label:46} {ratio:6.2f}  {verdict}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="/dev/shm", help="tmpfs directory for the server's storage")
@@ -274,106 +352,20 @@ def main():
     fs = subprocess.run(["df", "--output=fstype", base], capture_output=True, text=True, check=True).stdout.split()[-1]
     import paramiko
 
+    ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=True).stderr.strip()
     print(
         f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, paramiko {paramiko.__version__}, "
-        f"storage {args.dir} ({fs}), {subprocess.run(['ssh', '-V'], capture_output=True, text=True, check=True).stderr.strip()}"
+        f"storage {args.dir} ({fs}), {ssh_version}"
     )
     load_before = os.getloadavg()
     bench = Bench(base, args.large, args.small, args.pypi_python)
-    rows = {}
     try:
-        for round_number in range(args.repeat):
-            contenders = [
-                ("sftp client", bench.reference),
-                # the cipher ours negotiates, for a like-for-like view (the target uses the default)
-                ("sftp aes-gcm", lambda: bench.reference("aes128-gcm@openssh.com")),
-                *((f"ours {t}", lambda n=round_number, t=t: bench.ours(n, t)) for t in TRANSPORTS),
-            ]
-            if args.pypi_python:
-                contenders.append(("PyPI 0.7", lambda n=round_number: bench.pypi(n)))
-            if round_number % 2:
-                contenders.reverse()  # A B A B ...: neither contender always goes first
-            for label, run in contenders:
-                for key, value in run().items():
-                    rows.setdefault((label, key), []).append(value)
-            print(f"round {round_number + 1}/{args.repeat} done", file=sys.stderr)
+        rows = run_rounds(bench, args.repeat, bool(args.pypi_python))
     finally:
         bench.close()
         shutil.rmtree(base, ignore_errors=True)
-
     print(f"load average before: {load_before}, after: {os.getloadavg()}")
-    print(f"\n{'contender':14} {'measure':18} median    (range) over {args.repeat} rounds")
-    for (label, key), values in rows.items():
-        print(f"{label:14} {key:18} {summary(values)}")
-    med = {k: statistics.median(v) for k, v in rows.items()}
-    put, get = med[("sftp client", "put_mbs")], med[("sftp client", "get_mbs")]
-    print("\nratios (medians) and targets of issue 13:")
-    checks = []
-    for transport in TRANSPORTS:
-        ours = f"ours {transport}"
-        checks += [
-            (f"{transport}: 4 MiB store / sftp put", med[(ours, "large_store_mbs")] / put, TARGET_LARGE_RATIO),
-            (f"{transport}: 4 MiB load / sftp get", med[(ours, "large_load_mbs")] / get, TARGET_LARGE_RATIO),
-            (
-                f"{transport}: small loads / {PYPI_SMALL_LOADS}/s",
-                med[(ours, "small_load_ops")] / PYPI_SMALL_LOADS,
-                TARGET_LOAD_FACTOR,
-            ),
-            (
-                f"{transport}: small stores / {PYPI_SMALL_STORES}/s",
-                med[(ours, "small_store_ops")] / PYPI_SMALL_STORES,
-                TARGET_STORE_FACTOR,
-            ),
-            (
-                f"{transport}: CPU s/GiB / sftp client's",
-                med[(ours, "cpu_s_per_gib")] / med[("sftp client", "cpu_s_per_gib")],
-                None,
-            ),
-        ]
-        if args.pypi_python:
-            checks += [
-                (
-                    f"{transport}: small loads / PyPI same run",
-                    med[(ours, "small_load_ops")] / med[("PyPI 0.7", "small_load_ops")],
-                    TARGET_LOAD_FACTOR,
-                ),
-                (
-                    f"{transport}: small stores / PyPI same run",
-                    med[(ours, "small_store_ops")] / med[("PyPI 0.7", "small_store_ops")],
-                    TARGET_STORE_FACTOR,
-                ),
-                # the PyPI release's Store is used from one thread: ours with 8 against that
-                (
-                    f"{transport}: {THREADS} threads, small loads / PyPI",
-                    med[(ours, f"small_load_ops_{THREADS}t")] / med[("PyPI 0.7", "small_load_ops")],
-                    TARGET_LOAD_FACTOR,
-                ),
-                (
-                    f"{transport}: {THREADS} threads, small stores / PyPI",
-                    med[(ours, f"small_store_ops_{THREADS}t")] / med[("PyPI 0.7", "small_store_ops")],
-                    TARGET_STORE_FACTOR,
-                ),
-            ]
-        checks += [
-            (
-                f"{transport}: 4 MiB store / aes-gcm put",
-                med[(ours, "large_store_mbs")] / med[("sftp aes-gcm", "put_mbs")],
-                None,
-            ),
-            (
-                f"{transport}: 4 MiB load / aes-gcm get",
-                med[(ours, "large_load_mbs")] / med[("sftp aes-gcm", "get_mbs")],
-                None,
-            ),
-        ]
-    if args.pypi_python:
-        checks += [
-            ("PyPI 4 MiB store / sftp put", med[("PyPI 0.7", "large_store_mbs")] / put, None),
-            ("PyPI 4 MiB load / sftp get", med[("PyPI 0.7", "large_load_mbs")] / get, None),
-        ]
-    for label, ratio, target in checks:
-        verdict = "" if target is None else f"target >= {target:.2f}: {'met' if ratio >= target else 'NOT met'}"
-        print(f"  {label:42} {ratio:6.2f}  {verdict}")
+    report(rows, args.repeat, bool(args.pypi_python))
 
 
 if __name__ == "__main__":
