@@ -198,6 +198,9 @@ def serve(
     dict, or a shortcut name or JSON text as for ``--permissions``) and *quota* (bytes) are
     enforced by the middleware.  The keyword-only arguments are the limits of ``main()``'s
     flags of the same names.  An invalid configuration raises ConfigError (a ValueError).
+
+    Only the main thread may set signal handlers: called from another thread, serve() leaves
+    them alone and serves until the process ends (with *stdio*, until stdin ends).
     """
     if isinstance(permissions, str):
         permissions = resolve_permissions(permissions)
