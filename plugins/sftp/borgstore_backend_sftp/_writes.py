@@ -131,16 +131,19 @@ def _create(session: p.Session, root: Root, temp: str, data, *, fsync: bool) -> 
 
 def _write_small(session: p.Session, handle: bytes, data, *, fsync: bool) -> list[int]:
     """Send the one WRITE of *data*, the fsync if asked and the CLOSE; their ids."""
-    ids = [session.send_write(handle, 0, data)]
-    if fsync:
-        ids.append(session.send(p.EXTENDED, p.string(_FSYNC), p.string(handle)))
-    ids.append(session.send(p.CLOSE, p.string(handle)))
+    return [session.send_write(handle, 0, data), *_sync_and_close(session, handle, fsync=fsync)]
+
+
+def _sync_and_close(session: p.Session, handle: bytes, *, fsync: bool) -> list[int]:
+    """Send the fsync of *handle* if asked, then its CLOSE; their ids."""
+    h = p.string(handle)
+    ids = [session.send(p.EXTENDED, p.string(_FSYNC), h)] if fsync else []
+    ids.append(session.send(p.CLOSE, h))
     return ids
 
 
 def _write(session: p.Session, handle: bytes, data: memoryview, *, fsync: bool) -> p.StatusError | None:
     """Write *data* to the open *handle*, fsync it if asked, close it; return the first failure."""
-    h = p.string(handle)
     # all writes in flight at once, then the close: one round trip for the data
     ids = []
     step = session.max_write
@@ -154,9 +157,7 @@ def _write(session: p.Session, handle: bytes, data: memoryview, *, fsync: bool) 
         if len(ids) >= MAX_IN_FLIGHT:
             failure = failure or collect(session, ids[: MAX_IN_FLIGHT // 2])
             del ids[: MAX_IN_FLIGHT // 2]
-    if fsync:
-        ids.append(session.send(p.EXTENDED, p.string(_FSYNC), h))
-    ids.append(session.send(p.CLOSE, h))
+    ids += _sync_and_close(session, handle, fsync=fsync)
     return failure or collect(session, ids)
 
 
@@ -223,13 +224,12 @@ def _fsync_batch(session: p.Session, root: Root, names):
     failure = None
     for name, request_id in opens:
         try:
-            handle = p.string(p.Reader(session.result(request_id, expect=p.HANDLE)).bytes())
+            handle = p.Reader(session.result(request_id, expect=p.HANDLE)).bytes()
         except p.StatusError as exc:
             if exc.code != p.NO_SUCH_FILE:  # gone: deleted or moved since, nothing left to sync
                 failure = failure or root.failure(exc, "flush", name)
             continue
-        syncs.append(session.send(p.EXTENDED, p.string(_FSYNC), handle))
-        syncs.append(session.send(p.CLOSE, handle))
+        syncs += _sync_and_close(session, handle, fsync=True)
     status = collect(session, syncs)
     if failure is not None:
         raise failure
