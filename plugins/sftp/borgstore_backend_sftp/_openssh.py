@@ -11,8 +11,13 @@ shares one with ControlMaster); a new connection is a new process.  Host keys ar
 strictly whatever the config says (``StrictHostKeyChecking=yes``, ``UpdateHostKeys=no``), and
 nothing prompts (``BatchMode=yes``).  A process ends when its session is closed, and by itself
 when we die: its stdin, our socket, reaches end of file.
+
+Ciphers: when the config leaves them at OpenSSH's defaults and the CPU has AES instructions,
+AES-GCM is moved to the front of OpenSSH's own list (see :func:`preferred_ciphers`); a config
+that sets ``Ciphers`` is obeyed as it is.
 """
 
+import functools
 import os
 import shutil
 import socket
@@ -58,11 +63,77 @@ def find_ssh() -> str:
     return path
 
 
-def ssh_command(ssh, host, port, user, *, ssh_config, use_agent, connect_timeout, keepalive) -> list:
-    """The ssh command line for one sftp session on *host*."""
-    command = [ssh, "-x", "-a", "-T", "-e", "none", "-s"]
-    if ssh_config is not None:
-        command += ["-F", os.path.expanduser(ssh_config)]
+#: with AES instructions these move data about 1.4x as fast as chacha20-poly1305, OpenSSH's first
+#: choice (docs/sftp.md, "Ciphers"); paramiko's transport prefers them too
+GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+@functools.cache
+def cpu_has_aes(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU announces AES instructions (the x86 flag or arm64 feature ``aes``).
+
+    False where there is no /proc/cpuinfo: without AES instructions chacha20-poly1305 is the
+    faster cipher, so OpenSSH's order is kept when we cannot tell."""
+    try:
+        with open(cpuinfo) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and "aes" in value.split():
+            return True
+    return False
+
+
+def _resolved_ciphers(command: list, timeout: float) -> list | None:
+    """The ciphers ``ssh -G`` resolves for *command*, or None if it could not tell."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "ciphers":
+            return value.strip().split(",")
+    return None
+
+
+def preferred_ciphers(ssh, host, port, user, *, ssh_config, timeout: float) -> str | None:
+    """The ``Ciphers`` value to pass: OpenSSH's default list with AES-GCM first, or None to leave
+    ssh's own choice alone.
+
+    None unless the CPU has AES instructions and ``ssh -G`` resolves the same ciphers for this
+    host with the user's config as with no config at all: a command-line option wins over every
+    config file, so one set in a config (a policy, a server that needs an old cipher) must not be
+    replaced.  The list keeps every cipher OpenSSH offers, so a server without AES-GCM still
+    agrees on one."""
+    if not cpu_has_aes():
+        return None
+    resolve = [ssh, "-G"] + _destination(host, port, user)
+    configured = _resolved_ciphers(resolve[:2] + _config_file(ssh_config) + resolve[2:], timeout)
+    defaults = _resolved_ciphers(resolve[:2] + ["-F", os.devnull] + resolve[2:], timeout)
+    if configured is None or configured != defaults:
+        return None
+    first = [cipher for cipher in GCM_CIPHERS if cipher in defaults]
+    if not first or defaults[: len(first)] == first:
+        return None
+    return ",".join(first + [cipher for cipher in defaults if cipher not in first])
+
+
+def _config_file(ssh_config) -> list:
+    return [] if ssh_config is None else ["-F", os.path.expanduser(ssh_config)]
+
+
+def _destination(host, port, user) -> list:
+    return (["-p", str(port)] if port else []) + (["-l", user] if user else []) + ["--", host]
+
+
+def ssh_command(ssh, host, port, user, *, ssh_config, use_agent, connect_timeout, keepalive, ciphers=None) -> list:
+    """The ssh command line for one sftp session on *host* (*ciphers*: see preferred_ciphers)."""
+    command = [ssh, "-x", "-a", "-T", "-e", "none", "-s"] + _config_file(ssh_config)
     options = {
         # command-line options win over every config file: these cannot be weakened
         "BatchMode": "yes",
@@ -76,13 +147,11 @@ def ssh_command(ssh, host, port, user, *, ssh_config, use_agent, connect_timeout
         options["IdentityAgent"] = "none"
     if keepalive:
         options["ServerAliveInterval"] = str(max(1, round(keepalive)))
+    if ciphers:
+        options["Ciphers"] = ciphers
     for name, value in options.items():
         command += ["-o", f"{name}={value}"]
-    if port:
-        command += ["-p", str(port)]
-    if user:
-        command += ["-l", user]
-    return command + ["--", host, "sftp"]
+    return command + _destination(host, port, user) + ["sftp"]
 
 
 class Process(SocketProcess):

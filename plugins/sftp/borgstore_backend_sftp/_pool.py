@@ -290,6 +290,8 @@ class Pool:
         self.keepalive = keepalive
         self.connection: Connection | None = None
         self._lock = threading.Lock()
+        self._ssh_ciphers: str | None = None  # openssh: found once, by the first connect
+        self._ssh_ciphers_known = False
 
     def connect(self) -> Connection:
         """The live connection, connecting (again) if there is none."""
@@ -313,8 +315,14 @@ class Pool:
     def _connect_openssh(self):
         from . import _openssh
 
+        ssh = _openssh.find_ssh()
+        if not self._ssh_ciphers_known:
+            self._ssh_ciphers = _openssh.preferred_ciphers(
+                ssh, self.host, self.port, self.user, ssh_config=self.ssh_config, timeout=self.connect_timeout
+            )
+            self._ssh_ciphers_known = True
         command = _openssh.ssh_command(
-            _openssh.find_ssh(),
+            ssh,
             self.host,
             self.port,
             self.user,
@@ -322,6 +330,7 @@ class Pool:
             use_agent=self.use_agent,
             connect_timeout=self.connect_timeout,
             keepalive=self.keepalive,
+            ciphers=self._ssh_ciphers,
         )
         where = f"{self.host} port {self.port}" if self.port else self.host
         return _openssh.OpensshConnection(command, where, self.connect_timeout, self.timeout)

@@ -62,7 +62,8 @@ class TestSSHServer:
     :param user: the login user (default: the current user).
     :param sftp_options: more options for the server's internal-sftp, e.g. ``-P fsync`` to refuse
         a request.
-    :param sshd_options: more sshd_config lines, e.g. ``"MaxSessions 2"``.
+    :param sshd_options: more sshd_config lines, e.g. ``"MaxSessions 2"``; they come first, so
+        they also override the defaults (``"LogLevel DEBUG1"``).
     :param file_size_limit: the largest file the server may write (RLIMIT_FSIZE), to make writes
         fail on the server as a full disk would.
     :param open_files_limit: the file descriptors each server process may have (RLIMIT_NOFILE),
@@ -125,6 +126,8 @@ class TestSSHServer:
         self.sshd_config.write_text(
             "\n".join(
                 [
+                    # first: sshd takes a keyword's first value, so these override the lines below
+                    self.sshd_options,
                     f"Port {self.port}",
                     "ListenAddress 127.0.0.1",
                     f"HostKey {self.host_key}",
@@ -141,7 +144,6 @@ class TestSSHServer:
                     "LogLevel ERROR",
                     # in-process sftp (no exec per session), starting in our own login directory
                     f"Subsystem sftp internal-sftp {self.sftp_options} -d {self.home}",
-                    self.sshd_options,
                     "",
                 ]
             )

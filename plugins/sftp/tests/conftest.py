@@ -148,6 +148,24 @@ def backend(location):
 
 
 @pytest.fixture
+def open_backend():
+    """open_backend(server, **options): a created and opened backend on a fresh location of
+    *server* (any of the server fixtures), released after the test."""
+    made = []
+
+    def open_on(server: TestSSHServer, **options):
+        backend = Location(server, "absolute").backend(**options)
+        made.append(backend)
+        backend.create()
+        backend.open()
+        return backend
+
+    yield open_on
+    for backend in made:
+        release(backend)
+
+
+@pytest.fixture
 def absolute_location(sshd):
     """A fresh store location named by an absolute-path URL."""
     return Location(sshd, "absolute")
