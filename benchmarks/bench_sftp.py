@@ -339,6 +339,19 @@ def report(rows: dict, repeat: int, with_pypi: bool) -> None:
         print(f"  {label:46} {ratio:6.2f}  {verdict}")
 
 
+def describe_transports(server) -> str:
+    """Which transport the backend's default (``auto``) takes here, and the ciphers the openssh
+    transport offers (the sftp client and the server run with OpenSSH's defaults)."""
+    from borgstore_backend_sftp import _openssh
+    from borgstore_backend_sftp._backend import choose_transport
+
+    ciphers = _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=server.ssh_config, timeout=10)
+    return (
+        f"default transport (auto) here: {choose_transport('auto')}; "
+        f"openssh transport ciphers: {ciphers or 'OpenSSH defaults'}"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="/dev/shm", help="tmpfs directory for the server's storage")
@@ -359,6 +372,7 @@ def main():
     )
     load_before = os.getloadavg()
     bench = Bench(base, args.large, args.small, args.pypi_python)
+    print(describe_transports(bench.server))
     try:
         rows = run_rounds(bench, args.repeat, bool(args.pypi_python))
     finally:

@@ -1,4 +1,4 @@
-"""borgstore-backend-sftp: borgstore's ``sftp://`` backend (paramiko).
+"""borgstore-backend-sftp: borgstore's ``sftp://`` backend (the system's ssh client, or paramiko).
 
 Registers the ``sftp`` URL scheme with borgstore through the ``borgstore`` entry point group.
 This module stays light: borgstore imports it whenever it lists its plugins, also in programs
@@ -61,7 +61,7 @@ def borgstore_backends():
             schemes=("sftp",),
             factory=f"{__name__}._backend:sftp_backend_from_url",
             capabilities=CAPABILITIES,
-            description="a directory on an SSH server, over sftp (paramiko, or the system ssh client); verifies host keys via known_hosts",
+            description="a directory on an SSH server, over sftp (the system ssh client, or paramiko); verifies host keys via known_hosts",
             options=OPTIONS + RETIRED_OPTIONS,
             redact=f"{__name__}._url:redact_url",
         )

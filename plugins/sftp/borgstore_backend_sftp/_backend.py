@@ -13,6 +13,7 @@ _requests (the shared requests) and _errors (what a failure means).
 """
 
 import os
+import shutil
 from collections.abc import Iterator
 
 from borgstore.backends._base import BackendBase, ItemInfo, is_hidden_from_list
@@ -33,9 +34,20 @@ __all__ = ["DEFAULT_TIMEOUT", "DURABILITY_LEVELS", "TRANSPORTS", "SftpBackend", 
 #: middleware's default budget (60 s) holds several tries against a frozen server
 DEFAULT_TIMEOUT = 20.0
 
-#: how the SSH connection is made: paramiko in this process, or the system's ssh client
-#: (docs/sftp.md compares them)
-TRANSPORTS = ("paramiko", "openssh")
+#: how the SSH connection is made: the system's ssh client, paramiko in this process, or
+#: "auto" (the default): openssh where an ``ssh`` client is on PATH, else paramiko (docs/sftp.md
+#: compares them: openssh is the faster of the two there)
+TRANSPORTS = ("auto", "openssh", "paramiko")
+
+
+def choose_transport(transport: str) -> str:
+    """The transport that *transport* names: ``auto`` resolved once, when the backend is built."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(map(repr, TRANSPORTS))}, not {transport!r}")
+    if transport != "auto":
+        return transport
+    # the openssh transport hands ssh a socket as its stdin and stdout, which needs POSIX
+    return "openssh" if os.name == "posix" and shutil.which("ssh") else "paramiko"
 
 
 def _check_options(connect_timeout, timeout, keepalive, ssh_config, retired: dict):
@@ -78,7 +90,7 @@ class SftpBackend(BackendBase):
         connect_timeout: float | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         keepalive: float = 30.0,
-        transport: str = "paramiko",
+        transport: str = "auto",
         **retired,
     ):
         unknown = set(retired) - set(RETIRED_OPTIONS)
@@ -89,8 +101,8 @@ class SftpBackend(BackendBase):
         self.user, self.host, self.port, self.path = parse_url(url)
         self._durability = Durability(durability)
         _check_options(connect_timeout, timeout, keepalive, ssh_config, retired)
-        if transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {', '.join(map(repr, TRANSPORTS))}, not {transport!r}")
+        #: "openssh" or "paramiko": the transport this backend uses (``auto`` resolved)
+        self.transport = choose_transport(transport)
         if connect_timeout is None:
             connect_timeout = timeout  # a connect is a wait on the server like any other
         self._pool = Pool(
@@ -102,7 +114,7 @@ class SftpBackend(BackendBase):
             connect_timeout=connect_timeout,
             timeout=timeout,
             keepalive=keepalive,
-            transport=transport,
+            transport=self.transport,
         )
         self._runner = Runner(self._pool)
         self._root = Root(self.host, self.path)

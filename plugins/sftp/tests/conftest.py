@@ -3,7 +3,8 @@
 Transports: a test module that sets ``TRANSPORTS = ("paramiko", "openssh")`` runs each of its
 tests with each transport (the ``transport`` fixture, which every server's backend_options()
 then gives); ``@pytest.mark.transports("paramiko")`` narrows one test.  Other modules run with
-paramiko, the default.
+paramiko (the backend's own default, ``auto``, takes openssh where ssh is installed; the modules
+that run both cover it).
 
 The server runs with its own host key, authorized key, known_hosts and ssh config (see
 borgstore_backend_sftp.testserver); nothing of the user's ~/.ssh is used.  Without sshd the

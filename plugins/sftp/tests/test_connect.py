@@ -1,4 +1,8 @@
-"""URLs, ssh config, host key verification and authentication, against a real sshd."""
+"""URLs, ssh config, host key verification and authentication, against a real sshd.
+
+The connects here are the paramiko transport's, which reads the ssh config and checks host keys
+itself; the openssh transport (the default where ssh exists) leaves both to ssh, and
+test_openssh.py checks how its errors are reported."""
 
 import os
 import socket
@@ -19,6 +23,7 @@ from borgstore_backend_sftp.testserver import HOST_ALIAS
 from borgstore.backends.errors import BackendConnectionError, BackendDoesNotExist, BackendTimeout, BackendURLInvalid
 
 CONFIG = {"": {"levels": [0]}}
+PARAMIKO = {"transport": "paramiko"}
 
 
 def ssh_fingerprint(pub_file) -> str:
@@ -43,7 +48,7 @@ def private_config(server, tmp_path, *, known_hosts=None, identity=True):
 
 
 def open_backend(server, config, path, **options):
-    options = {"use_agent": False, **options}
+    options = {"use_agent": False, **PARAMIKO, **options}
     backend = sftp_backend_from_url(server.url(path), ssh_config=str(config), **options)
     backend.open()
     return backend
@@ -171,7 +176,7 @@ def test_hashed_known_hosts_entries_are_understood(sshd, tmp_path):
 def test_wrong_user_fails_authentication(sshd, tmp_path):
     """A user the server does not accept: AuthenticationFailed naming the user, not retried."""
     url = f"sftp://nosuchuser@127.0.0.1:{sshd.port}//{tmp_path}"
-    backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), use_agent=False)
+    backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), use_agent=False, **PARAMIKO)
     with pytest.raises(AuthenticationFailed, match="nosuchuser"):
         backend.open()
 
@@ -306,7 +311,7 @@ def test_connect_failures_are_temporary_connection_errors(sshd):
     """Nothing listens at the port (ECONNREFUSED), or the name does not resolve: a temporary
     BackendConnectionError naming where, never a permanent error."""
     for url in (f"sftp://root@127.0.0.1:{_closed_port()}//x", "sftp://root@no-such-host.invalid//x"):
-        backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), connect_timeout=5)
+        backend = sftp_backend_from_url(url, ssh_config=str(sshd.ssh_config), connect_timeout=5, **PARAMIKO)
         with pytest.raises(BackendConnectionError) as excinfo:
             backend.open()
         assert excinfo.value.temporary and not excinfo.value.maybe_applied
@@ -333,7 +338,9 @@ def test_proxy_command_from_the_ssh_config(sshd, tmp_path, require_binary):
         f"    ProxyCommand ssh -F {sshd.ssh_config} -o BatchMode=yes -W %h:%p {HOST_ALIAS}\n"
     )
     (tmp_path / "s").mkdir()
-    backend = sftp_backend_from_url(f"sftp://viaproxy//{tmp_path / 's'}", ssh_config=str(config), use_agent=False)
+    backend = sftp_backend_from_url(
+        f"sftp://viaproxy//{tmp_path / 's'}", ssh_config=str(config), use_agent=False, **PARAMIKO
+    )
     backend.open()
     backend.store("x", b"through the proxy")
     backend.close()
@@ -396,7 +403,7 @@ def test_permanent_connect_failures_are_never_retried(sshd, tmp_path, monkeypatc
     store = Store(
         f"sftp://{user}@127.0.0.1:{sshd.port}//{tmp_path}",
         config=CONFIG,
-        backend_options={"ssh_config": str(config), "use_agent": False},
+        backend_options={"ssh_config": str(config), "use_agent": False, **PARAMIKO},
     )
     assert "retry" in store.middleware
     with pytest.raises((UnknownHostKey, HostKeyChanged, AuthenticationFailed)) as excinfo:

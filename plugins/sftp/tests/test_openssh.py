@@ -155,3 +155,31 @@ def test_an_unknown_transport_is_refused():
     """transport must name a known transport: ValueError before anything connects."""
     with pytest.raises(ValueError, match="transport must be one of"):
         sftp_backend_from_url("sftp://host/path", transport="putty")
+
+
+def test_auto_takes_openssh_where_ssh_is_on_path(own_sshd, tmp_path):
+    """The default, transport='auto', runs ssh processes when there is an ssh client."""
+    backend = make_backend(own_sshd, tmp_path / "store", transport="auto")
+    assert backend.transport == "openssh"
+    backend.store("x", b"1")
+    assert backend.load("x") == b"1"
+    assert ssh_children(os.getpid())
+    backend.close()
+
+
+def test_auto_takes_paramiko_without_an_ssh_client(own_sshd, tmp_path, monkeypatch):
+    """With no ssh on PATH the default still connects, in this process, with no ssh process."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    backend = make_backend(own_sshd, tmp_path / "store", transport="auto")
+    assert backend.transport == "paramiko"
+    backend.store("x", b"1")
+    assert backend.load("x") == b"1"
+    assert ssh_children(os.getpid()) == []
+    backend.close()
+
+
+def test_the_default_transport_is_auto(monkeypatch, tmp_path):
+    """Built without a transport option, the backend chooses as 'auto' does (nothing connects yet)."""
+    assert sftp_backend_from_url("sftp://host/path").transport == "openssh"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert sftp_backend_from_url("sftp://host/path").transport == "paramiko"
