@@ -35,8 +35,8 @@ __all__ = ["DEFAULT_TIMEOUT", "DURABILITY_LEVELS", "TRANSPORTS", "SftpBackend", 
 DEFAULT_TIMEOUT = 20.0
 
 #: how the SSH connection is made: the system's ssh client, paramiko in this process, or
-#: "auto" (the default): openssh where an ``ssh`` client is on PATH, else paramiko (docs/sftp.md
-#: compares them: openssh is the faster of the two there)
+#: "auto" (the default): openssh where an ``ssh`` client is on PATH and would read the ~/.ssh
+#: that HOME names, else paramiko (docs/sftp.md compares them: openssh is the faster one)
 TRANSPORTS = ("auto", "openssh", "paramiko")
 
 
@@ -47,7 +47,24 @@ def choose_transport(transport: str) -> str:
     if transport != "auto":
         return transport
     # the openssh transport hands ssh a socket as its stdin and stdout, which needs POSIX
-    return "openssh" if os.name == "posix" and shutil.which("ssh") else "paramiko"
+    if os.name != "posix" or not shutil.which("ssh"):
+        return "paramiko"
+    return "openssh" if _ssh_sees_our_home() else "paramiko"
+
+
+def _ssh_sees_our_home() -> bool:
+    """Whether ssh would read the ~/.ssh that this process's HOME names.
+
+    ssh finds ~/.ssh through the password database, not HOME, and refuses to run for a user id
+    that has no entry there (a container run as an arbitrary uid); paramiko, like the PyPI
+    release, follows HOME.  Where the two differ, ``auto`` keeps the files the user pointed at."""
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return False
+    return os.path.realpath(entry.pw_dir) == os.path.realpath(os.path.expanduser("~"))
 
 
 def _check_options(connect_timeout, timeout, keepalive, ssh_config, retired: dict):

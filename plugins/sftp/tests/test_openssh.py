@@ -5,6 +5,7 @@ module checks what only it has: processes, ssh's own messages, a missing ssh bin
 """
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -157,8 +158,9 @@ def test_an_unknown_transport_is_refused():
         sftp_backend_from_url("sftp://host/path", transport="putty")
 
 
-def test_auto_takes_openssh_where_ssh_is_on_path(own_sshd, tmp_path):
+def test_auto_takes_openssh_where_ssh_is_on_path(own_sshd, tmp_path, monkeypatch):
     """The default, transport='auto', runs ssh processes when there is an ssh client."""
+    monkeypatch.setenv("HOME", pwd.getpwuid(os.getuid()).pw_dir)
     backend = make_backend(own_sshd, tmp_path / "store", transport="auto")
     assert backend.transport == "openssh"
     backend.store("x", b"1")
@@ -180,6 +182,21 @@ def test_auto_takes_paramiko_without_an_ssh_client(own_sshd, tmp_path, monkeypat
 
 def test_the_default_transport_is_auto(monkeypatch, tmp_path):
     """Built without a transport option, the backend chooses as 'auto' does (nothing connects yet)."""
+    monkeypatch.setenv("HOME", pwd.getpwuid(os.getuid()).pw_dir)
     assert sftp_backend_from_url("sftp://host/path").transport == "openssh"
     monkeypatch.setenv("PATH", str(tmp_path))
+    assert sftp_backend_from_url("sftp://host/path").transport == "paramiko"
+
+
+def test_auto_keeps_paramiko_where_ssh_would_read_another_home(monkeypatch, tmp_path):
+    """ssh finds ~/.ssh through the password database; with HOME pointing elsewhere (or a user id
+    without an entry there) 'auto' takes paramiko, which reads the ~/.ssh that HOME names."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert sftp_backend_from_url("sftp://host/path").transport == "paramiko"
+    monkeypatch.setenv("HOME", pwd.getpwuid(os.getuid()).pw_dir)
+
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
     assert sftp_backend_from_url("sftp://host/path").transport == "paramiko"
