@@ -19,9 +19,26 @@ CHACHA_ONLY_SSHD = {"sshd_options": "LogLevel DEBUG1\nCiphers chacha20-poly1305@
 CHACHA = "chacha20-poly1305@openssh.com"
 
 
+#: the real check, before the fixture below replaces it
+REAL_CPU_HAS_AES = _openssh.cpu_has_aes
+
+
 @pytest.fixture(autouse=True)
 def need_ssh(require_binary):
     require_binary("ssh")
+
+
+@pytest.fixture(autouse=True)
+def cpu_with_aes(monkeypatch):
+    """Every test runs as on a CPU with AES instructions, whatever this one has (one turns it off)."""
+    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
+
+
+def config_choosing(server, tmp_path, ciphers: str):
+    """A copy of *server*'s ssh config that sets Ciphers for every host."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n    Ciphers {ciphers}\n" + server.ssh_config.read_text())
+    return config
 
 
 def negotiated_ciphers(server) -> set:
@@ -48,15 +65,14 @@ def openssh_defaults() -> list:
 def test_cpu_has_aes_reads_the_flags(tmp_path, cpuinfo, expected):
     path = tmp_path / "cpuinfo"
     path.write_text(cpuinfo)
-    assert _openssh.cpu_has_aes.__wrapped__(str(path)) is expected
+    assert REAL_CPU_HAS_AES.__wrapped__(str(path)) is expected
 
 
 def test_cpu_has_aes_without_cpuinfo_keeps_opensshs_order(tmp_path):
-    assert _openssh.cpu_has_aes.__wrapped__(str(tmp_path / "missing")) is False
+    assert REAL_CPU_HAS_AES.__wrapped__(str(tmp_path / "missing")) is False
 
 
-def test_gcm_first_keeps_every_default_cipher(sshd, monkeypatch):
-    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
+def test_gcm_first_keeps_every_default_cipher(sshd):
     found = _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=sshd.ssh_config, timeout=10)
     defaults = openssh_defaults()
     order = found.split(",")
@@ -69,48 +85,35 @@ def test_a_cpu_without_aes_leaves_opensshs_order(sshd, monkeypatch):
     assert _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=sshd.ssh_config, timeout=10) is None
 
 
-def test_a_config_that_sets_ciphers_is_obeyed(sshd, tmp_path, monkeypatch):
-    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Host *\n    Ciphers {CHACHA}\n" + sshd.ssh_config.read_text())
+def test_a_config_that_sets_ciphers_is_obeyed(sshd, tmp_path):
+    config = config_choosing(sshd, tmp_path, CHACHA)
     assert _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=config, timeout=10) is None
 
 
-@pytest.mark.parametrize("custom_sshd", [DEBUG_SSHD], indirect=True)
-def test_the_connection_uses_aes_gcm(custom_sshd, open_backend, monkeypatch):
-    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
-    backend = open_backend(custom_sshd)
+@pytest.mark.parametrize(
+    "custom_sshd, config_ciphers, expected",
+    [
+        (DEBUG_SSHD, None, _openssh.GCM_CIPHERS[0]),  # the config leaves the ciphers alone
+        (DEBUG_SSHD, CHACHA, CHACHA),  # the config chooses
+        (CHACHA_ONLY_SSHD, None, CHACHA),  # a server without AES-GCM
+    ],
+    indirect=["custom_sshd"],
+    ids=["aes-gcm-first", "config-obeyed", "server-without-gcm"],
+)
+def test_the_negotiated_cipher(custom_sshd, open_backend, tmp_path, config_ciphers, expected):
+    options = {}
+    if config_ciphers:
+        options["ssh_config"] = str(config_choosing(custom_sshd, tmp_path, config_ciphers))
+    backend = open_backend(custom_sshd, **options)
     backend.store("x", b"1")
     assert backend.load("x") == b"1"
     backend.close()
-    assert negotiated_ciphers(custom_sshd) == {_openssh.GCM_CIPHERS[0]}
+    assert negotiated_ciphers(custom_sshd) == {expected}
 
 
-@pytest.mark.parametrize("custom_sshd", [DEBUG_SSHD], indirect=True)
-def test_the_connection_uses_the_configs_cipher(custom_sshd, open_backend, tmp_path, monkeypatch):
-    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Host *\n    Ciphers {CHACHA}\n" + custom_sshd.ssh_config.read_text())
-    backend = open_backend(custom_sshd, ssh_config=str(config))
-    backend.store("x", b"1")
-    backend.close()
-    assert negotiated_ciphers(custom_sshd) == {CHACHA}
-
-
-@pytest.mark.parametrize("custom_sshd", [CHACHA_ONLY_SSHD], indirect=True)
-def test_a_server_without_aes_gcm_still_connects(custom_sshd, open_backend, monkeypatch):
-    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
-    backend = open_backend(custom_sshd)
-    backend.store("x", b"1")
-    assert backend.load("x") == b"1"
-    backend.close()
-    assert negotiated_ciphers(custom_sshd) == {CHACHA}
-
-
-def test_when_ssh_cannot_tell_its_own_choice_stands(sshd, tmp_path, monkeypatch):
+def test_when_ssh_cannot_tell_its_own_choice_stands(sshd, tmp_path):
     """No ssh to ask, or a config it cannot read: no Ciphers option (the connect reports the
     real problem)."""
-    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
     broken = tmp_path / "ssh_config"
     broken.write_text("NoSuchKeyword yes\n")
     for ssh, config in ((str(tmp_path / "no-ssh"), sshd.ssh_config), ("ssh", broken)):
