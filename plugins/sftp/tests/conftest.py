@@ -149,8 +149,8 @@ def backend(location):
 
 
 @pytest.fixture
-def open_backend():
-    """open_backend(server, **options): a created and opened backend on a fresh location of
+def backend_on():
+    """backend_on(server, **options): a created and opened backend on a fresh location of
     *server* (any of the server fixtures), released after the test."""
     made = []
 

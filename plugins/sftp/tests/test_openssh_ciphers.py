@@ -100,11 +100,11 @@ def test_a_config_that_sets_ciphers_is_obeyed(sshd, tmp_path):
     indirect=["custom_sshd"],
     ids=["aes-gcm-first", "config-obeyed", "server-without-gcm"],
 )
-def test_the_negotiated_cipher(custom_sshd, open_backend, tmp_path, config_ciphers, expected):
+def test_the_negotiated_cipher(custom_sshd, backend_on, tmp_path, config_ciphers, expected):
     options = {}
     if config_ciphers:
         options["ssh_config"] = str(config_choosing(custom_sshd, tmp_path, config_ciphers))
-    backend = open_backend(custom_sshd, **options)
+    backend = backend_on(custom_sshd, **options)
     backend.store("x", b"1")
     assert backend.load("x") == b"1"
     backend.close()
