@@ -13,14 +13,13 @@ _requests (the shared requests) and _errors (what a failure means).
 """
 
 import os
-import shutil
 from collections.abc import Iterator
 
 from borgstore.backends._base import BackendBase, ItemInfo, is_hidden_from_list
 from borgstore.backends.errors import BackendAlreadyExists, BackendDoesNotExist, BackendError, ObjectNotFound
 from borgstore.backends.toolkit import check_backend_name, check_load_range
 
-from . import CAPABILITIES, RETIRED_OPTIONS, _reads, _writes
+from . import CAPABILITIES, RETIRED_OPTIONS, _openssh, _reads, _writes
 from . import _protocol as p
 from ._pool import Pool
 from ._requests import Root, change, find_temps, listdir, mkdirs, remove_tree, rename, stat
@@ -46,25 +45,7 @@ def choose_transport(transport: str) -> str:
         raise ValueError(f"transport must be one of {', '.join(map(repr, TRANSPORTS))}, not {transport!r}")
     if transport != "auto":
         return transport
-    # the openssh transport hands ssh a socket as its stdin and stdout, which needs POSIX
-    if os.name != "posix" or not shutil.which("ssh"):
-        return "paramiko"
-    return "openssh" if _ssh_sees_our_home() else "paramiko"
-
-
-def _ssh_sees_our_home() -> bool:
-    """Whether ssh would read the ~/.ssh that this process's HOME names.
-
-    ssh finds ~/.ssh through the password database, not HOME, and refuses to run for a user id
-    that has no entry there (a container run as an arbitrary uid); paramiko, like the PyPI
-    release, follows HOME.  Where the two differ, ``auto`` keeps the files the user pointed at."""
-    import pwd
-
-    try:
-        entry = pwd.getpwuid(os.getuid())
-    except KeyError:
-        return False
-    return os.path.realpath(entry.pw_dir) == os.path.realpath(os.path.expanduser("~"))
+    return "openssh" if _openssh.usable_here() else "paramiko"
 
 
 def _check_options(connect_timeout, timeout, keepalive, ssh_config, retired: dict):

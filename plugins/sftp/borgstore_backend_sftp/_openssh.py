@@ -52,6 +52,24 @@ _FIXES = {
 }
 
 
+def usable_here() -> bool:
+    """Whether ssh can run here and would read the ~/.ssh that this process's HOME names.
+
+    The transport hands ssh a socket as its stdin and stdout, which needs POSIX.  ssh finds
+    ~/.ssh through the password database, not HOME, and refuses to run for a user id that has no
+    entry there (a container run as an arbitrary uid); paramiko, like the PyPI release, follows
+    HOME.  Where the two differ, the backend's ``auto`` keeps the files the user pointed at."""
+    if os.name != "posix" or shutil.which("ssh") is None:
+        return False
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(os.getuid())
+    except KeyError:
+        return False
+    return os.path.realpath(entry.pw_dir) == os.path.realpath(os.path.expanduser("~"))
+
+
 def find_ssh() -> str:
     """The ssh client's path; BackendError naming what to install if there is none."""
     path = shutil.which("ssh")
@@ -112,9 +130,11 @@ def preferred_ciphers(ssh, host, port, user, *, ssh_config, timeout: float) -> s
     agrees on one."""
     if not cpu_has_aes():
         return None
-    resolve = [ssh, "-G"] + _destination(host, port, user)
-    configured = _resolved_ciphers(resolve[:2] + _config_file(ssh_config) + resolve[2:], timeout)
-    defaults = _resolved_ciphers(resolve[:2] + ["-F", os.devnull] + resolve[2:], timeout)
+
+    def resolve(config_file: list) -> list | None:
+        return _resolved_ciphers([ssh, "-G", *config_file, *_destination(host, port, user)], timeout)
+
+    configured, defaults = resolve(_config_file(ssh_config)), resolve(["-F", os.devnull])
     if configured is None or configured != defaults:
         return None
     first = [cipher for cipher in GCM_CIPHERS if cipher in defaults]

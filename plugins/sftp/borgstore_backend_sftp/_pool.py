@@ -11,6 +11,7 @@ connection: its server process stopped answering.
 """
 
 import collections
+import functools
 import threading
 import time
 
@@ -276,9 +277,7 @@ class Pool:
     """The backend's connection: made on first use, replaced when it died, closed by close()
     or when the pool is garbage-collected (a backend dropped without close() leaks nothing)."""
 
-    def __init__(
-        self, host, port, user, *, ssh_config, use_agent, connect_timeout, timeout, keepalive, transport="paramiko"
-    ):
+    def __init__(self, host, port, user, *, ssh_config, use_agent, connect_timeout, timeout, keepalive, transport):
         self.transport = transport  # "paramiko" or "openssh" (_openssh: sessions through ssh processes)
         self.host = host
         self.port = port
@@ -290,8 +289,6 @@ class Pool:
         self.keepalive = keepalive
         self.connection: Connection | None = None
         self._lock = threading.Lock()
-        self._ssh_ciphers: str | None = None  # openssh: found once, by the first connect
-        self._ssh_ciphers_known = False
 
     def connect(self) -> Connection:
         """The live connection, connecting (again) if there is none."""
@@ -315,14 +312,8 @@ class Pool:
     def _connect_openssh(self):
         from . import _openssh
 
-        ssh = _openssh.find_ssh()
-        if not self._ssh_ciphers_known:
-            self._ssh_ciphers = _openssh.preferred_ciphers(
-                ssh, self.host, self.port, self.user, ssh_config=self.ssh_config, timeout=self.connect_timeout
-            )
-            self._ssh_ciphers_known = True
         command = _openssh.ssh_command(
-            ssh,
+            _openssh.find_ssh(),
             self.host,
             self.port,
             self.user,
@@ -334,6 +325,21 @@ class Pool:
         )
         where = f"{self.host} port {self.port}" if self.port else self.host
         return _openssh.OpensshConnection(command, where, self.connect_timeout, self.timeout)
+
+    @functools.cached_property
+    def _ssh_ciphers(self) -> str | None:
+        """The openssh transport's Ciphers option: asked of ssh once, by the first connect (a
+        reconnect reuses it)."""
+        from . import _openssh
+
+        return _openssh.preferred_ciphers(
+            _openssh.find_ssh(),
+            self.host,
+            self.port,
+            self.user,
+            ssh_config=self.ssh_config,
+            timeout=self.connect_timeout,
+        )
 
     def drop(self, connection: Connection):
         """Close *connection* (it broke); the next connect() makes a new one."""
