@@ -16,7 +16,7 @@ import pytest
 
 from borgstore.backends.errors import BackendConnectionError, BackendError, QuotaExceeded
 from borgstore.backends.memory import MemoryBackend
-from borgstore.middleware import Middleware
+from borgstore.middleware import Middleware, optional_operation
 from borgstore.middleware.quota import LOCK_NAME
 from borgstore.store import Store, build_chain
 
@@ -206,6 +206,54 @@ def test_persist_delta_0_counts_anew_when_quota_hid_was_removed():
             store.store("data/00cc", b"x" * 51)
 
 
+class StoresWhileCounted(Middleware):
+    """Inside the quota: once the quota's walk of the store has ended, *meanwhile* runs (another
+    session's stores), before the walk's count is written."""
+
+    def __init__(self, inner, meanwhile):
+        super().__init__(inner)
+        self.meanwhile = meanwhile
+
+    @optional_operation
+    def list_tree(self, name):
+        yield from self.inner.list_tree(name)
+        meanwhile, self.meanwhile = self.meanwhile, lambda: None
+        meanwhile()
+
+
+def fill(url, limit):
+    """Store ITEM-sized items with a persist_delta=0 quota until it refuses one; return the count."""
+    store = Store(url, config=CONFIG, middleware=[("quota", {"limit": limit, "persist_delta": 0})])
+    stored = 0
+    with store:
+        with pytest.raises(QuotaExceeded):
+            while True:
+                store.store(f"data/ff{stored:06d}", b"x" * ITEM)
+                stored += 1
+    return stored
+
+
+@pytest.mark.parametrize("missing", ["absent", "invalid"])
+def test_a_count_made_while_another_session_wrote_quota_hid_is_not_written_over_it(missing):
+    """A session that finds no valid quota.hid walks the store outside the lock; another session
+    that wrote the file and stored meanwhile must not lose its reservations to the stale count."""
+    url = memory_url()
+    Store(url, config=CONFIG).create()
+    raw = MemoryBackend(url.split(":", 1)[1])
+    if missing == "invalid":
+        raw.open()
+        raw.store("quota.hid", b"not a number")
+        raw.close()
+    others = []
+    walker = StoresWhileCounted(build_chain(raw), lambda: others.append(fill(url, 5 * ITEM)))
+    store = Store(backend=walker, config=CONFIG, middleware=[("quota", {"limit": 5 * ITEM, "persist_delta": 0})])
+    with store:
+        assert others == [5]  # the other session filled the store while this one counted
+        assert store.quota()["usage"] == 5 * ITEM
+        with pytest.raises(QuotaExceeded):
+            store.store("data/00aa", b"x" * ITEM)
+    raw.open()
+    assert raw.load("quota.hid") == str(5 * ITEM).encode()
 
 
 class Recorder(Middleware):

@@ -8,7 +8,8 @@ still be cleaned up.
 The usage is kept in the store itself, in the root item ``quota.hid``: an ASCII decimal integer
 with no newline, the very format the PyPI borgstore's posixfs writes, so both share a store's
 quota file.  open() reads it; if it is missing or unreadable, or with ``rescan=True``, the usage
-is found by walking the whole store (soft-deleted items included) and written back.  A session
+is found by walking the whole store (soft-deleted items included) and written back, unless
+another session wrote a valid file during the walk (then that file's value wins).  A session
 without a quota does not touch the file (it makes no storage call for a quota it does not have),
 so the file does not count what such sessions changed: an application that mixes sessions with
 and without a quota on one store opens with ``rescan=True``.  Changes are counted in memory and
@@ -136,16 +137,26 @@ class QuotaMiddleware(Middleware):
     def _persist(self, rescan: bool = False) -> None:
         """Write the usage: the file's value plus this session's change, or with *rescan* or no
         valid file, a fresh count.  Call with self._lock held."""
-        if not rescan:
-            with self._file_locked():
-                on_disk = self._read_persisted()
-                if on_disk is not None:
-                    self._write(max(on_disk + self._unpersisted, 0))
-                    return
+        if not rescan and self._persist_onto_file():
+            return
         # a walk over the whole store may take minutes: not under the lock, whose holders are quick
         usage = self._scan()
         with self._file_locked():
-            self._write(usage)
+            # Another session may have written a valid file during the walk and reserved stores
+            # in it since: the walk cannot have seen those, so the file wins (rescan=True asks
+            # for the walk's count and says no other session writes meanwhile).
+            if rescan or not self._persist_onto_file(locked=True):
+                self._write(usage)
+
+    def _persist_onto_file(self, locked: bool = False) -> bool:
+        """Write the file's value plus this session's change, if the file holds a valid usage;
+        return whether it did.  Takes the file lock unless *locked*."""
+        with contextlib.nullcontext() if locked else self._file_locked():
+            on_disk = self._read_persisted()
+            if on_disk is None:
+                return False
+            self._write(max(on_disk + self._unpersisted, 0))
+            return True
 
     def _write(self, usage: int) -> None:
         """Write *usage* to quota.hid and take it as this session's view.  Under the file lock."""
@@ -199,7 +210,7 @@ class QuotaMiddleware(Middleware):
                     self._write(usage + delta)
                     return delta
             if attempt == 0:
-                self._persist(rescan=True)  # no valid quota.hid (removed meanwhile): count anew
+                self._persist()  # no valid quota.hid (removed meanwhile): count anew, unless another session did
         raise BackendError(f"quota: {QUOTA_STORE_NAME} vanished again right after it was written")
 
     def _unreserve(self, reserved: int) -> None:
