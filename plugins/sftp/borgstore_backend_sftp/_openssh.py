@@ -14,10 +14,13 @@ when we die: its stdin, our socket, reaches end of file.
 
 Ciphers: when the config leaves them at OpenSSH's defaults and the CPU has AES instructions,
 AES-GCM is moved to the front of OpenSSH's own list (see :func:`preferred_ciphers`); a config
-that sets ``Ciphers`` is obeyed as it is.
+that sets ``Ciphers`` is obeyed as it is.  A config that would break the session for this host
+(a ``RemoteCommand``, ``ForkAfterAuthentication``, ``StdinNull``) is undone on the command line
+(:data:`SESSION_GUARDS`).
 """
 
 import functools
+import itertools
 import os
 import shutil
 import socket
@@ -104,6 +107,31 @@ def cpu_has_aes(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+#: options that undo what a config may set for a host and an sftp session cannot work with:
+#: ``ssh -s`` refuses a RemoteCommand (OpenSSH 7.6), and ForkAfterAuthentication and StdinNull
+#: (8.7) take ssh off our socket.  Command-line options win over every config file.
+SESSION_GUARDS = {"RemoteCommand": "none", "ForkAfterAuthentication": "no", "StdinNull": "no"}
+
+
+@functools.cache
+def session_guards(ssh: str) -> tuple:
+    """The ``-o`` arguments of the SESSION_GUARDS that *ssh* knows (an older ssh refuses an
+    option it does not know, so each is tried with ``ssh -G`` first; once per process)."""
+
+    def known(*options: str) -> bool:
+        command = [ssh, "-G", "-F", os.devnull, *options, "--", "localhost"]
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0
+
+    pairs = [("-o", f"{option}={value}") for option, value in SESSION_GUARDS.items()]
+    if not known(*itertools.chain.from_iterable(pairs)):
+        pairs = [pair for pair in pairs if known(*pair)]
+    return tuple(itertools.chain.from_iterable(pairs))
+
+
 def _resolved_ciphers(command: list, timeout: float) -> list | None:
     """The ciphers ``ssh -G`` resolves for *command*, or None if it could not tell."""
     try:
@@ -132,7 +160,9 @@ def preferred_ciphers(ssh, host, port, user, *, ssh_config, timeout: float) -> s
         return None
 
     def resolve(config_file: list) -> list | None:
-        return _resolved_ciphers([ssh, "-G", *config_file, *_destination(host, port, user)], timeout)
+        # with the session's guards: ssh -G refuses a ForkAfterAuthentication without a command
+        command = [ssh, "-G", *config_file, *session_guards(ssh), *_destination(host, port, user)]
+        return _resolved_ciphers(command, timeout)
 
     configured, defaults = resolve(_config_file(ssh_config)), resolve(["-F", os.devnull])
     if configured is None or configured != defaults:
@@ -171,7 +201,7 @@ def ssh_command(ssh, host, port, user, *, ssh_config, use_agent, connect_timeout
         options["Ciphers"] = ciphers
     for name, value in options.items():
         command += ["-o", f"{name}={value}"]
-    return command + _destination(host, port, user) + ["sftp"]
+    return command + list(session_guards(ssh)) + _destination(host, port, user) + ["sftp"]
 
 
 class Process(SocketProcess):

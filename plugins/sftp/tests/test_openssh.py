@@ -13,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from borgstore_backend_sftp import AuthenticationFailed, HostKeyChanged, UnknownHostKey, sftp_backend_from_url
+from borgstore_backend_sftp import AuthenticationFailed, HostKeyChanged, UnknownHostKey, _openssh, sftp_backend_from_url
 
 from borgstore.backends.errors import BackendError
 
@@ -140,6 +140,43 @@ def test_a_refused_login_names_the_user_and_what_to_check(own_sshd, tmp_path):
         backend.open()
     assert "Permission denied" in str(caught.value)
     assert "authorized_keys" in str(caught.value)
+
+
+def config_with(server, tmp_path, line: str):
+    """A copy of *server*'s ssh config with *line* set for every host (a config's first value wins)."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n    {line}\n" + server.ssh_config.read_text())
+    return config
+
+
+BREAKERS = ["RemoteCommand echo not-sftp", "ForkAfterAuthentication yes", "StdinNull yes"]
+
+
+@pytest.mark.parametrize("line", BREAKERS)
+def test_a_config_that_would_break_the_session_is_undone(sshd, tmp_path, line):
+    """A config line ``ssh -s`` cannot work with is undone on the command line: ssh refuses a
+    RemoteCommand beside a subsystem, StdinNull takes ssh off our socket, and
+    ForkAfterAuthentication leaves an ssh that is no longer our child to end."""
+    config = config_with(sshd, tmp_path, line)
+    backend = make_backend(sshd, tmp_path / "store", ssh_config=str(config))
+    try:
+        backend.store("x", b"1")
+        assert backend.load("x") == b"1"
+        assert [pid for pid in ssh_children(os.getpid()) if not _zombie(pid)]
+    finally:
+        backend.close()
+
+
+def test_guards_are_only_the_options_this_ssh_knows(tmp_path):
+    """An older ssh refuses an option it does not know: it is sent only the guards it takes."""
+    assert _openssh.session_guards("ssh") == (
+        "-o", "RemoteCommand=none", "-o", "ForkAfterAuthentication=no", "-o", "StdinNull=no"
+    )  # fmt: skip
+    older = tmp_path / "ssh"  # as OpenSSH 7.6 to 8.6: RemoteCommand only
+    older.write_text('#!/bin/sh\ncase "$*" in *ForkAfter*|*StdinNull*) exit 255;; esac\nexit 0\n')
+    older.chmod(0o755)
+    assert _openssh.session_guards(str(older)) == ("-o", "RemoteCommand=none")
+    assert _openssh.session_guards(str(tmp_path / "missing")) == ()
 
 
 def test_a_missing_ssh_binary_names_what_to_install(own_sshd, tmp_path, monkeypatch):

@@ -118,3 +118,12 @@ def test_when_ssh_cannot_tell_its_own_choice_stands(sshd, tmp_path):
     broken.write_text("NoSuchKeyword yes\n")
     for ssh, config in ((str(tmp_path / "no-ssh"), sshd.ssh_config), ("ssh", broken)):
         assert _openssh.preferred_ciphers(ssh, HOST_ALIAS, None, None, ssh_config=config, timeout=10) is None
+
+
+@pytest.mark.parametrize("line", ["RemoteCommand echo not-sftp", "ForkAfterAuthentication yes", "StdinNull yes"])
+def test_a_config_the_session_guards_undo_keeps_gcm_first(sshd, tmp_path, line):
+    """ssh -G refuses a ForkAfterAuthentication without a command: the guards go with it too."""
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n    {line}\n" + sshd.ssh_config.read_text())
+    found = _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=config, timeout=10)
+    assert found.split(",")[:2] == list(_openssh.GCM_CIPHERS)
