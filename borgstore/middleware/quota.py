@@ -137,26 +137,26 @@ class QuotaMiddleware(Middleware):
     def _persist(self, rescan: bool = False) -> None:
         """Write the usage: the file's value plus this session's change, or with *rescan* or no
         valid file, a fresh count.  Call with self._lock held."""
-        if not rescan and self._persist_onto_file():
-            return
+        if not rescan:
+            with self._file_locked():
+                usage = self._usage_from_file()
+                if usage is not None:
+                    self._write(usage)
+                    return
         # a walk over the whole store may take minutes: not under the lock, whose holders are quick
-        usage = self._scan()
+        counted = self._scan()
         with self._file_locked():
             # Another session may have written a valid file during the walk and reserved stores
             # in it since: the walk cannot have seen those, so the file wins (rescan=True asks
             # for the walk's count and says no other session writes meanwhile).
-            if rescan or not self._persist_onto_file(locked=True):
-                self._write(usage)
+            usage = None if rescan else self._usage_from_file()
+            self._write(counted if usage is None else usage)
 
-    def _persist_onto_file(self, locked: bool = False) -> bool:
-        """Write the file's value plus this session's change, if the file holds a valid usage;
-        return whether it did.  Takes the file lock unless *locked*."""
-        with contextlib.nullcontext() if locked else self._file_locked():
-            on_disk = self._read_persisted()
-            if on_disk is None:
-                return False
-            self._write(max(on_disk + self._unpersisted, 0))
-            return True
+    def _usage_from_file(self) -> Optional[int]:
+        """The file's usage plus this session's unwritten change, or None if the file holds no
+        valid usage.  Under the file lock."""
+        on_disk = self._read_persisted()
+        return None if on_disk is None else max(on_disk + self._unpersisted, 0)
 
     def _write(self, usage: int) -> None:
         """Write *usage* to quota.hid and take it as this session's view.  Under the file lock."""
@@ -203,9 +203,8 @@ class QuotaMiddleware(Middleware):
         written, so every session checks against every other's stores, those under way included."""
         for attempt in range(2):
             with self._file_locked():
-                on_disk = self._read_persisted()
-                if on_disk is not None:
-                    usage = max(on_disk + self._unpersisted, 0)
+                usage = self._usage_from_file()
+                if usage is not None:
                     _check_limit(name, delta, usage, self.limit)
                     self._write(usage + delta)
                     return delta
