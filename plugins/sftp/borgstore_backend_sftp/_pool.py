@@ -312,33 +312,25 @@ class Pool:
     def _connect_openssh(self):
         from . import _openssh
 
-        command = _openssh.ssh_command(
-            _openssh.find_ssh(),
-            self.host,
-            self.port,
-            self.user,
+        where = f"{self.host} port {self.port}" if self.port else self.host
+        return _openssh.OpensshConnection(self._ssh_command, where, self.connect_timeout, self.timeout)
+
+    @functools.cached_property
+    def _ssh_command(self) -> list:
+        """The openssh transport's command line, built by the first connect: finding the cipher
+        order asks ssh twice (ssh -G), so a reconnect reuses it."""
+        from . import _openssh
+
+        ssh = _openssh.find_ssh()
+        destination = (ssh, self.host, self.port, self.user)
+        ciphers = _openssh.preferred_ciphers(*destination, ssh_config=self.ssh_config, timeout=self.connect_timeout)
+        return _openssh.ssh_command(
+            *destination,
             ssh_config=self.ssh_config,
             use_agent=self.use_agent,
             connect_timeout=self.connect_timeout,
             keepalive=self.keepalive,
-            ciphers=self._ssh_ciphers,
-        )
-        where = f"{self.host} port {self.port}" if self.port else self.host
-        return _openssh.OpensshConnection(command, where, self.connect_timeout, self.timeout)
-
-    @functools.cached_property
-    def _ssh_ciphers(self) -> str | None:
-        """The openssh transport's Ciphers option: asked of ssh once, by the first connect (a
-        reconnect reuses it)."""
-        from . import _openssh
-
-        return _openssh.preferred_ciphers(
-            _openssh.find_ssh(),
-            self.host,
-            self.port,
-            self.user,
-            ssh_config=self.ssh_config,
-            timeout=self.connect_timeout,
+            ciphers=ciphers,
         )
 
     def drop(self, connection: Connection):
