@@ -167,6 +167,19 @@ def backend_on():
 
 
 @pytest.fixture
+def ssh_config_with(tmp_path):
+    """ssh_config_with(server, line): a copy of *server*'s ssh config with *line* set for every
+    host (put first: a config's first value wins)."""
+
+    def write(server: TestSSHServer, line: str):
+        config = tmp_path / "ssh_config"
+        config.write_text(f"Host *\n    {line}\n" + server.ssh_config.read_text())
+        return config
+
+    return write
+
+
+@pytest.fixture
 def absolute_location(sshd):
     """A fresh store location named by an absolute-path URL."""
     return Location(sshd, "absolute")

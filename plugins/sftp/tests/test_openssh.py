@@ -14,6 +14,7 @@ import time
 
 import pytest
 from borgstore_backend_sftp import AuthenticationFailed, HostKeyChanged, UnknownHostKey, _openssh, sftp_backend_from_url
+from borgstore_backend_sftp.testserver import HOST_ALIAS
 
 from borgstore.backends.errors import BackendError
 
@@ -142,22 +143,15 @@ def test_a_refused_login_names_the_user_and_what_to_check(own_sshd, tmp_path):
     assert "authorized_keys" in str(caught.value)
 
 
-def config_with(server, tmp_path, line: str):
-    """A copy of *server*'s ssh config with *line* set for every host (a config's first value wins)."""
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Host *\n    {line}\n" + server.ssh_config.read_text())
-    return config
-
-
 BREAKERS = ["RemoteCommand echo not-sftp", "ForkAfterAuthentication yes", "StdinNull yes"]
 
 
 @pytest.mark.parametrize("line", BREAKERS)
-def test_a_config_that_would_break_the_session_is_undone(sshd, tmp_path, line):
+def test_a_config_that_would_break_the_session_is_undone(sshd, ssh_config_with, tmp_path, line):
     """A config line ``ssh -s`` cannot work with is undone on the command line: ssh refuses a
     RemoteCommand beside a subsystem, StdinNull takes ssh off our socket, and
     ForkAfterAuthentication leaves an ssh that is no longer our child to end."""
-    config = config_with(sshd, tmp_path, line)
+    config = ssh_config_with(sshd, line)
     backend = make_backend(sshd, tmp_path / "store", ssh_config=str(config))
     try:
         backend.store("x", b"1")
@@ -165,6 +159,15 @@ def test_a_config_that_would_break_the_session_is_undone(sshd, tmp_path, line):
         assert [pid for pid in ssh_children(os.getpid()) if not _zombie(pid)]
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("line", BREAKERS)
+def test_the_guards_go_with_ssh_G_so_gcm_stays_first(sshd, ssh_config_with, monkeypatch, line):
+    """ssh -G refuses a ForkAfterAuthentication without a command: the guards go with it too."""
+    monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
+    config = ssh_config_with(sshd, line)
+    found = _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=config, timeout=10)
+    assert found.split(",")[:2] == list(_openssh.GCM_CIPHERS)
 
 
 def test_guards_are_only_the_options_this_ssh_knows(tmp_path):

@@ -34,13 +34,6 @@ def cpu_with_aes(monkeypatch):
     monkeypatch.setattr(_openssh, "cpu_has_aes", lambda: True)
 
 
-def config_choosing(server, tmp_path, ciphers: str):
-    """A copy of *server*'s ssh config that sets Ciphers for every host."""
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Host *\n    Ciphers {ciphers}\n" + server.ssh_config.read_text())
-    return config
-
-
 def negotiated_ciphers(server) -> set:
     """The ciphers sshd agreed on for the connections in its log so far."""
     return set(re.findall(r"kex: client->server cipher: (\S+)", server.log.read_text()))
@@ -85,8 +78,8 @@ def test_a_cpu_without_aes_leaves_opensshs_order(sshd, monkeypatch):
     assert _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=sshd.ssh_config, timeout=10) is None
 
 
-def test_a_config_that_sets_ciphers_is_obeyed(sshd, tmp_path):
-    config = config_choosing(sshd, tmp_path, CHACHA)
+def test_a_config_that_sets_ciphers_is_obeyed(sshd, ssh_config_with):
+    config = ssh_config_with(sshd, f"Ciphers {CHACHA}")
     assert _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=config, timeout=10) is None
 
 
@@ -100,10 +93,10 @@ def test_a_config_that_sets_ciphers_is_obeyed(sshd, tmp_path):
     indirect=["custom_sshd"],
     ids=["aes-gcm-first", "config-obeyed", "server-without-gcm"],
 )
-def test_the_negotiated_cipher(custom_sshd, backend_on, tmp_path, config_ciphers, expected):
+def test_the_negotiated_cipher(custom_sshd, backend_on, ssh_config_with, config_ciphers, expected):
     options = {}
     if config_ciphers:
-        options["ssh_config"] = str(config_choosing(custom_sshd, tmp_path, config_ciphers))
+        options["ssh_config"] = str(ssh_config_with(custom_sshd, f"Ciphers {config_ciphers}"))
     backend = backend_on(custom_sshd, **options)
     backend.store("x", b"1")
     assert backend.load("x") == b"1"
@@ -118,12 +111,3 @@ def test_when_ssh_cannot_tell_its_own_choice_stands(sshd, tmp_path):
     broken.write_text("NoSuchKeyword yes\n")
     for ssh, config in ((str(tmp_path / "no-ssh"), sshd.ssh_config), ("ssh", broken)):
         assert _openssh.preferred_ciphers(ssh, HOST_ALIAS, None, None, ssh_config=config, timeout=10) is None
-
-
-@pytest.mark.parametrize("line", ["RemoteCommand echo not-sftp", "ForkAfterAuthentication yes", "StdinNull yes"])
-def test_a_config_the_session_guards_undo_keeps_gcm_first(sshd, tmp_path, line):
-    """ssh -G refuses a ForkAfterAuthentication without a command: the guards go with it too."""
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Host *\n    {line}\n" + sshd.ssh_config.read_text())
-    found = _openssh.preferred_ciphers("ssh", HOST_ALIAS, None, None, ssh_config=config, timeout=10)
-    assert found.split(",")[:2] == list(_openssh.GCM_CIPHERS)
